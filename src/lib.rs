@@ -1,0 +1,12 @@
+//! aftercart: post-purchase SMS flows as code. The pipeline reads off the module list:
+//! `syntax` (parse) -> `check` (diagnostics) -> `ir` (lowered, hashed) -> `engine` (pure steps).
+//! Only `cli` prints.
+
+pub mod check;
+pub mod cli;
+pub mod diagnostic;
+pub mod ir;
+pub mod project;
+pub mod schema;
+pub mod sms;
+pub mod syntax;

@@ -1,0 +1,1 @@
+//! sms (in progress)
