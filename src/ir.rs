@@ -67,7 +67,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             held: HeldPolicy::Defer,
-            // Florida's 3 commercial messages per 24 h (Fla. Stat. 501.059(8)(a)) is the default.
+            // Florida's 3 commercial messages per 24 h (Fla. Stat. 501.616(6)(b)) is the default.
             frequency_cap: FrequencyCap { max: 3, per_secs: 86_400 },
             max_segments: 2,
             zone_from: vec![ZoneSource::Profile, ZoneSource::ShippingAddress, ZoneSource::AreaCode, ZoneSource::Shop],

@@ -1,6 +1,6 @@
 //! The cross-flow budget: the worst-case number of marketing messages one person can receive
 //! in any 24 h across all flows, warned when above the project's frequency cap (Florida's
-//! 3 per 24 h, Fla. Stat. 501.059(8)(a), is the default cap). The runtime enforces the cap
+//! 3 per 24 h, Fla. Stat. 501.616(6)(b), is the default cap). The runtime enforces the cap
 //! anyway; this tells the author, before deploying, which messages the cap will hold back.
 
 use super::flows::{human_secs, FlowSummary};
