@@ -465,17 +465,17 @@ impl StepChecker<'_, '_> {
         let max = self.ctx.project.policy.max_segments as usize;
         let mut units = count.units;
         let mut culprit = None;
-        if sms::segments_for(units, count.encoding) > max {
+        if sms::max_segments_for(units, count.encoding) > max {
             culprit = Some(None);
         }
         for b in &bounds {
             units += b.max_chars;
-            if culprit.is_none() && sms::segments_for(units, count.encoding) > max {
+            if culprit.is_none() && sms::max_segments_for(units, count.encoding) > max {
                 culprit = Some(Some(b.clone()));
             }
         }
         if let Some(c) = culprit {
-            let segs = sms::segments_for(units, count.encoding);
+            let segs = sms::max_segments_for(units, count.encoding);
             let (single, per) = sms::limits(count.encoding);
             let enc = if count.encoding == sms::Encoding::Gsm7 { "GSM-7" } else { "UCS-2" };
             let mut d = Diagnostic::new(
