@@ -576,6 +576,17 @@ fn invalid_values_name_the_field() {
         "{shown}"
     );
 
+    for bad in ["", "1_000.00", "1e3", "12.", ".5", "--1", "NaN"] {
+        let err = s()
+            .normalize("order.created", &json!({"id": 1, "total_tax": bad}))
+            .unwrap_err();
+        assert_eq!(err.field, "total_tax", "{bad:?}");
+    }
+    let ok = s()
+        .normalize("order.created", &json!({"id": 1, "total_tax": " -0.50 "}))
+        .unwrap();
+    assert_eq!(ok["total_tax"], "-0.50");
+
     let mut order = fixture("orders__create.json");
     order["line_items"][2]["price"] = json!("twenty");
     assert_eq!(

@@ -4,7 +4,9 @@
 //! Representations: ids and text are JSON strings (integers are turned into their exact decimal
 //! text: serde_json keeps integers up to u64 exact, and Shopify ids are at most 18 digits);
 //! money and decimals are decimal strings validated by rust_decimal (Shopify sends money as
-//! strings such as "29.99" and it must never pass through f64); times are RFC 3339 in UTC.
+//! strings such as "29.99" and it must never pass through f64); times are RFC 3339 in UTC
+//! (Shopify sends local offsets such as `2021-12-31T19:00:00-05:00`). Payload shapes: the sample
+//! payloads of https://shopify.dev/docs/api/webhooks/2026-07 (tests/fixtures/shopify).
 
 use super::{Field, NormalizeError, Schemas};
 use crate::ir::Ty;
@@ -120,8 +122,8 @@ impl Normalizer<'_> {
                     _ => return Err(bad("a decimal amount")),
                 };
                 match Decimal::from_str(&text) {
-                    Ok(d) => Value::String(d.to_string()),
-                    Err(_) => return Err(bad("a decimal amount")),
+                    Ok(d) if plain_decimal(&text) => Value::String(d.to_string()),
+                    _ => return Err(bad("a decimal amount")),
                 }
             }
             Ty::Bool => match v {
@@ -169,6 +171,15 @@ impl Normalizer<'_> {
             Ty::Unknown => v.clone(),
         })
     }
+}
+
+/// Plain decimal text: digits, at most one point with digits on both sides, optional `-`. rust_decimal
+/// alone also takes `1_000` and rounds past 28 digits; an amount must be written plainly.
+fn plain_decimal(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    all_digits(int) && all_digits(frac)
 }
 
 /// A dotted path into JSON: object keys, and array indexes (`tracking_numbers.0`).
