@@ -174,7 +174,7 @@ CATALOGUE = {p.sku: p for p in [
     Product("SKIN-SPF-50", "Mineral Sunscreen SPF 50", Decimal("29.00"), 150),
     Product("SKIN-RET-30", "Night Retinol Cream", Decimal("54.00"), 160),
     Product("HOME-CNDL-JUN", "Juniper Candle", Decimal("24.00"), 400),
-    Product("HOME-DIF-01", "Cedar & Juniper Reed Diffuser", Decimal("36.00"), 450),
+    Product("HOME-DIF-01", "Cedar & Juniper Reed Diffuser 200 ml", Decimal("36.00"), 450),
     Product("BATH-SOAP-3", "Botanical Soap Trio", Decimal("21.00"), 300),
     Product("GIFT-BOX-S", "Gift Box – Small", Decimal("12.00"), 200),
 ]}
@@ -264,7 +264,7 @@ class Order:
         return f"#{self.number}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Fulfillment:
     order: Order
     created: datetime
@@ -622,13 +622,14 @@ class Stream:
         o, c = f.order, f.order.customer
         if status == "delivered":
             f.delivered = at
+        # The fixtures' own wording for in_transit and delivered; the others are ours.
         messages = {"in_transit": "Item is now in transit", "out_for_delivery": "Out for delivery",
-                    "delivered": "Delivered, front door/porch", "carrier_picked_up": "Picked up by the carrier"}
+                    "delivered": "Item has been delivered", "carrier_picked_up": "Picked up by the carrier"}
         label = f"shipment:{o.key}:{status}"
         eid = self.ids.num("fulfillment-event:" + label)
 
         def body() -> dict:
-            b = self.fx.get("fulfillment_events__create")
+            b = self.fx.get(f"fulfillment_events__create.{status}", fallback="fulfillment_events__create")
             at_customer = status in ("delivered", "out_for_delivery")
             city, province, zip_ = (c.city, STATE_NAMES[c.province_code], c.zip) if at_customer else WAREHOUSE
             b.update({
@@ -771,7 +772,7 @@ def build_week(fx: Fixtures) -> Stream:
     s.consent(ethan, L(PT, "2026-03-02 21:29"), sub, note="SMS box ticked at checkout.")
     ethan1 = s.order("ethan1", ethan, L(PT, "2026-03-02 21:30"), [("HOME-DIF-01", 1)],
                      "Late order (WA 08:00-20:00). Confirmation now (transactional). Upsell due 23:30 PST: "
-                     "quiet hours, deferred to Tue 08:00 PST. Title \"Cedar & Juniper Reed Diffuser\" > 30 chars.")
+                     "quiet hours, deferred to Tue 08:00 PST. Its title \"Cedar & Juniper Reed Diffuser 200 ml\" is cut by `truncate(30)`.")
 
     # ---- Tuesday 3 March -----------------------------------------------------------------
     liam1_f = s.fulfill(liam1, L(ET, "2026-03-03 09:30"), "USPS")
@@ -911,16 +912,16 @@ def build_week(fx: Fixtures) -> Stream:
     x(daniel, "order_upsell", L(ET, "2026-03-02 15:40"), "bestsellers (Juniper Candle)")
     x(liam, "order_upsell", L(MT, "2026-03-02 18:00"), "bestsellers", sent=None,
       why="exited: {liam2} at 16:45")
-    x(ethan, "order_upsell", L(PT, "2026-03-02 23:30"), "bestsellers (Cedar & Juniper Reed Di…)",
+    x(ethan, "order_upsell", L(PT, "2026-03-02 23:30"), "bestsellers (truncate(30) of Cedar & Juniper Reed Diffuser 200 ml)",
       sent=L(PT, "2026-03-03 08:00"), why="quiet hours (WA 08-20), deferred")
     x(marcus, "abandoned_checkout", L(CT, "2026-03-03 11:00"), "you left something in your cart (1st)")
     x(marcus, "abandoned_checkout", L(CT, "2026-03-04 10:00"), "cart saved one more day (2nd)", sent=None,
       why="exited: {marcus1} at 11:25")
-    x(marcus, "order_upsell", L(CT, "2026-03-03 13:25"), "bestsellers (Vitamin C Serum Refill (…)")
+    x(marcus, "order_upsell", L(CT, "2026-03-03 13:25"), "bestsellers (truncate(30) of Vitamin C Serum Refill (30-day))")
     x(olivia, "order_upsell", L(CT, "2026-03-03 14:05"), "bestsellers (Daily Moisturizer 50 ml)")
     x(james, "order_upsell", L(CT, "2026-03-03 21:45"), "bestsellers", sent=None,
       why="not subscribed (entry or send refused)")
-    x(sofia, "order_upsell", L(AZ, "2026-03-04 10:30"), "bestsellers (Gentle Cleanser Refill (…)")
+    x(sofia, "order_upsell", L(AZ, "2026-03-04 10:30"), "bestsellers (truncate(30) of Gentle Cleanser Refill (30-day))")
     x(noah, "order_upsell", L(ET, "2026-03-04 20:20"), "bestsellers (Gift Box – Small)",
       sent=L(ET, "2026-03-05 09:00"), why="CT area code: Connecticut 09-20 is stricter than NY")
     for c in (maya, grace, zoe):
@@ -931,7 +932,7 @@ def build_week(fx: Fixtures) -> Stream:
       why="3rd marketing message in 24 h (quiz, answer, this)")
     x(grace, "review_request", L(ET, "2026-03-06 10:00"), "Hi Grace! How is your order…",
       sent=L(ET, "2026-03-06 18:00"),
-      why="4th in 24 h: frequency cap 3/24 h holds it until the 18:00 quiz ages out (order of the two 10:00 "
+      why="4th in 24 h: frequency cap 3/24 h holds it until the Thu 18:00 quiz ages out (≈18:00) (order of the two 10:00 "
           "sends is the engine's tie-break)")
     x(zoe, "review_request", L(ET, "2026-03-06 10:00"), "Hi Zoë! How is your order… (UCS-2)",
       why="first-time branch; goal met 10:40")
@@ -966,9 +967,9 @@ def build_tiny(fx: Fixtures) -> Stream:
                      "1100 E 6th St", CT, "0.0825")
     lena = s.customer("lena", "Lena", "Park", "lena.park@example.com", "+14155550132", "CA", "Oakland", "94612",
                       "1720 Broadway Apt 8", PT, "0.1025")
-    s.consent(rosa, L(ET, "2026-03-02 09:29"), "subscribed", note="SMS box ticked at checkout.")
-    rosa1 = s.order("rosa1", rosa, L(ET, "2026-03-02 09:30"), [("SKIN-MST-50", 1)],
-                    "Confirmation now; upsell 11:30; quiz Thu 18:00; welcome Fri 10:00.")
+    s.consent(rosa, L(ET, "2026-03-02 10:29"), "subscribed", note="SMS box ticked at checkout.")
+    rosa1 = s.order("rosa1", rosa, L(ET, "2026-03-02 10:30"), [("SKIN-MST-50", 1)],
+                    "Confirmation now; upsell 12:30; quiz Thu 18:00; welcome Mon 9 10:00 EDT (Fri 10:30 is past 10:00).")
     f = s.fulfill(rosa1, L(ET, "2026-03-02 14:00"), "UPS")
     s.shipment(f, L(ET, "2026-03-02 17:00"), "in_transit", "Shipping update now.")
     s.shipment(f, L(ET, "2026-03-03 16:00"), "delivered", "Review request Fri 10:00.")
@@ -982,8 +983,8 @@ def build_tiny(fx: Fixtures) -> Stream:
     s.reply(lena, L(PT, "2026-03-04 11:05"), "STOP", "Opt-out: the 12:30 upsell and the welcome are cancelled.")
     s.reply(rosa, L(ET, "2026-03-05 18:04"), "1", "Answer to the 18:00 quiz: hydration routine.")
     x = s.expect
-    x(rosa, "order_confirmation", L(ET, "2026-03-02 09:30"), "confirmation {rosa1}")
-    x(rosa, "order_upsell", L(ET, "2026-03-02 11:30"), "bestsellers (Daily Moisturizer 50 ml)")
+    x(rosa, "order_confirmation", L(ET, "2026-03-02 10:30"), "confirmation {rosa1}")
+    x(rosa, "order_upsell", L(ET, "2026-03-02 12:30"), "bestsellers (Daily Moisturizer 50 ml)")
     x(rosa, "shipping_update", L(ET, "2026-03-02 17:00"), "on its way (UPS)")
     x(ben, "abandoned_checkout", L(CT, "2026-03-03 15:00"), "you left something in your cart")
     x(lena, "order_confirmation", L(PT, "2026-03-04 10:30"), "confirmation {lena1}", why="once, despite the duplicate")
@@ -992,8 +993,8 @@ def build_tiny(fx: Fixtures) -> Stream:
     x(ben, "abandoned_checkout", L(CT, "2026-03-04 14:00"), "cart saved one more day")
     x(rosa, "skin_quiz", L(ET, "2026-03-05 18:00"), "what is your skin goal?")
     x(rosa, "skin_quiz", L(ET, "2026-03-05 18:04"), "Hydration it is")
-    x(rosa, "welcome_discount_test", L(ET, "2026-03-06 10:00"), "thanks for your first order (arm by hash)")
-    x(rosa, "review_request", L(ET, "2026-03-06 10:00"), "Hi Rosa! How is your order…")
+    x(rosa, "review_request", L(ET, "2026-03-06 10:00"), "Hi Rosa! How is your order…",
+      why="delivered Tue 16:00 + 2 d = Thu 16:00, then the next weekday 10:00")
     return s
 
 
@@ -1012,7 +1013,6 @@ def check_file(path: Path) -> list[str]:
     lo, hi = WINDOWS[path.name]
     prev = ""
     deliveries: dict[str, int] = {}
-    ids: dict[int, str] = {}
     orders, fulfillments = set(), set()
     for n, text in enumerate(lines, 1):
         try:
@@ -1058,7 +1058,6 @@ def check_file(path: Path) -> list[str]:
                 if (key == "id" or key.endswith("_id")) and isinstance(value, int) and value > 10**16:
                     if len(str(value)) != 18:
                         problems.append(f"{path.name}:{n}: {key}={value} is not 18 digits")
-                    ids.setdefault(value, key)
         else:
             if obj["type"] == "sms.replied" and not obj["data"]["message_sid"].startswith("SM"):
                 problems.append(f"{path.name}:{n}: bad message_sid")
@@ -1090,17 +1089,15 @@ def self_check_time() -> None:
     except ValueError:
         pass
     try:  # cross-check against the tz database when the system has one
-        from zoneinfo import ZoneInfo
-        for zone in ZONES:
-            zi = ZoneInfo(zone)
-            t = datetime(2026, 3, 1, tzinfo=UTC)
-            while t < datetime(2026, 3, 31, tzinfo=UTC):
-                want = t.astimezone(zi).utcoffset()
-                assert want == timedelta(hours=utc_offset(zone, t)), (zone, t)
-                t += timedelta(minutes=30)
-    except (ImportError, Exception) as e:  # noqa: BLE001 - missing tzdata is fine
-        if isinstance(e, AssertionError):
-            raise
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        zones = {zone: ZoneInfo(zone) for zone in ZONES}
+    except (ImportError, ZoneInfoNotFoundError):
+        return
+    for zone, zi in zones.items():
+        t = datetime(2026, 3, 1, tzinfo=UTC)
+        while t < datetime(2026, 3, 31, tzinfo=UTC):
+            assert t.astimezone(zi).utcoffset() == timedelta(hours=utc_offset(zone, t)), (zone, t)
+            t += timedelta(minutes=30)
 
 
 # ---------------------------------------------------------------------------------------------
