@@ -315,3 +315,38 @@ fn render_dispatches_on_format() {
     );
     assert_eq!(Format::parse("SARIF"), Some(Format::Sarif));
 }
+
+#[test]
+fn odd_spans_never_panic() {
+    let mut map = SourceMap::new();
+    let f = map.add("a.flow", "é\nsend");
+    let len = map.get(f).text.len();
+    let diags = [
+        Diagnostic::new("AC0001", "at end of file").primary(Span::new(f, len, len), "here"),
+        Diagnostic::new("AC0001", "inside a character").primary(Span::new(f, 1, 1), ""),
+        Diagnostic::new("AC0001", "past the end").primary(Span::new(f, len + 5, len + 9), "x"),
+        Diagnostic::new("AC9999", "unknown code").severity(Severity::Note),
+    ];
+    for format in Format::ALL {
+        assert!(!render::render(format, &map, &diags, false).is_empty());
+    }
+    let human = render::render(Format::Human, &map, &diags, false);
+    assert!(human.contains("[a.flow:2:5]"), "{human}");
+    assert!(
+        human.ends_with("error: 3 errors, 1 note emitted\n"),
+        "{human}"
+    );
+    let lines = json_lines(&render::json(&map, &diags));
+    assert_eq!(lines[0]["span"]["start"].as_u64(), Some(len as u64));
+    assert_eq!(
+        (lines[0]["line"].as_u64(), lines[0]["column"].as_u64()),
+        (Some(2), Some(5))
+    );
+    assert_eq!(lines[1]["column"].as_u64(), Some(1));
+    let log = sarif(&map, &diags, None);
+    let rules = log["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    assert_eq!(rules[1]["id"], "AC9999");
+    assert_eq!(rules[1]["defaultConfiguration"]["level"], "note");
+}
