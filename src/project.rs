@@ -18,6 +18,8 @@ pub struct Project {
     pub custom_events: toml::Table,
     /// `[quiet_hours.*]`: rows replacing the built-in quiet-hours table's.
     pub quiet_hours_overrides: toml::Table,
+    /// Where `frequency_cap` is set, for diagnostics about the cap.
+    pub frequency_cap_span: Option<Span>,
 }
 
 /// Find `aftercart.toml` in `start` (a file's folder or a folder) or any ancestor.
@@ -55,6 +57,9 @@ impl Project {
             }
         };
         let table = doc.into_inner();
+        if let Some(i) = text.find("frequency_cap") {
+            p.frequency_cap_span = Some(Span::new(file, i, i + "frequency_cap".len()));
+        }
         // toml::Table loses spans; find a key's span by searching the text (good enough to point
         // at the line, and exact for the simple `key = value` layout the file uses).
         let locate = |key: &str| -> Span {

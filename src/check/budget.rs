@@ -33,11 +33,12 @@ pub fn check(flows: &[FlowSummary], project: &Project, diags: &mut Vec<Diagnosti
             human_secs(cap.per_secs)
         ),
     )
-    .primary(tipping.span, format!("takes the total over {}", cap.max));
-    for f in &marketing {
-        if f.span != tipping.span {
-            d = d.secondary(f.span, format!("up to {}", f.max_per_24h));
-        }
+    .primary(
+        project.frequency_cap_span.unwrap_or(tipping.span),
+        format!("the cap is {} per {}", cap.max, human_secs(cap.per_secs)),
+    );
+    if project.frequency_cap_span.is_some() {
+        d = d.secondary(tipping.span, format!("`{}` takes the total over {}", tipping.name, cap.max));
     }
     let parts: Vec<String> = marketing.iter().map(|f| format!("{} {}", f.name, f.max_per_24h)).collect();
     d = d

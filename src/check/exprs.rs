@@ -39,7 +39,15 @@ pub struct InterpBound {
 }
 
 pub fn suggest<'s>(name: &str, candidates: impl IntoIterator<Item = &'s str>) -> Option<String> {
-    candidates
+    let cands: Vec<&str> = candidates.into_iter().collect();
+    // A name that is a whole word of a longer one (`status_url` in `order_status_url`) is a
+    // better hint than any small edit.
+    if name.len() >= 4 {
+        if let Some(c) = cands.iter().filter(|c| c.ends_with(&format!("_{name}")) || c.starts_with(&format!("{name}_"))).min_by_key(|c| c.len()) {
+            return Some(c.to_string());
+        }
+    }
+    cands
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
         .filter(|(d, c)| *d <= 2.max(name.len() / 3) && *d < c.len().max(name.len()))
@@ -466,7 +474,7 @@ impl<'a> Ctx<'a> {
                     .primary(bad.span, "unknown field");
                 d = match suggest(&bad.name, known.iter().copied()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help(format!("fields here: {}", known.join(", "))),
+                    None => d.help(format!("fields here: {}", short_list(&known))),
                 };
                 diags.push(d);
                 Ty::Unknown
@@ -575,7 +583,8 @@ impl<'a> Ctx<'a> {
                             other => self.mismatch(f.name.span, "a list of line items", other, diags),
                         }
                         ty = Ty::Str;
-                        bound = bound.min(60);
+                        // A product title; Shopify allows 255 but storefront titles rarely pass 60.
+                        bound = 60;
                     }
                     other => {
                         let mut d = Diagnostic::new("AC0104", format!("unknown filter `{other}`")).primary(f.name.span, "not a filter");
@@ -595,7 +604,10 @@ impl<'a> Ctx<'a> {
                         .help("pick a field, or use a filter such as `| first_title`"),
                 );
             }
-            let label = self.label(expr);
+            let mut label = self.label(expr);
+            for f in filters {
+                label.push_str(&format!(" | {}", f.name.name));
+            }
             bounds.push(InterpBound { span: *span, label, max_chars: bound });
         }
         bounds
@@ -660,6 +672,15 @@ impl<'a> Ctx<'a> {
             Ty::Link | Ty::Str => 40,
             _ => 20,
         }
+    }
+}
+
+/// At most 12 names, then "and N more".
+fn short_list(names: &[&str]) -> String {
+    if names.len() <= 12 {
+        names.join(", ")
+    } else {
+        format!("{}, and {} more", names[..12].join(", "), names.len() - 12)
     }
 }
 

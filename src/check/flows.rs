@@ -224,6 +224,9 @@ fn duration_bounds(d: &DurationLit, what: &str, min: i64, max: i64, diags: &mut 
 }
 
 pub fn human_secs(s: i64) -> String {
+    if s > 0 && s <= 48 * 3600 && s % 3600 == 0 {
+        return format!("{}h", s / 3600);
+    }
     if s % 604_800 == 0 && s >= 604_800 && s % 86_400 != 0 {
         format!("{}w", s / 604_800)
     } else if s % 86_400 == 0 && s > 0 {

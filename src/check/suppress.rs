@@ -15,7 +15,7 @@ pub fn apply(map: &SourceMap, diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     let mut allows = Vec::new();
     let mut out = Vec::new();
     for (id, file) in map.files() {
-        if !file.name.ends_with(".flow") {
+        if !(file.name.ends_with(".flow") || file.name.ends_with(".toml")) {
             continue;
         }
         for line_no in 1..=file.line_count() {
@@ -23,8 +23,6 @@ pub fn apply(map: &SourceMap, diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
             let Some(hash) = find_comment(line) else { continue };
             let comment = line[hash + 1..].trim();
             let Some(rest) = comment.strip_prefix("allow(") else { continue };
-            let start = file.line_col(0).0; // keep borrowck simple
-            let _ = start;
             let line_start: usize = (1..line_no).map(|l| file.line_text(l).len() + 1).sum();
             let span = Span::new(id, line_start + hash, line_start + line.len());
             let Some(close) = rest.find(')') else {
@@ -44,7 +42,7 @@ pub fn apply(map: &SourceMap, diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
                 out.push(
                     Diagnostic::new("AC0006", "a suppression needs a reason")
                         .primary(span, "no reason given")
-                        .help(format!("write why: `# allow({}): the runtime cap holds the rest`", list.join(", "))),
+                        .help(format!("say why the finding is acceptable: `# allow({}): <reason>`", list.join(", "))),
                 );
                 ok = false;
             }
