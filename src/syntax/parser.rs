@@ -17,6 +17,9 @@ type P<'a> = Pair<'a, Rule>;
 /// Deeper nesting than this is refused up front: it is never needed by a real flow, and it
 /// keeps the recursive descent from exhausting the stack on hostile input.
 const MAX_DEPTH: usize = 64;
+/// Longer operator chains (or more prefix operators) than this are refused: the tree would be
+/// deep enough to overflow the stack when walked or dropped.
+const MAX_CHAIN: usize = 256;
 /// pest's backtracking is bounded by a call limit so any input finishes in bounded time.
 const CALL_LIMIT: usize = 5_000_000;
 
@@ -597,6 +600,10 @@ impl Builder<'_> {
                         rest = Some(c);
                     }
                 }
+                if nots > MAX_CHAIN {
+                    self.too_long(span);
+                    nots = 1;
+                }
                 let mut e = self.expr(rest.unwrap());
                 for _ in 0..nots {
                     e = Expr { kind: ExprKind::Unary(UnOp::Not, Box::new(e)), span };
@@ -637,6 +644,10 @@ impl Builder<'_> {
                         rest = Some(c);
                     }
                 }
+                if negs > MAX_CHAIN {
+                    self.too_long(span);
+                    negs = 1;
+                }
                 let mut e = self.expr(rest.unwrap());
                 for _ in 0..negs {
                     e = Expr { kind: ExprKind::Unary(UnOp::Neg, Box::new(e)), span };
@@ -646,7 +657,11 @@ impl Builder<'_> {
             Rule::postfix => {
                 let mut it = p.into_inner();
                 let mut e = self.expr(it.next().unwrap());
-                for f in it {
+                for (i, f) in it.enumerate() {
+                    if i >= MAX_CHAIN {
+                        self.too_long(span);
+                        break;
+                    }
                     let fid = self.ident(f);
                     let s = e.span.to(fid.span);
                     e = Expr { kind: ExprKind::Field(Box::new(e), fid), span: s };
@@ -700,10 +715,25 @@ impl Builder<'_> {
         }
     }
 
+    fn too_long(&mut self, span: Span) {
+        self.diags.push(
+            Diagnostic::new("AC0001", format!("expression longer than {MAX_CHAIN} operators"))
+                .primary(span, "too long")
+                .help("split the condition into named segments"),
+        );
+    }
+
     fn binary_chain(&mut self, p: P) -> Expr {
+        let span = self.span(&p);
         let mut it = p.into_inner();
         let mut lhs = self.expr(it.next().unwrap());
+        let mut n = 0;
         while let Some(op) = it.next() {
+            n += 1;
+            if n > MAX_CHAIN {
+                self.too_long(span);
+                break;
+            }
             let op = match op.as_str() {
                 "+" => BinOp::Add,
                 "-" => BinOp::Sub,
