@@ -224,7 +224,7 @@ fn duration_bounds(d: &DurationLit, what: &str, min: i64, max: i64, diags: &mut 
 }
 
 pub fn human_secs(s: i64) -> String {
-    if s > 0 && s <= 48 * 3600 && s % 3600 == 0 {
+    if s > 0 && s <= 24 * 3600 && s % 3600 == 0 {
         return format!("{}h", s / 3600);
     }
     if s % 604_800 == 0 && s >= 604_800 && s % 86_400 != 0 {

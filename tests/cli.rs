@@ -1,0 +1,130 @@
+//! The command line as CI and users drive it: output formats, exit codes, explain, compile,
+//! graph and sms-count, run as a real process.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aftercart"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn check_exit_codes() {
+    assert_eq!(run(&["check", "flows"]).status.code(), Some(0));
+    assert_eq!(run(&["check", "tests/ui/ac0106_removed_field.flow"]).status.code(), Some(1));
+    // A warning fails only at --fail-level warning.
+    assert_eq!(run(&["check", "tests/ui/ac0302_unreachable.flow"]).status.code(), Some(0));
+    assert_eq!(run(&["check", "--fail-level", "warning", "tests/ui/ac0302_unreachable.flow"]).status.code(), Some(1));
+    assert_eq!(run(&["check", "no/such/dir"]).status.code(), Some(2));
+    assert_eq!(run(&["check", "--format", "xml", "flows"]).status.code(), Some(2));
+}
+
+#[test]
+fn check_json_lines() {
+    let o = run(&["check", "--format", "json", "tests/ui/ac0106_removed_field.flow"]);
+    let text = stdout(&o);
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let d = lines.iter().find(|d| d["code"] == "AC0106").expect("AC0106 in JSON");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], "tests/ui/ac0106_removed_field.flow");
+    assert_eq!(d["line"], 3);
+    assert!(d["column"].as_u64().unwrap() > 1);
+    assert!(d["span"]["start"].as_u64().unwrap() < d["span"]["end"].as_u64().unwrap());
+    assert!(d["help"].as_str().unwrap().contains("profile.orders_count"));
+}
+
+#[test]
+fn check_sarif_for_code_scanning() {
+    let o = run(&["check", "--format", "sarif", "tests/ui/ac0402_segments.flow", "tests/ui/ac0106_removed_field.flow"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run0 = &v["runs"][0];
+    assert_eq!(run0["tool"]["driver"]["name"], "aftercart");
+    let rules = run0["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r["id"] == "AC0106"));
+    let results = run0["results"].as_array().unwrap();
+    let r = results.iter().find(|r| r["ruleId"] == "AC0106").unwrap();
+    let loc = &r["locations"][0]["physicalLocation"];
+    let uri = loc["artifactLocation"]["uri"].as_str().unwrap();
+    assert!(!uri.starts_with('/'), "relative URI, got {uri}");
+    assert!(uri.ends_with("ac0106_removed_field.flow"));
+    assert_eq!(loc["region"]["startLine"], 3);
+    assert!(r["partialFingerprints"]["primaryLocationLineHash/v1"].is_string());
+}
+
+#[test]
+fn check_github_annotations() {
+    let o = run(&["check", "--format", "github", "tests/ui/ac0106_removed_field.flow"]);
+    let text = stdout(&o);
+    let line = text.lines().find(|l| l.contains("AC0106")).unwrap();
+    assert!(line.starts_with("::error file=tests/ui/ac0106_removed_field.flow,line=3,col="), "{line}");
+    assert!(line.contains("title=AC0106::"));
+    // Newlines in the message are escaped as GitHub's toolkit does.
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn explain_prints_the_docs_section() {
+    let o = run(&["explain", "AC0401"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    assert!(t.starts_with("## AC0401"));
+    assert!(t.contains("Fix:"));
+    assert_eq!(run(&["explain", "AC9999"]).status.code(), Some(2));
+    // Every registered code is documented.
+    for c in aftercart::diagnostic::codes::CODES {
+        assert!(aftercart::diagnostic::codes::explanation(c.code).is_some(), "{} undocumented", c.code);
+    }
+}
+
+#[test]
+fn compile_writes_versioned_ir() {
+    let o = run(&["compile", "flows"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ir_version"], aftercart::ir::IR_VERSION);
+    assert_eq!(v["hash"].as_str().unwrap().len(), 64);
+    let program: aftercart::ir::Program = serde_json::from_value(v).unwrap();
+    assert_eq!(program.hash, program.compute_hash());
+    // A project with errors compiles nothing.
+    assert_eq!(run(&["compile", "tests/ui/ac0106_removed_field.flow"]).status.code(), Some(1));
+}
+
+#[test]
+fn graph_mermaid_and_dot() {
+    let o = run(&["graph", "skin_quiz"]);
+    let t = stdout(&o);
+    assert!(t.starts_with("flowchart TD"));
+    assert!(t.contains("wait reply within 2d"));
+    assert!(t.contains("\"timeout\""));
+    let o = run(&["graph", "welcome_discount_test", "--format", "dot"]);
+    let t = stdout(&o);
+    assert!(t.starts_with("digraph"));
+    assert!(t.contains("plain 50%"));
+    assert_eq!(run(&["graph", "nope"]).status.code(), Some(2));
+}
+
+#[test]
+fn sms_count_json_matches_fixture_rules() {
+    let o = run(&["sms-count", "--json", "We’re shipping today"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["encoding"], "UCS-2");
+    assert_eq!(v["segments"], 1);
+    let long = "a".repeat(161);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&run(&["sms-count", "--json", &long]))).unwrap();
+    assert_eq!(v["encoding"], "GSM-7");
+    assert_eq!(v["segments"], 2);
+    assert_eq!(v["units"], 161);
+    let human = stdout(&run(&["sms-count", "Hello {world}"]));
+    assert!(human.contains("GSM-7"));
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sms/segment_vectors.json").exists());
+}
