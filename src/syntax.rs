@@ -6,7 +6,3 @@ pub mod parser;
 
 pub use parser::parse;
 
-/// Temporary until the formatter lands.
-pub fn format_source(text: &str) -> Result<String, Vec<crate::diagnostic::Diagnostic>> {
-    Ok(text.to_string())
-}
