@@ -2,6 +2,8 @@
 //! The only module that knows pest.
 
 pub mod ast;
+pub mod format;
 pub mod parser;
 
+pub use format::format_source;
 pub use parser::parse;
