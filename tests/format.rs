@@ -445,6 +445,36 @@ fn empty_and_comment_only_files() {
     );
 }
 
+#[test]
+fn header_members_move_with_their_comments() {
+    let src = "flow f {\n  wait 1h\n  # about the goal\n  goal a.b within 1d  # soon\n  # about the kind\n  kind marketing\n  send sms \"x\"\n}\n";
+    let out = check(src);
+    assert_eq!(
+        out,
+        "flow f {\n  # about the kind\n  kind marketing\n  # about the goal\n  goal a.b within 1d  # soon\n\n  wait 1h\n  send sms \"x\"\n}\n"
+    );
+}
+
+#[test]
+fn triple_quoted_text_is_reindented_without_changing_its_value() {
+    let src = "flow f {\n  description \"\"\"\nTwo\n  lines\n\"\"\"\n  wait reply {\n    other => send sms \"\"\"\n\t\tHi {{ shop.name }},\n\t\t  tabbed\n\n\t\tbye\n\t\"\"\"\n  }\n}\n";
+    let out = check(src);
+    assert_eq!(
+        out,
+        "flow f {\n  description \"\"\"\n    Two\n      lines\n  \"\"\"\n\n  wait reply {\n    other => send sms \"\"\"\n      Hi {{ shop.name }},\n        tabbed\n\n      bye\n    \"\"\"\n  }\n}\n"
+    );
+}
+
+#[test]
+fn crlf_input_gives_lf_output() {
+    let src = "# a\r\nflow f {\r\n  kind marketing  # b\r\n\r\n  wait 1h\r\n}\r\n";
+    let out = check(src);
+    assert_eq!(
+        out,
+        "# a\nflow f {\n  kind marketing  # b\n\n  wait 1h\n}\n"
+    );
+}
+
 // ---- random flows ----------------------------------------------------------------------------
 
 fn toks(xs: &[&str]) -> Vec<String> {

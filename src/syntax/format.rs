@@ -200,6 +200,17 @@ impl Printer<'_> {
         a < b && self.src(a, b).is_some_and(|s| s.matches('\n').count() >= 2)
     }
 
+    /// Is there a blank line in the whitespace right before `pos`? Looks only at that gap,
+    /// so whatever stood before it in the source (maybe a header member printed elsewhere)
+    /// does not count.
+    fn blank_before(&self, pos: usize) -> bool {
+        let Some(before) = self.text.get(..pos) else {
+            return false;
+        };
+        let gap = before.len() - before.trim_end_matches([' ', '\t', '\r', '\n']).len();
+        before[pos - gap..].matches('\n').count() >= 2
+    }
+
     // ---- comment hand-out ----------------------------------------------------------------
 
     /// Take every comment not yet printed that starts in `[lo, hi)`.
@@ -275,7 +286,6 @@ impl Printer<'_> {
     // ---- items ---------------------------------------------------------------------------
 
     fn file(&mut self, f: &File) {
-        let mut prev_end = None;
         for (n, item) in f.items.iter().enumerate() {
             let head_end = match item {
                 Item::Segment(s) => self.eff_end(s.span.end),
@@ -298,11 +308,10 @@ impl Printer<'_> {
                 }
                 Item::Flow(fl) => self.flow(fl),
             }
-            prev_end = Some(self.eff_end(item.span().end));
         }
         let rest = self.take_before(0, usize::MAX);
-        if let (Some(pe), Some(&first)) = (prev_end, rest.first()) {
-            if self.blank_between(pe, self.comments[first].start) {
+        if let (false, Some(&first)) = (f.items.is_empty(), rest.first()) {
+            if self.blank_before(self.comments[first].start) {
                 self.out.push('\n');
             }
         }
@@ -374,7 +383,20 @@ impl Printer<'_> {
 
     fn member(&mut self, m: &MemberKind) {
         let s = match m {
-            MemberKind::Description(d) => format!("description {}", self.str_lit(d)),
+            MemberKind::Description(d) => {
+                // A triple-quoted description is laid out like a template at header level.
+                let lit = self.str_lit(d);
+                match lit
+                    .strip_prefix("\"\"\"")
+                    .and_then(|l| l.strip_suffix("\"\"\""))
+                {
+                    Some(raw) if lit.len() >= 6 => match reindent(raw, 1) {
+                        Some(r) => format!("description \"\"\"{r}\"\"\""),
+                        None => format!("description {lit}"),
+                    },
+                    _ => format!("description {lit}"),
+                }
+            }
             MemberKind::Kind(FlowKind::Transactional) => "kind transactional".into(),
             MemberKind::Kind(FlowKind::Marketing) => "kind marketing".into(),
             MemberKind::Trigger { event, filter } => {
@@ -419,14 +441,12 @@ impl Printer<'_> {
 
     /// Steps one per line at `level`, then the comments left before the block's `}`.
     fn steps(&mut self, steps: &[&Step], level: usize, close: usize) {
-        let mut prev = None;
-        for s in steps {
-            self.step_line(s, level, prev);
-            prev = Some(self.eff_end(s.span.end));
+        for (n, s) in steps.iter().enumerate() {
+            self.step_line(s, level, n > 0);
         }
         let rest = self.take_before(0, close);
-        if let (Some(pe), Some(&first)) = (prev, rest.first()) {
-            if self.blank_between(pe, self.comments[first].start) {
+        if let (false, Some(&first)) = (steps.is_empty(), rest.first()) {
+            if self.blank_before(self.comments[first].start) {
                 self.out.push('\n');
             }
         }
@@ -448,10 +468,10 @@ impl Printer<'_> {
         }
     }
 
-    fn step_line(&mut self, s: &Step, level: usize, prev_end: Option<usize>) {
+    /// One step on its own line(s); `after_step`: a blank line the user left before it is kept.
+    fn step_line(&mut self, s: &Step, level: usize, after_step: bool) {
         let lead = self.take_before(0, self.head_end(s));
-        if prev_end.is_some_and(|pe| self.blank_between(pe, self.first_start(&lead, s.span.start)))
-        {
+        if after_step && self.blank_before(self.first_start(&lead, s.span.start)) {
             self.out.push('\n');
         }
         self.emit_comments(&lead, level, Some(s.span.start));
