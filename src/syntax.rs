@@ -2,7 +2,9 @@
 //! The only module that knows pest.
 
 pub mod ast;
+pub mod format;
 pub mod parser;
 
+pub use format::format_source;
 pub use parser::parse;
 
