@@ -230,6 +230,13 @@ struct Builder<'d> {
     diags: &'d mut Vec<Diagnostic>,
 }
 
+fn real_end(p: &P) -> usize {
+    match p.clone().into_inner().last() {
+        Some(last) => real_end(&last),
+        None => p.as_span().end(),
+    }
+}
+
 fn is_kw(p: &P) -> bool {
     format!("{:?}", p.as_rule()).starts_with("kw_")
 }
@@ -240,9 +247,11 @@ fn kids<'a>(p: P<'a>) -> impl Iterator<Item = P<'a>> {
 }
 
 impl Builder<'_> {
+    /// A pair's span without the whitespace and comments pest's implicit `~` consumed after
+    /// its last token (a trailing repetition that fails still eats the trivia before it).
     fn span(&self, p: &P) -> Span {
         let s = p.as_span();
-        Span::new(self.file, self.base + s.start(), self.base + s.end())
+        Span::new(self.file, self.base + s.start(), self.base + real_end(p))
     }
 
     fn ident(&self, p: P) -> Ident {
