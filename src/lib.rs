@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cli;
 pub mod diagnostic;
+pub mod engine;
 pub mod ir;
 pub mod project;
 pub mod schema;
