@@ -4,7 +4,6 @@
 //! semantics are written down in `docs/semantics.md`.
 
 mod clock;
-mod compat;
 mod eval;
 mod keywords;
 mod model;

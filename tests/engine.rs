@@ -317,7 +317,7 @@ fn once_ever() -> Flow {
 // ------------------------------------------------------------------ a tiny host
 
 const CT_PHONE: &str = "+12035550100"; // Connecticut area code, Eastern time
-const CHI_PHONE: &str = "+13125550100"; // Chicago, Central time
+const CHI_PHONE: &str = "+13145550100"; // St. Louis, Missouri: Central time, no state row
 const NY_PHONE: &str = "+12125550100";
 
 fn t(s: &str) -> DateTime<Utc> {

@@ -194,6 +194,7 @@ pub struct Profile {
     pub product_ids: BTreeSet<String>,
     pub skus: BTreeSet<String>,
     pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
     /// An explicit IANA zone (from a `zone`/`timezone` field).

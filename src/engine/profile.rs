@@ -60,6 +60,9 @@ pub fn update(p: &mut Profile, name: &str, data: &Json, now: DateTime<Utc>) {
     if let Some(v) = text(data.get("first_name")) {
         p.first_name = Some(v);
     }
+    if let Some(v) = text(data.get("last_name")) {
+        p.last_name = Some(v);
+    }
     if let Some(v) = text(data.get("email")) {
         p.email = Some(v);
     }
@@ -127,8 +130,12 @@ pub fn to_value(p: &Profile, consent: Consent) -> Value {
     m.insert("total_spent".into(), Value::Decimal(p.total_spent));
     m.insert("first_order_at".into(), t(&p.first_order_at));
     m.insert("last_order_at".into(), t(&p.last_order_at));
+    // Names as in the schema's `[profile]` table; `product_ids`/`skus` kept as aliases.
+    m.insert("products_bought".into(), l(&p.product_ids));
+    m.insert("skus_bought".into(), l(&p.skus));
     m.insert("product_ids".into(), l(&p.product_ids));
     m.insert("skus".into(), l(&p.skus));
+    m.insert("last_name".into(), s(&p.last_name));
     m.insert("first_name".into(), s(&p.first_name));
     m.insert("phone".into(), s(&p.phone));
     m.insert("email".into(), s(&p.email));

@@ -2,17 +2,17 @@
 //! replies and consent; and advancing an instance through its steps until it blocks.
 
 use super::clock::{local_label, next_local_time};
-use super::compat::compliance::{
-    area_code_state, area_code_zone, state_zone, FrequencyCap, QuietHours, Rules,
-};
-use super::compat::sms;
 use super::eval::{LinkCtx, Scope};
 use super::keywords::{self, Keyword};
 use super::model::*;
 use super::profile;
 use super::value::Value;
 use super::{MAX_STEPS_PER_ADVANCE, SEEN_EVENTS_PER_INSTANCE, SEEN_EVENT_IDS};
+use crate::compliance::{
+    area_code_state, area_code_zone, state_zone, FrequencyCap, QuietHours, Rules,
+};
 use crate::ir::{Entry, Flow, FlowKind, HeldPolicy, Program, Step, StepId, ZoneSource};
+use crate::sms;
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde_json::Value as Json;
