@@ -983,3 +983,275 @@ fn same_inputs_same_bytes() {
     assert_eq!(a, b);
     assert!(a.contains("\"effect\":\"send\""));
 }
+
+// ------------------------------------------------------------------ model-based property test
+
+mod model {
+    use super::*;
+    use aftercart::compliance::{area_code_state, area_code_zone, QuietHours};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        Event {
+            kind: usize,
+            order: u8,
+            opt_in: bool,
+        },
+        Redeliver,
+        Reply(usize),
+        Consent(bool),
+        Advance(i64),
+        Restart,
+    }
+
+    const KINDS: [&str; 6] = [
+        "order.created",
+        "order.paid",
+        "order.fulfilled",
+        "shipment.delivered",
+        "checkout.created",
+        "consent.updated",
+    ];
+    const REPLIES: [&str; 11] = [
+        "1",
+        "two",
+        "STOP",
+        " stop ",
+        "start",
+        "stopwatch",
+        "help",
+        "yes",
+        "why",
+        "opt out",
+        "Unstop",
+    ];
+    const PHONES: [&str; 5] = [
+        NY_PHONE,
+        CT_PHONE,
+        CHI_PHONE,
+        "+12145550100",
+        "+14155550100",
+    ];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..KINDS.len(), 0u8..4, any::<bool>()).prop_map(|(kind, order, opt_in)| Op::Event { kind, order, opt_in }),
+            1 => Just(Op::Redeliver),
+            3 => (0..REPLIES.len()).prop_map(Op::Reply),
+            1 => any::<bool>().prop_map(Op::Consent),
+            4 => (60i64..4 * 86_400).prop_map(Op::Advance),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn all_flows() -> Program {
+        program(vec![
+            review_request(),
+            quiz(),
+            welcome_split(),
+            late_night(HeldPolicy::Defer),
+            abandoned(),
+            confirmation(),
+            checkin(),
+        ])
+    }
+
+    /// Run the ops; return the serialised log, checking the invariants on the way.
+    fn run(start: DateTime<Utc>, phone: &str, ops: &[Op]) -> String {
+        let mut h = Host::new(all_flows(), start);
+        let mut consent = Consent::Unknown;
+        let mut last: Option<Input> = None;
+        let mut marketing_sends: Vec<DateTime<Utc>> = vec![];
+        let mut ids = BTreeSet::new();
+        let mut steps = BTreeSet::new();
+        let rules = QuietHours::builtin().rules_for(None, area_code_state(phone));
+        let tz: chrono_tz::Tz = area_code_zone(phone).unwrap_or(chrono_tz::America::New_York);
+        let mut checked = 0;
+        for op in ops {
+            match op {
+                Op::Event {
+                    kind,
+                    order: o,
+                    opt_in,
+                } => {
+                    let name = KINDS[*kind];
+                    let mut data = order(&format!("o{o}"), phone);
+                    if name == "checkout.created" {
+                        data["buyer_accepts_sms_marketing"] = json!(*opt_in);
+                        if *opt_in && consent == Consent::Unknown {
+                            consent = Consent::Subscribed;
+                        }
+                    }
+                    if name == "consent.updated" {
+                        let st = if *opt_in {
+                            "subscribed"
+                        } else {
+                            "unsubscribed"
+                        };
+                        data["sms_marketing_consent"] = json!({ "state": st });
+                        consent = if *opt_in {
+                            Consent::Subscribed
+                        } else {
+                            Consent::Unsubscribed
+                        };
+                    }
+                    h.n += 1;
+                    let input = Input::Event {
+                        name: name.into(),
+                        id: format!("ev{}", h.n),
+                        data,
+                    };
+                    last = Some(input.clone());
+                    h.input(input);
+                }
+                Op::Redeliver => {
+                    if let Some(i) = last.clone() {
+                        h.input(i);
+                    }
+                }
+                Op::Reply(i) => {
+                    let body = REPLIES[*i];
+                    match engine::normalize_reply(body).as_str() {
+                        "stop" | "opt out" => consent = Consent::Unsubscribed,
+                        "start" | "unstop" => consent = Consent::Subscribed,
+                        "yes" if consent != Consent::Subscribed => consent = Consent::Subscribed,
+                        _ => {}
+                    }
+                    h.reply(body);
+                }
+                Op::Consent(on) => {
+                    consent = if *on {
+                        Consent::Subscribed
+                    } else {
+                        Consent::Unsubscribed
+                    };
+                    h.input(Input::Consent { state: consent });
+                }
+                Op::Advance(secs) => {
+                    let to = h.now + chrono::Duration::seconds(*secs);
+                    // Timers fire one input at a time; check after each.
+                    while let Some((at, inst, step)) = h.timers.keys().next().cloned() {
+                        if at > to {
+                            break;
+                        }
+                        h.timers.remove(&(at, inst.clone(), step));
+                        h.now = h.now.max(at);
+                        h.input(Input::Timer {
+                            instance: inst,
+                            step,
+                            due: at,
+                        });
+                        check(
+                            &h.log[checked..],
+                            consent,
+                            &rules,
+                            tz,
+                            &mut marketing_sends,
+                            &mut ids,
+                            &mut steps,
+                            &h.program,
+                        );
+                        checked = h.log.len();
+                    }
+                    h.now = to;
+                }
+                Op::Restart => {
+                    // The state survives a store round trip unchanged.
+                    let text = serde_json::to_string(&h.state).unwrap();
+                    let back: PersonState = serde_json::from_str(&text).unwrap();
+                    assert_eq!(back, h.state);
+                    h.state = back;
+                }
+            }
+            let log = h.log[checked..].to_vec();
+            checked = h.log.len();
+            check(
+                &log,
+                consent,
+                &rules,
+                tz,
+                &mut marketing_sends,
+                &mut ids,
+                &mut steps,
+                &h.program,
+            );
+            assert_eq!(h.state.consent, consent, "consent model after {op:?}");
+        }
+        if std::env::var("ENGINE_MODEL_STATS").is_ok() {
+            eprintln!(
+                "ops {} marketing sends {} all sends {}",
+                ops.len(),
+                marketing_sends.len(),
+                ids.len()
+            );
+        }
+        serde_json::to_string(&h.log).unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        log: &[(DateTime<Utc>, Effect)],
+        consent: Consent,
+        rules: &aftercart::compliance::Rules,
+        tz: chrono_tz::Tz,
+        marketing: &mut Vec<DateTime<Utc>>,
+        ids: &mut BTreeSet<String>,
+        steps: &mut BTreeSet<(String, StepId)>,
+        p: &Program,
+    ) {
+        for (_, e) in log {
+            let Effect::Send(m) = e else { continue };
+            assert!(
+                ids.insert(m.message_id.clone()),
+                "message id {} twice",
+                m.message_id
+            );
+            assert!(
+                steps.insert((m.instance.clone(), m.step)),
+                "two messages for one (instance, step)"
+            );
+            if m.kind != FlowKind::Marketing {
+                continue;
+            }
+            assert_eq!(
+                consent,
+                Consent::Subscribed,
+                "marketing send without consent: {m:?}"
+            );
+            let local = m.at.with_timezone(&tz).naive_local();
+            assert!(
+                rules.allows(local),
+                "send inside quiet hours at {local} ({})",
+                rules.describe()
+            );
+            marketing.push(m.at);
+            let cap = p.policy.frequency_cap;
+            let inside = marketing
+                .iter()
+                .filter(|t| m.at - **t < chrono::Duration::seconds(cap.per_secs))
+                .count();
+            assert!(
+                inside as u32 <= cap.max,
+                "{inside} marketing sends within the cap window"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn invariants_hold(
+            start in 1_767_225_600i64..1_798_761_600, // 2026
+            phone in 0..PHONES.len(),
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            let start = DateTime::from_timestamp(start, 0).unwrap();
+            let a = run(start, PHONES[phone], &ops);
+            let b = run(start, PHONES[phone], &ops);
+            prop_assert_eq!(a, b);
+        }
+    }
+}
