@@ -5,7 +5,14 @@ fn main() {
         let (file, diags) = aftercart::syntax::parse(aftercart::diagnostic::FileId(0), &text);
         println!("{path}: {} items, {} diags", file.items.len(), diags.len());
         for d in diags {
-            println!("  {} {} {:?}", d.code, d.message, d.labels.first().map(|l| (l.span.start, &text[l.span.start..l.span.end])));
+            println!(
+                "  {} {} {:?}",
+                d.code,
+                d.message,
+                d.labels
+                    .first()
+                    .map(|l| (l.span.start, &text[l.span.start..l.span.end]))
+            );
         }
         if std::env::var("DUMP").is_ok() {
             println!("{file:#?}");

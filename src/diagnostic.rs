@@ -22,7 +22,11 @@ impl Span {
     }
     /// The smallest span covering both (same file assumed).
     pub fn to(self, other: Span) -> Span {
-        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            file: self.file,
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
     pub fn len(&self) -> usize {
         self.end - self.start
@@ -49,7 +53,11 @@ impl SourceFile {
         let text = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        SourceFile { name: name.into(), text, line_starts }
+        SourceFile {
+            name: name.into(),
+            text,
+            line_starts,
+        }
     }
 
     /// 1-based line and 1-based column (in characters) of a byte offset.
@@ -67,7 +75,11 @@ impl SourceFile {
     /// The text of a 1-based line, without its newline.
     pub fn line_text(&self, line: usize) -> &str {
         let start = self.line_starts[line - 1];
-        let end = self.line_starts.get(line).map(|e| e - 1).unwrap_or(self.text.len());
+        let end = self
+            .line_starts
+            .get(line)
+            .map(|e| e - 1)
+            .unwrap_or(self.text.len());
         self.text[start..end].trim_end_matches('\r')
     }
 
@@ -94,7 +106,10 @@ impl SourceMap {
         &self.files[id.0 as usize]
     }
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FileId(i as u32), f))
     }
     pub fn snippet(&self, span: Span) -> &str {
         &self.get(span.file).text[span.start..span.end]
@@ -150,7 +165,9 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic whose severity is the code's default severity.
     pub fn new(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        let severity = codes::lookup(code).map(|c| c.severity).unwrap_or(Severity::Error);
+        let severity = codes::lookup(code)
+            .map(|c| c.severity)
+            .unwrap_or(Severity::Error);
         Diagnostic {
             code,
             severity,
@@ -162,11 +179,19 @@ impl Diagnostic {
         }
     }
     pub fn primary(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.labels.push(Label { span, message: message.into(), primary: true });
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: true,
+        });
         self
     }
     pub fn secondary(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.labels.push(Label { span, message: message.into(), primary: false });
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: false,
+        });
         self
     }
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -181,12 +206,25 @@ impl Diagnostic {
         self.severity = severity;
         self
     }
-    pub fn fix(mut self, span: Span, replacement: impl Into<String>, message: impl Into<String>) -> Self {
-        self.fix = Some(Fix { span, replacement: replacement.into(), message: message.into() });
+    pub fn fix(
+        mut self,
+        span: Span,
+        replacement: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        self.fix = Some(Fix {
+            span,
+            replacement: replacement.into(),
+            message: message.into(),
+        });
         self
     }
     /// The primary span (the first primary label), if any.
     pub fn primary_span(&self) -> Option<Span> {
-        self.labels.iter().find(|l| l.primary).or(self.labels.first()).map(|l| l.span)
+        self.labels
+            .iter()
+            .find(|l| l.primary)
+            .or(self.labels.first())
+            .map(|l| l.span)
     }
 }

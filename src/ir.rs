@@ -70,7 +70,12 @@ impl Default for Policy {
             // Florida's 3 commercial messages per 24 h (Fla. Stat. 501.616(6)(b)) is the default.
             frequency_cap: FrequencyCap { max: 3, per_secs: 86_400 },
             max_segments: 2,
-            zone_from: vec![ZoneSource::Profile, ZoneSource::ShippingAddress, ZoneSource::AreaCode, ZoneSource::Shop],
+            zone_from: vec![
+                ZoneSource::Profile,
+                ZoneSource::ShippingAddress,
+                ZoneSource::AreaCode,
+                ZoneSource::Shop,
+            ],
             quiet_hours_overrides: BTreeMap::new(),
         }
     }
@@ -106,7 +111,9 @@ pub enum Entry {
     /// At most one live or finished instance per value of the key (e.g. the order id).
     OncePer(Expr),
     /// Not again within this many seconds of the previous entry.
-    AtMostOncePer { secs: i64 },
+    AtMostOncePer {
+        secs: i64,
+    },
     OnceEver,
     EveryTime,
 }
@@ -121,15 +128,43 @@ pub struct Goal {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum Step {
-    Send { template: Template, next: StepId },
-    Wait { secs: i64, next: StepId },
+    Send {
+        template: Template,
+        next: StepId,
+    },
+    Wait {
+        secs: i64,
+        next: StepId,
+    },
     /// Wait until the next `hour:minute` in the recipient's zone, on one of `days`
     /// (0 = Monday ... 6 = Sunday; empty = any day).
-    WaitUntil { hour: u32, minute: u32, days: Vec<u8>, next: StepId },
-    WaitEvent { event: String, filter: Option<Expr>, timeout_secs: i64, on_event: StepId, on_timeout: StepId },
-    WaitReply { timeout_secs: i64, arms: Vec<ReplyArm>, other: StepId, on_timeout: StepId },
-    Branch { cond: Expr, then: StepId, otherwise: StepId },
-    Split { arms: Vec<SplitArm> },
+    WaitUntil {
+        hour: u32,
+        minute: u32,
+        days: Vec<u8>,
+        next: StepId,
+    },
+    WaitEvent {
+        event: String,
+        filter: Option<Expr>,
+        timeout_secs: i64,
+        on_event: StepId,
+        on_timeout: StepId,
+    },
+    WaitReply {
+        timeout_secs: i64,
+        arms: Vec<ReplyArm>,
+        other: StepId,
+        on_timeout: StepId,
+    },
+    Branch {
+        cond: Expr,
+        then: StepId,
+        otherwise: StepId,
+    },
+    Split {
+        arms: Vec<SplitArm>,
+    },
     /// An explicit `exit`.
     Exit,
     /// The end of the flow's steps.
@@ -160,7 +195,10 @@ pub struct Template {
 #[serde(rename_all = "snake_case")]
 pub enum TemplatePart {
     Text(String),
-    Interp { expr: Expr, filters: Vec<FilterCall> },
+    Interp {
+        expr: Expr,
+        filters: Vec<FilterCall>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,7 +217,10 @@ pub enum Lit {
     Decimal(String),
     Str(String),
     Duration(i64),
-    TimeOfDay { hour: u32, minute: u32 },
+    TimeOfDay {
+        hour: u32,
+        minute: u32,
+    },
 }
 
 /// Where a name's value comes from.
@@ -208,7 +249,12 @@ pub enum Expr {
     Now,
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
-    Quant { quant: Quant, var: String, list: Box<Expr>, pred: Box<Expr> },
+    Quant {
+        quant: Quant,
+        var: String,
+        list: Box<Expr>,
+        pred: Box<Expr>,
+    },
     List(Vec<Expr>),
     /// A built-in function (`link`, `len`, `lower`, `upper`, `days`).
     Call(String, Vec<Expr>),

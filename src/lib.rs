@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod compliance;
 pub mod diagnostic;
+pub mod engine;
 pub mod ir;
 pub mod project;
 pub mod schema;

@@ -12,7 +12,11 @@ pub struct CodeInfo {
 }
 
 const fn c(code: &'static str, severity: Severity, title: &'static str) -> CodeInfo {
-    CodeInfo { code, severity, title }
+    CodeInfo {
+        code,
+        severity,
+        title,
+    }
 }
 
 use Severity::{Error as E, Note as N, Warning as W};
@@ -24,8 +28,16 @@ pub const CODES: &[CodeInfo] = &[
     c("AC0002", E, "cannot read a source file"),
     c("AC0003", E, "invalid project file (aftercart.toml)"),
     c("AC0004", E, "invalid template syntax"),
-    c("AC0005", E, "invalid literal (duration, time of day, number)"),
-    c("AC0006", E, "suppression comment without a reason or with an unknown code"),
+    c(
+        "AC0005",
+        E,
+        "invalid literal (duration, time of day, number)",
+    ),
+    c(
+        "AC0006",
+        E,
+        "suppression comment without a reason or with an unknown code",
+    ),
     // 01xx: names
     c("AC0101", E, "unknown name"),
     c("AC0102", E, "unknown event field"),
@@ -52,7 +64,11 @@ pub const CODES: &[CodeInfo] = &[
     c("AC0402", W, "message can exceed the segment budget"),
     c("AC0403", N, "message is encoded as UCS-2"),
     c("AC0404", E, "marketing send always lands in quiet hours"),
-    c("AC0405", W, "cross-flow marketing budget exceeds the frequency cap"),
+    c(
+        "AC0405",
+        W,
+        "cross-flow marketing budget exceeds the frequency cap",
+    ),
     c("AC0406", W, "transactional message carries a promotion"),
     c("AC0407", W, "tracked link without a link base URL"),
 ];
@@ -70,6 +86,9 @@ pub fn explanation(code: &str) -> Option<String> {
     let heading = format!("## {}", info.code);
     let start = DOCS.find(&heading)?;
     let rest = &DOCS[start..];
-    let end = rest[heading.len()..].find("\n## ").map(|i| i + heading.len()).unwrap_or(rest.len());
+    let end = rest[heading.len()..]
+        .find("\n## ")
+        .map(|i| i + heading.len())
+        .unwrap_or(rest.len());
     Some(rest[..end].trim_end().to_string() + "\n")
 }

@@ -44,7 +44,10 @@ impl Ty {
             "time" => Ty::Time,
             "time_of_day" => Ty::TimeOfDay,
             "link" => Ty::Link,
-            other if !other.is_empty() && other.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
+            other
+                if !other.is_empty()
+                    && other.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+            {
                 Ty::Record(other.to_string())
             }
             _ => return None,

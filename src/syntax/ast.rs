@@ -81,10 +81,20 @@ pub enum EntryRule {
 pub enum MemberKind {
     Description(StrLit),
     Kind(FlowKind),
-    Trigger { event: EventRef, filter: Option<Expr> },
+    Trigger {
+        event: EventRef,
+        filter: Option<Expr>,
+    },
     Entry(EntryRule),
-    Exit { event: EventRef, filter: Option<Expr> },
-    Goal { event: EventRef, filter: Option<Expr>, within: DurationLit },
+    Exit {
+        event: EventRef,
+        filter: Option<Expr>,
+    },
+    Goal {
+        event: EventRef,
+        filter: Option<Expr>,
+        within: DurationLit,
+    },
     Held(HeldPolicy),
     Step(Step),
 }
@@ -125,13 +135,33 @@ pub struct Step {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepKind {
-    Send { template: Template },
-    Wait { duration: DurationLit },
-    WaitUntil { time: TimeLit, days: Vec<Ident> },
-    WaitFor { event: EventRef, filter: Option<Expr>, within: Option<DurationLit>, arms: Vec<Arm> },
-    WaitReply { within: Option<DurationLit>, arms: Vec<Arm> },
-    If { branches: Vec<(Expr, Block)>, otherwise: Option<Block> },
-    Split { arms: Vec<SplitArm> },
+    Send {
+        template: Template,
+    },
+    Wait {
+        duration: DurationLit,
+    },
+    WaitUntil {
+        time: TimeLit,
+        days: Vec<Ident>,
+    },
+    WaitFor {
+        event: EventRef,
+        filter: Option<Expr>,
+        within: Option<DurationLit>,
+        arms: Vec<Arm>,
+    },
+    WaitReply {
+        within: Option<DurationLit>,
+        arms: Vec<Arm>,
+    },
+    If {
+        branches: Vec<(Expr, Block)>,
+        otherwise: Option<Block>,
+    },
+    Split {
+        arms: Vec<SplitArm>,
+    },
     Exit,
 }
 
@@ -182,8 +212,15 @@ pub struct Template {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TemplatePart {
-    Text { text: String, span: Span },
-    Interp { expr: Expr, filters: Vec<Filter>, span: Span },
+    Text {
+        text: String,
+        span: Span,
+    },
+    Interp {
+        expr: Expr,
+        filters: Vec<Filter>,
+        span: Span,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -285,7 +322,12 @@ pub enum ExprKind {
     Call(Ident, Vec<Expr>),
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
-    Quant { quant: Quant, var: Ident, list: Box<Expr>, pred: Box<Expr> },
+    Quant {
+        quant: Quant,
+        var: Ident,
+        list: Box<Expr>,
+        pred: Box<Expr>,
+    },
     List(Vec<Expr>),
     /// Parenthesised (kept so the formatter can keep the user's grouping).
     Paren(Box<Expr>),

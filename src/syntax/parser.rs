@@ -36,7 +36,11 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         let chunk = &text[start..end];
         match Grammar::parse(Rule::file, chunk) {
             Ok(mut pairs) => {
-                let mut b = Builder { file, base: start, diags: &mut diags };
+                let mut b = Builder {
+                    file,
+                    base: start,
+                    diags: &mut diags,
+                };
                 let file_pair = pairs.next().expect("file rule");
                 for p in file_pair.into_inner() {
                     match p.as_rule() {
@@ -63,7 +67,9 @@ fn chunks(text: &str) -> Vec<(usize, usize)> {
     for line in text.split_inclusive('\n') {
         let triples = line.matches("\"\"\"").count();
         if !in_triple {
-            let is_item = ["flow ", "flow\t", "segment ", "segment\t"].iter().any(|k| line.starts_with(k));
+            let is_item = ["flow ", "flow\t", "segment ", "segment\t"]
+                .iter()
+                .any(|k| line.starts_with(k));
             if is_item && offset > 0 {
                 starts.push(pending_comment_start.unwrap_or(offset));
             }
@@ -95,9 +101,12 @@ fn depth_check(file: FileId, text: &str) -> Option<Diagnostic> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Some(
-                        Diagnostic::new("AC0001", format!("nesting deeper than {MAX_DEPTH} levels"))
-                            .primary(Span::new(file, i, i + 1), "too deeply nested")
-                            .help("split the expression or the flow into named segments"),
+                        Diagnostic::new(
+                            "AC0001",
+                            format!("nesting deeper than {MAX_DEPTH} levels"),
+                        )
+                        .primary(Span::new(file, i, i + 1), "too deeply nested")
+                        .help("split the expression or the flow into named segments"),
                     );
                 }
             }
@@ -183,7 +192,9 @@ fn syntax_error(file: FileId, base: usize, chunk: &str, e: pest::error::Error<Ru
         InputLocation::Span((s, _)) => s,
     };
     let mut expected: Vec<&str> = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(describe).collect(),
+        ErrorVariant::ParsingError { positives, .. } => {
+            positives.iter().filter_map(describe).collect()
+        }
         ErrorVariant::CustomError { .. } => vec![],
     };
     // Where a step could start, say "a step" rather than listing every step keyword.
@@ -201,7 +212,11 @@ fn syntax_error(file: FileId, base: usize, chunk: &str, e: pest::error::Error<Ru
         .sum::<usize>()
         .max(chunk[pos..].chars().next().map(char::len_utf8).unwrap_or(0));
     let found = &chunk[pos..pos + found_len];
-    let found_desc = if found.is_empty() { "end of file".to_string() } else { format!("`{found}`") };
+    let found_desc = if found.is_empty() {
+        "end of file".to_string()
+    } else {
+        format!("`{found}`")
+    };
     let span = Span::new(file, base + pos, base + pos + found_len);
     let expected_text = match expected.len() {
         0 => "something else".to_string(),
@@ -214,11 +229,17 @@ fn syntax_error(file: FileId, base: usize, chunk: &str, e: pest::error::Error<Ru
             .primary(span, "the parser gave up here")
             .help("simplify the expression or split it into named segments");
     }
-    let mut d = Diagnostic::new("AC0001", format!("expected {expected_text}, found {found_desc}"))
-        .primary(span, format!("expected {expected_text}"));
+    let mut d = Diagnostic::new(
+        "AC0001",
+        format!("expected {expected_text}, found {found_desc}"),
+    )
+    .primary(span, format!("expected {expected_text}"));
     if found == "=" && expected.iter().any(|w| w.contains("comparison")) {
         d = d.help("use `==` to compare");
-    } else if found.chars().all(|c| c.is_ascii_digit()) && !found.is_empty() && expected_text.contains("duration") {
+    } else if found.chars().all(|c| c.is_ascii_digit())
+        && !found.is_empty()
+        && expected_text.contains("duration")
+    {
         d = d.help("a duration needs a unit: `s`, `m`, `h`, `d` or `w` (e.g. `2d`)");
     }
     d
@@ -255,7 +276,10 @@ impl Builder<'_> {
     }
 
     fn ident(&self, p: P) -> Ident {
-        Ident { name: p.as_str().to_string(), span: self.span(&p) }
+        Ident {
+            name: p.as_str().to_string(),
+            span: self.span(&p),
+        }
     }
 
     fn segment(&mut self, p: P) -> SegmentDef {
@@ -271,11 +295,18 @@ impl Builder<'_> {
         let mut it = kids(p);
         let name = self.ident(it.next().unwrap());
         let members = it.map(|m| self.member(m)).collect();
-        FlowDef { name, members, span }
+        FlowDef {
+            name,
+            members,
+            span,
+        }
     }
 
     fn event_ref(&self, p: P) -> EventRef {
-        EventRef { name: p.as_str().to_string(), span: self.span(&p) }
+        EventRef {
+            name: p.as_str().to_string(),
+            span: self.span(&p),
+        }
     }
 
     fn opt_where(&mut self, p: Option<P>) -> Option<Expr> {
@@ -291,18 +322,27 @@ impl Builder<'_> {
             Rule::description => MemberKind::Description(self.str_lit(kids(p).next().unwrap())),
             Rule::kind_decl => {
                 let k = kids(p).next().unwrap();
-                MemberKind::Kind(if k.as_str() == "marketing" { FlowKind::Marketing } else { FlowKind::Transactional })
+                MemberKind::Kind(if k.as_str() == "marketing" {
+                    FlowKind::Marketing
+                } else {
+                    FlowKind::Transactional
+                })
             }
             Rule::trigger_decl => {
                 let mut it = kids(p);
                 let event = self.event_ref(it.next().unwrap());
-                MemberKind::Trigger { event, filter: self.opt_where(it.next()) }
+                MemberKind::Trigger {
+                    event,
+                    filter: self.opt_where(it.next()),
+                }
             }
             Rule::entry_decl => {
                 let r = kids(p).next().unwrap();
                 MemberKind::Entry(match r.as_rule() {
                     Rule::entry_once_per => EntryRule::OncePer(self.expr(kids(r).next().unwrap())),
-                    Rule::entry_at_most => EntryRule::AtMostOncePer(self.duration(kids(r).next().unwrap())),
+                    Rule::entry_at_most => {
+                        EntryRule::AtMostOncePer(self.duration(kids(r).next().unwrap()))
+                    }
                     Rule::entry_once_ever => EntryRule::OnceEver,
                     _ => EntryRule::EveryTime,
                 })
@@ -310,7 +350,10 @@ impl Builder<'_> {
             Rule::exit_decl => {
                 let mut it = kids(p);
                 let event = self.event_ref(it.next().unwrap());
-                MemberKind::Exit { event, filter: self.opt_where(it.next()) }
+                MemberKind::Exit {
+                    event,
+                    filter: self.opt_where(it.next()),
+                }
             }
             Rule::goal_decl => {
                 let mut it = kids(p).peekable();
@@ -321,11 +364,19 @@ impl Builder<'_> {
                     None
                 };
                 let within = self.duration(it.next().unwrap());
-                MemberKind::Goal { event, filter, within }
+                MemberKind::Goal {
+                    event,
+                    filter,
+                    within,
+                }
             }
             Rule::held_decl => {
                 let k = kids(p).next().unwrap();
-                MemberKind::Held(if k.as_str() == "drop" { HeldPolicy::Drop } else { HeldPolicy::Defer })
+                MemberKind::Held(if k.as_str() == "drop" {
+                    HeldPolicy::Drop
+                } else {
+                    HeldPolicy::Defer
+                })
             }
             _ => MemberKind::Step(self.step(p)),
         };
@@ -335,8 +386,12 @@ impl Builder<'_> {
     fn step(&mut self, p: P) -> Step {
         let span = self.span(&p);
         let kind = match p.as_rule() {
-            Rule::send_step => StepKind::Send { template: self.template(kids(p).next().unwrap()) },
-            Rule::wait_fixed => StepKind::Wait { duration: self.duration(kids(p).next().unwrap()) },
+            Rule::send_step => StepKind::Send {
+                template: self.template(kids(p).next().unwrap()),
+            },
+            Rule::wait_fixed => StepKind::Wait {
+                duration: self.duration(kids(p).next().unwrap()),
+            },
             Rule::wait_until => {
                 let mut it = kids(p);
                 let time = self.time(it.next().unwrap());
@@ -357,7 +412,12 @@ impl Builder<'_> {
                         _ => {}
                     }
                 }
-                StepKind::WaitFor { event: event.unwrap(), filter, within, arms }
+                StepKind::WaitFor {
+                    event: event.unwrap(),
+                    filter,
+                    within,
+                    arms,
+                }
             }
             Rule::wait_reply => {
                 let mut within = None;
@@ -387,7 +447,10 @@ impl Builder<'_> {
                         otherwise = Some(self.block(kids(c).next().unwrap()));
                     }
                 }
-                StepKind::If { branches, otherwise }
+                StepKind::If {
+                    branches,
+                    otherwise,
+                }
             }
             Rule::split_step => {
                 let arms = kids(p)
@@ -400,7 +463,14 @@ impl Builder<'_> {
                         let weight = parse_percent(&weight_text);
                         let name = self.ident(it.next().unwrap());
                         let body = self.arm_body(it.next().unwrap());
-                        SplitArm { weight, weight_text, weight_span, name, body, span: aspan }
+                        SplitArm {
+                            weight,
+                            weight_text,
+                            weight_span,
+                            name,
+                            body,
+                            span: aspan,
+                        }
                     })
                     .collect();
                 StepKind::Split { arms }
@@ -425,7 +495,12 @@ impl Builder<'_> {
                     _ => Pattern::Answers(kids(inner).map(|s| self.str_lit(s)).collect()),
                 };
                 let body = self.arm_body(it.next().unwrap());
-                Arm { pattern, pattern_span, body, span }
+                Arm {
+                    pattern,
+                    pattern_span,
+                    body,
+                    span,
+                }
             })
             .collect()
     }
@@ -436,13 +511,21 @@ impl Builder<'_> {
             self.block(inner)
         } else {
             let step = self.step(inner);
-            Block { span: step.span, steps: vec![step], braced: false }
+            Block {
+                span: step.span,
+                steps: vec![step],
+                braced: false,
+            }
         }
     }
 
     fn block(&mut self, p: P) -> Block {
         let span = self.span(&p);
-        Block { steps: kids(p).map(|s| self.step(s)).collect(), braced: true, span }
+        Block {
+            steps: kids(p).map(|s| self.step(s)).collect(),
+            braced: true,
+            span,
+        }
     }
 
     fn duration(&mut self, p: P) -> DurationLit {
@@ -468,14 +551,22 @@ impl Builder<'_> {
             "d" => 86_400,
             _ => 7 * 86_400,
         };
-        let secs = if unit == "ms" { n / 1000 } else { n.saturating_mul(mult) };
+        let secs = if unit == "ms" {
+            n / 1000
+        } else {
+            n.saturating_mul(mult)
+        };
         DurationLit { secs, text, span }
     }
 
     fn time(&self, p: P) -> TimeLit {
         let span = self.span(&p);
         let (h, m) = p.as_str().split_once(':').unwrap_or(("0", "0"));
-        TimeLit { hour: h.parse().unwrap_or(99), minute: m.parse().unwrap_or(99), span }
+        TimeLit {
+            hour: h.parse().unwrap_or(99),
+            minute: m.parse().unwrap_or(99),
+            span,
+        }
     }
 
     fn str_lit(&mut self, p: P) -> StrLit {
@@ -498,7 +589,12 @@ impl Builder<'_> {
         let raw = &raw_all[q..raw_all.len() - q];
         let content_start = span.start + q;
         let parts = self.template_parts(raw, content_start, triple);
-        Template { parts, triple, raw: raw.to_string(), span }
+        Template {
+            parts,
+            triple,
+            raw: raw.to_string(),
+            span,
+        }
     }
 
     /// Split a template's raw content into text and `{{ }}` parts. Text is unescaped (and, for
@@ -515,7 +611,10 @@ impl Builder<'_> {
                 let Some(close) = close else {
                     self.diags.push(
                         Diagnostic::new("AC0004", "unclosed `{{` in template")
-                            .primary(Span::new(self.file, start + pos, start + pos + 2), "opened here")
+                            .primary(
+                                Span::new(self.file, start + pos, start + pos + 2),
+                                "opened here",
+                            )
                             .help("close the interpolation with `}}`"),
                     );
                     break;
@@ -564,8 +663,16 @@ impl Builder<'_> {
     fn interp(&mut self, inner: &str, abs: usize, span: Span) -> Option<TemplatePart> {
         match Grammar::parse(Rule::interp, inner) {
             Ok(mut pairs) => {
-                let mut b = Builder { file: self.file, base: abs, diags: self.diags };
-                let mut it = pairs.next().unwrap().into_inner().filter(|p| p.as_rule() != Rule::EOI);
+                let mut b = Builder {
+                    file: self.file,
+                    base: abs,
+                    diags: self.diags,
+                };
+                let mut it = pairs
+                    .next()
+                    .unwrap()
+                    .into_inner()
+                    .filter(|p| p.as_rule() != Rule::EOI);
                 let expr = b.expr(it.next().unwrap());
                 let filters = it
                     .map(|f| {
@@ -573,10 +680,18 @@ impl Builder<'_> {
                         let mut fi = kids(f);
                         let name = b.ident(fi.next().unwrap());
                         let args = fi.map(|a| b.expr(a)).collect();
-                        Filter { name, args, span: fspan }
+                        Filter {
+                            name,
+                            args,
+                            span: fspan,
+                        }
                     })
                     .collect();
-                Some(TemplatePart::Interp { expr, filters, span })
+                Some(TemplatePart::Interp {
+                    expr,
+                    filters,
+                    span,
+                })
             }
             Err(e) => {
                 let mut d = syntax_error(self.file, abs, inner, e);
@@ -598,7 +713,9 @@ impl Builder<'_> {
                 let inner = p.into_inner().next().unwrap();
                 self.expr(inner)
             }
-            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => self.binary_chain(p),
+            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => {
+                self.binary_chain(p)
+            }
             Rule::not_expr => {
                 let mut nots = 0;
                 let mut rest = None;
@@ -615,7 +732,10 @@ impl Builder<'_> {
                 }
                 let mut e = self.expr(rest.unwrap());
                 for _ in 0..nots {
-                    e = Expr { kind: ExprKind::Unary(UnOp::Not, Box::new(e)), span };
+                    e = Expr {
+                        kind: ExprKind::Unary(UnOp::Not, Box::new(e)),
+                        span,
+                    };
                 }
                 e
             }
@@ -625,7 +745,13 @@ impl Builder<'_> {
                 match it.next() {
                     None => lhs,
                     Some(op) => {
-                        let op = match op.as_str().split_whitespace().collect::<Vec<_>>().join(" ").as_str() {
+                        let op = match op
+                            .as_str()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                            .as_str()
+                        {
                             "==" => BinOp::Eq,
                             "!=" => BinOp::Ne,
                             "<" => BinOp::Lt,
@@ -639,7 +765,10 @@ impl Builder<'_> {
                             _ => BinOp::Contains,
                         };
                         let rhs = self.expr(it.next().unwrap());
-                        Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
+                        Expr {
+                            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                            span,
+                        }
                     }
                 }
             }
@@ -659,7 +788,10 @@ impl Builder<'_> {
                 }
                 let mut e = self.expr(rest.unwrap());
                 for _ in 0..negs {
-                    e = Expr { kind: ExprKind::Unary(UnOp::Neg, Box::new(e)), span };
+                    e = Expr {
+                        kind: ExprKind::Unary(UnOp::Neg, Box::new(e)),
+                        span,
+                    };
                 }
                 e
             }
@@ -673,13 +805,19 @@ impl Builder<'_> {
                     }
                     let fid = self.ident(f);
                     let s = e.span.to(fid.span);
-                    e = Expr { kind: ExprKind::Field(Box::new(e), fid), span: s };
+                    e = Expr {
+                        kind: ExprKind::Field(Box::new(e), fid),
+                        span: s,
+                    };
                 }
                 e
             }
             Rule::paren => {
                 let inner = self.expr(p.into_inner().next().unwrap());
-                Expr { kind: ExprKind::Paren(Box::new(inner)), span }
+                Expr {
+                    kind: ExprKind::Paren(Box::new(inner)),
+                    span,
+                }
             }
             Rule::quantifier => {
                 let mut it = kids(p);
@@ -692,33 +830,71 @@ impl Builder<'_> {
                 let var = self.ident(it.next().unwrap());
                 let list = Box::new(self.expr(it.next().unwrap()));
                 let pred = Box::new(self.expr(it.next().unwrap()));
-                Expr { kind: ExprKind::Quant { quant, var, list, pred }, span }
+                Expr {
+                    kind: ExprKind::Quant {
+                        quant,
+                        var,
+                        list,
+                        pred,
+                    },
+                    span,
+                }
             }
             Rule::call => {
                 let mut it = p.into_inner();
                 let name = self.ident(it.next().unwrap());
                 let args = it.map(|a| self.expr(a)).collect();
-                Expr { kind: ExprKind::Call(name, args), span }
+                Expr {
+                    kind: ExprKind::Call(name, args),
+                    span,
+                }
             }
-            Rule::list => Expr { kind: ExprKind::List(p.into_inner().map(|a| self.expr(a)).collect()), span },
-            Rule::ident | Rule::flow_root => Expr { kind: ExprKind::Name(self.ident(p)), span },
-            Rule::duration => Expr { kind: ExprKind::Duration(self.duration(p)), span },
-            Rule::time_of_day => Expr { kind: ExprKind::TimeOfDay(self.time(p)), span },
-            Rule::decimal => Expr { kind: ExprKind::Decimal(p.as_str().to_string()), span },
+            Rule::list => Expr {
+                kind: ExprKind::List(p.into_inner().map(|a| self.expr(a)).collect()),
+                span,
+            },
+            Rule::ident | Rule::flow_root => Expr {
+                kind: ExprKind::Name(self.ident(p)),
+                span,
+            },
+            Rule::duration => Expr {
+                kind: ExprKind::Duration(self.duration(p)),
+                span,
+            },
+            Rule::time_of_day => Expr {
+                kind: ExprKind::TimeOfDay(self.time(p)),
+                span,
+            },
+            Rule::decimal => Expr {
+                kind: ExprKind::Decimal(p.as_str().to_string()),
+                span,
+            },
             Rule::int => match p.as_str().parse::<i64>() {
-                Ok(n) => Expr { kind: ExprKind::Int(n), span },
+                Ok(n) => Expr {
+                    kind: ExprKind::Int(n),
+                    span,
+                },
                 Err(_) => {
                     self.diags.push(
                         Diagnostic::new("AC0005", format!("integer `{}` is too large", p.as_str()))
                             .primary(span, "does not fit in 64 bits"),
                     );
-                    Expr { kind: ExprKind::Int(0), span }
+                    Expr {
+                        kind: ExprKind::Int(0),
+                        span,
+                    }
                 }
             },
-            Rule::bool => Expr { kind: ExprKind::Bool(p.as_str() == "true"), span },
+            Rule::bool => Expr {
+                kind: ExprKind::Bool(p.as_str() == "true"),
+                span,
+            },
             Rule::string => {
                 let s = self.str_lit(p);
-                Expr { kind: ExprKind::Str(s.value), span }
+                Expr {
+                    kind: ExprKind::Str(s.value),
+                    span,
+                }
             }
             r => unreachable!("unexpected rule in expression: {r:?}"),
         }
@@ -753,7 +929,10 @@ impl Builder<'_> {
             };
             let rhs = self.expr(it.next().unwrap());
             let span = lhs.span.to(rhs.span);
-            lhs = Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span };
+            lhs = Expr {
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                span,
+            };
         }
         lhs
     }
@@ -809,7 +988,10 @@ fn common_indent(raw: &str) -> usize {
 /// to all lines, and the final line break with the closing quotes' indentation.
 pub fn dedent(raw: &str) -> String {
     let indent = common_indent(raw);
-    let mut parts = vec![TemplatePart::Text { text: raw.to_string(), span: Span::default() }];
+    let mut parts = vec![TemplatePart::Text {
+        text: raw.to_string(),
+        span: Span::default(),
+    }];
     dedent_parts(&mut parts, indent);
     match parts.into_iter().next() {
         Some(TemplatePart::Text { text, .. }) => text,

@@ -1,0 +1,100 @@
+//! The engine: a pure function from (compiled program, one person's state, one input, the
+//! current time) to (new state, effects). No I/O, no clock reads, no randomness and no hash
+//! map iteration in outputs, so the same inputs give the same effects byte for byte. The
+//! semantics are written down in `docs/semantics.md`.
+
+mod clock;
+mod eval;
+mod keywords;
+mod model;
+mod profile;
+mod run;
+mod value;
+
+pub use clock::{local_label, next_local_time, resolve_local};
+pub use eval::{link_code, money, truncate};
+pub use keywords::{classify as classify_keyword, normalize as normalize_reply, Keyword};
+pub use model::{
+    Consent, Effect, EntryHistory, Input, Instance, LastMessage, Link, Message, PersonState,
+    Profile, SeenEvent, Waiting,
+};
+pub use profile::person_key;
+pub use value::Value;
+
+use crate::ir::{FlowKind, Program};
+use chrono::{DateTime, Utc};
+
+/// Upper bound on steps executed in one advance of one instance. The IR is acyclic, so a
+/// flow can never need more than its step count; this guards against a malformed program.
+pub const MAX_STEPS_PER_ADVANCE: usize = 1024;
+/// Event ids remembered for de-duplication (Shopify delivers at least once).
+pub const SEEN_EVENT_IDS: usize = 512;
+/// Events kept per instance for `wait for` steps that start after the event arrived.
+pub const SEEN_EVENTS_PER_INSTANCE: usize = 16;
+
+/// Process one input for one person at `now`. Pure: `state` is not modified.
+pub fn step(
+    program: &Program,
+    state: &PersonState,
+    input: &Input,
+    now: DateTime<Utc>,
+) -> (PersonState, Vec<Effect>) {
+    let mut next = state.clone();
+    let effects = step_mut(program, &mut next, input, now);
+    (next, effects)
+}
+
+/// As [`step`], updating `state` in place (what a host that owns the state calls).
+pub fn step_mut(
+    program: &Program,
+    state: &mut PersonState,
+    input: &Input,
+    now: DateTime<Utc>,
+) -> Vec<Effect> {
+    let mut cx = run::Cx::new(program, now);
+    match input {
+        Input::Event { name, id, data } => run::on_event(&mut cx, state, name, id, data),
+        Input::Timer {
+            instance,
+            step,
+            due,
+        } => run::on_timer(&mut cx, state, instance, *step, *due),
+        Input::Reply { body, .. } => run::on_reply(&mut cx, state, body),
+        Input::Consent { state: c } => run::set_consent(&mut cx, state, *c, "consent input"),
+        Input::Delivery {
+            message_id,
+            status,
+            error_code,
+        } => {
+            cx.effects.push(Effect::DeliveryRecorded {
+                message_id: message_id.clone(),
+                status: status.clone(),
+                error_code: error_code.clone(),
+            });
+            // Twilio error 21610: the recipient has replied STOP to this sender; the carrier
+            // will refuse every further message, so honour it as an opt-out.
+            if error_code.as_deref() == Some("21610") {
+                run::set_consent(
+                    &mut cx,
+                    state,
+                    Consent::Unsubscribed,
+                    "provider error 21610",
+                );
+            }
+        }
+        Input::Click { message_id } => {
+            cx.effects.push(Effect::ClickRecorded {
+                message_id: message_id.clone(),
+            });
+            state.clicks.push(message_id.clone());
+            let excess = state.clicks.len().saturating_sub(64);
+            state.clicks.drain(..excess);
+        }
+    }
+    cx.effects
+}
+
+/// Is this a marketing flow (subject to consent, quiet hours and the cap)?
+pub fn is_marketing(kind: FlowKind) -> bool {
+    kind == FlowKind::Marketing
+}

@@ -1,0 +1,442 @@
+//! Expression evaluation and template rendering. Null propagates: a missing field is null,
+//! arithmetic on null is null, every comparison with null is false, and the `default`
+//! filter replaces null or empty text.
+
+use super::model::Link;
+use super::value::Value;
+use crate::ir::{BinOp, Expr, Lit, Quant, Root, Template, TemplatePart, Ty, UnOp};
+use chrono::{DateTime, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::cmp::Ordering;
+use std::str::FromStr;
+
+/// What names mean while evaluating one expression.
+pub struct Scope<'a> {
+    pub event: &'a Value,
+    pub entry: &'a Value,
+    pub profile: &'a Value,
+    pub flow: &'a Value,
+    pub shop: &'a Value,
+    pub now: DateTime<Utc>,
+    /// Set while rendering a message: `link()` then shortens and records links.
+    pub links: Option<LinkCtx<'a>>,
+}
+
+pub struct LinkCtx<'a> {
+    pub base: Option<&'a str>,
+    pub message_id: &'a str,
+    pub out: Vec<Link>,
+}
+
+/// A short code that depends only on (message id, url): a re-rendered message has the same links.
+pub fn link_code(message_id: &str, url: &str) -> String {
+    crate::ir::sha256_hex(format!("{message_id}\n{url}").as_bytes())[..10].to_string()
+}
+
+impl Scope<'_> {
+    pub fn eval(&mut self, e: &Expr) -> Value {
+        let mut vars = Vec::new();
+        self.ev(e, &mut vars)
+    }
+
+    pub fn cond(&mut self, e: &Option<Expr>) -> bool {
+        e.as_ref().is_none_or(|e| self.eval(e).truthy())
+    }
+
+    fn root(&self, r: &Root, vars: &[(String, Value)]) -> Value {
+        match r {
+            Root::Event => self.event.clone(),
+            Root::Entry => self.entry.clone(),
+            Root::Profile => self.profile.clone(),
+            Root::Flow => self.flow.clone(),
+            Root::Shop => self.shop.clone(),
+            Root::Var(v) => vars
+                .iter()
+                .rev()
+                .find(|(n, _)| n == v)
+                .map(|(_, x)| x.clone())
+                .unwrap_or(Value::Null),
+        }
+    }
+
+    fn ev(&mut self, e: &Expr, vars: &mut Vec<(String, Value)>) -> Value {
+        match e {
+            Expr::Lit(l) => lit(l),
+            Expr::Path(root, path) => {
+                let mut v = self.root(root, vars);
+                let mut path = path.as_slice();
+                // `flow.entry.x` may arrive as a Flow path: same meaning as Root::Entry.
+                if *root == Root::Flow && path.first().map(String::as_str) == Some("entry") {
+                    v = self.entry.clone();
+                    path = &path[1..];
+                }
+                for f in path {
+                    v = v.field(f);
+                }
+                v
+            }
+            Expr::Now => Value::Time(self.now),
+            Expr::Unary(op, x) => {
+                let x = self.ev(x, vars);
+                match (op, x) {
+                    (UnOp::Not, x) => Value::Bool(!x.truthy()),
+                    (UnOp::Neg, Value::Int(i)) => Value::Int(-i),
+                    (UnOp::Neg, Value::Decimal(d)) => Value::Decimal(-d),
+                    (UnOp::Neg, Value::Duration(d)) => Value::Duration(-d),
+                    _ => Value::Null,
+                }
+            }
+            Expr::Binary(BinOp::And, a, b) => {
+                Value::Bool(self.ev(a, vars).truthy() && self.ev(b, vars).truthy())
+            }
+            Expr::Binary(BinOp::Or, a, b) => {
+                Value::Bool(self.ev(a, vars).truthy() || self.ev(b, vars).truthy())
+            }
+            Expr::Binary(op, a, b) => {
+                let a = self.ev(a, vars);
+                let b = self.ev(b, vars);
+                binary(*op, a, b)
+            }
+            Expr::Quant {
+                quant,
+                var,
+                list,
+                pred,
+            } => {
+                let items = match self.ev(list, vars) {
+                    Value::List(l) => l,
+                    _ => Vec::new(),
+                };
+                let mut n = 0i64;
+                for it in items.iter() {
+                    vars.push((var.clone(), it.clone()));
+                    let ok = self.ev(pred, vars).truthy();
+                    vars.pop();
+                    n += i64::from(ok);
+                }
+                match quant {
+                    Quant::Any => Value::Bool(n > 0),
+                    Quant::All => Value::Bool(n == items.len() as i64),
+                    Quant::Count => Value::Int(n),
+                }
+            }
+            Expr::List(xs) => Value::List(xs.iter().map(|x| self.ev(x, vars)).collect()),
+            Expr::Call(name, args) => {
+                let args: Vec<Value> = args.iter().map(|a| self.ev(a, vars)).collect();
+                self.call(name, args)
+            }
+            Expr::Typed(ty, x) => convert(ty, self.ev(x, vars)),
+        }
+    }
+
+    fn call(&mut self, name: &str, args: Vec<Value>) -> Value {
+        let first = args.into_iter().next().unwrap_or(Value::Null);
+        match name {
+            "link" => {
+                let url = first.display();
+                if url.is_empty() {
+                    return Value::Null;
+                }
+                match &mut self.links {
+                    Some(ctx) => {
+                        let code = link_code(ctx.message_id, &url);
+                        let text = match ctx.base {
+                            Some(b) => format!("{}/{code}", b.trim_end_matches('/')),
+                            None => url.clone(),
+                        };
+                        if !ctx.out.iter().any(|l| l.code == code) {
+                            ctx.out.push(Link { code, url });
+                        }
+                        Value::Str(text)
+                    }
+                    None => Value::Str(url),
+                }
+            }
+            "len" => match first {
+                Value::Str(s) => Value::Int(s.chars().count() as i64),
+                Value::List(l) => Value::Int(l.len() as i64),
+                _ => Value::Null,
+            },
+            "lower" => map_str(first, |s| s.to_lowercase()),
+            "upper" => map_str(first, |s| s.to_uppercase()),
+            "days" => match first.as_decimal() {
+                Some(d) => Value::Duration(
+                    (d * Decimal::from(86_400))
+                        .trunc()
+                        .to_string()
+                        .parse()
+                        .unwrap_or(0),
+                ),
+                None => Value::Null,
+            },
+            _ => Value::Null,
+        }
+    }
+
+    /// Render a template; links are shortened when `self.links` is set.
+    pub fn render(&mut self, t: &Template) -> String {
+        let mut out = String::new();
+        for p in &t.parts {
+            match p {
+                TemplatePart::Text(s) => out.push_str(s),
+                TemplatePart::Interp { expr, filters } => {
+                    let mut v = self.eval(expr);
+                    for f in filters {
+                        let args: Vec<Value> = f.args.iter().map(|a| self.eval(a)).collect();
+                        v = filter(&f.name, v, &args);
+                    }
+                    out.push_str(&v.display());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn map_str(v: Value, f: impl Fn(&str) -> String) -> Value {
+    match v {
+        Value::Str(s) => Value::Str(f(&s)),
+        Value::Null => Value::Null,
+        other => Value::Str(f(&other.display())),
+    }
+}
+
+pub fn lit(l: &Lit) -> Value {
+    match l {
+        Lit::Bool(b) => Value::Bool(*b),
+        Lit::Int(i) => Value::Int(*i),
+        Lit::Decimal(s) => Decimal::from_str(s)
+            .map(Value::Decimal)
+            .unwrap_or(Value::Null),
+        Lit::Str(s) => Value::Str(s.clone()),
+        Lit::Duration(s) => Value::Duration(*s),
+        Lit::TimeOfDay { hour, minute } => Value::TimeOfDay(*hour, *minute),
+    }
+}
+
+/// The checker's proven type, applied at run time (events carry money and times as text).
+pub fn convert(ty: &Ty, v: Value) -> Value {
+    match (ty, &v) {
+        (_, Value::Null) => Value::Null,
+        (Ty::Decimal | Ty::Money, _) => v.as_decimal().map(Value::Decimal).unwrap_or(Value::Null),
+        (Ty::Int, Value::Str(s)) => s.trim().parse().map(Value::Int).unwrap_or(Value::Null),
+        (Ty::Time, _) => v.as_time().map(Value::Time).unwrap_or(Value::Null),
+        (Ty::Str | Ty::Link, Value::Int(_) | Value::Decimal(_) | Value::Bool(_)) => {
+            Value::Str(v.display())
+        }
+        (Ty::Bool, Value::Str(s)) => match s.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::Null,
+        },
+        _ => v,
+    }
+}
+
+/// Order two values, coercing text to a number or time when the other side is one.
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    use Value::*;
+    match (a, b) {
+        (Null, _) | (_, Null) => None,
+        (Int(x), Int(y)) => Some(x.cmp(y)),
+        (Str(x), Str(y)) => Some(x.cmp(y)),
+        (Bool(x), Bool(y)) => Some(x.cmp(y)),
+        (Duration(x), Duration(y)) => Some(x.cmp(y)),
+        (TimeOfDay(h1, m1), TimeOfDay(h2, m2)) => Some((h1, m1).cmp(&(h2, m2))),
+        (Time(_), _) | (_, Time(_)) => Some(a.as_time()?.cmp(&b.as_time()?)),
+        (Int(_) | Decimal(_) | Str(_), Int(_) | Decimal(_) | Str(_)) => {
+            Some(a.as_decimal()?.cmp(&b.as_decimal()?))
+        }
+        (List(x), List(y)) => (x == y).then_some(Ordering::Equal),
+        (Record(x), Record(y)) => (x == y).then_some(Ordering::Equal),
+        _ => None,
+    }
+}
+
+fn contains(hay: &Value, needle: &Value) -> Option<bool> {
+    match (hay, needle) {
+        (_, Value::Null) | (Value::Null, _) => None,
+        (Value::List(l), n) => Some(l.iter().any(|x| compare(x, n) == Some(Ordering::Equal))),
+        (Value::Str(s), n) => Some(s.contains(&n.display())),
+        _ => None,
+    }
+}
+
+pub fn binary(op: BinOp, a: Value, b: Value) -> Value {
+    use Value::*;
+    let cmp = compare(&a, &b);
+    match op {
+        BinOp::Eq => Bool(cmp == Some(Ordering::Equal)),
+        // Null compared with anything is false, `!=` included.
+        BinOp::Ne => Bool(cmp.is_some_and(|o| o != Ordering::Equal)),
+        BinOp::Lt => Bool(cmp == Some(Ordering::Less)),
+        BinOp::Le => Bool(matches!(cmp, Some(Ordering::Less | Ordering::Equal))),
+        BinOp::Gt => Bool(cmp == Some(Ordering::Greater)),
+        BinOp::Ge => Bool(matches!(cmp, Some(Ordering::Greater | Ordering::Equal))),
+        BinOp::In => Bool(contains(&b, &a) == Some(true)),
+        BinOp::NotIn => Bool(contains(&b, &a) == Some(false)),
+        BinOp::Contains => Bool(contains(&a, &b) == Some(true)),
+        BinOp::StartsWith => {
+            Bool(matches!((&a, &b), (Str(x), Str(y)) if x.starts_with(y.as_str())))
+        }
+        BinOp::EndsWith => Bool(matches!((&a, &b), (Str(x), Str(y)) if x.ends_with(y.as_str()))),
+        BinOp::And | BinOp::Or => unreachable_bool(op, &a, &b),
+        BinOp::Add => match (a, b) {
+            (Null, _) | (_, Null) => Null,
+            (Int(x), Int(y)) => x.checked_add(y).map(Int).unwrap_or(Null),
+            (Duration(x), Duration(y)) => Duration(x.saturating_add(y)),
+            (Time(t), Duration(d)) | (Duration(d), Time(t)) => {
+                Time(t + chrono::Duration::seconds(d))
+            }
+            (Str(x), y) => Str(x + &y.display()),
+            (x, Str(y)) => Str(x.display() + &y),
+            (x, y) => num(x, y, |p, q| p.checked_add(q)),
+        },
+        BinOp::Sub => match (a, b) {
+            (Null, _) | (_, Null) => Null,
+            (Int(x), Int(y)) => x.checked_sub(y).map(Int).unwrap_or(Null),
+            (Duration(x), Duration(y)) => Duration(x.saturating_sub(y)),
+            (Time(t), Duration(d)) => Time(t - chrono::Duration::seconds(d)),
+            (Time(x), Time(y)) => Duration((x - y).num_seconds()),
+            (x, y) => num(x, y, |p, q| p.checked_sub(q)),
+        },
+        BinOp::Mul => match (a, b) {
+            (Int(x), Int(y)) => x.checked_mul(y).map(Int).unwrap_or(Null),
+            (Duration(d), Int(n)) | (Int(n), Duration(d)) => Duration(d.saturating_mul(n)),
+            (x, y) => num(x, y, |p, q| p.checked_mul(q)),
+        },
+        BinOp::Div => num(a, b, |p, q| p.checked_div(q)),
+    }
+}
+
+fn unreachable_bool(op: BinOp, a: &Value, b: &Value) -> Value {
+    // And/Or short-circuit in `ev`; this is only reached from outside callers.
+    Value::Bool(match op {
+        BinOp::And => a.truthy() && b.truthy(),
+        _ => a.truthy() || b.truthy(),
+    })
+}
+
+fn num(a: Value, b: Value, f: impl Fn(Decimal, Decimal) -> Option<Decimal>) -> Value {
+    match (a.as_decimal(), b.as_decimal()) {
+        (Some(x), Some(y)) => f(x, y).map(Value::Decimal).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// Template filters. Unknown filters leave the value alone (the checker rejects them).
+pub fn filter(name: &str, v: Value, args: &[Value]) -> Value {
+    let arg = args.first().cloned().unwrap_or(Value::Null);
+    match name {
+        "default" => {
+            if v.is_empty() {
+                arg
+            } else {
+                v
+            }
+        }
+        "money" => match v.as_decimal() {
+            Some(d) => Value::Str(money(d, &arg.display())),
+            None => Value::Null,
+        },
+        "first_word" => match v {
+            Value::Null => Value::Null,
+            v => Value::Str(
+                v.display()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+        },
+        "upper" => map_str(v, |s| s.to_uppercase()),
+        "lower" => map_str(v, |s| s.to_lowercase()),
+        "truncate" => {
+            let n = match arg {
+                Value::Int(n) if n >= 0 => n as usize,
+                _ => return v,
+            };
+            match v {
+                Value::Null => Value::Null,
+                v => Value::Str(truncate(&v.display(), n)),
+            }
+        }
+        "first_title" => match v {
+            Value::List(l) => l.first().map(|i| i.field("title")).unwrap_or(Value::Null),
+            _ => Value::Null,
+        },
+        _ => v,
+    }
+}
+
+/// Cut to at most `n` characters, ending in "..." (three GSM-7 dots, not the UCS-2 `…`,
+/// which would turn the whole message into UCS-2 and halve a segment).
+pub fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    if n <= 3 {
+        return s.chars().take(n).collect();
+    }
+    let mut out: String = s.chars().take(n - 3).collect();
+    out = out.trim_end().to_string();
+    out.push_str("...");
+    out
+}
+
+/// Two places, half away from zero; symbol for USD, EUR, GBP, else the code after the number.
+pub fn money(d: Decimal, currency: &str) -> String {
+    let amount = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    let text = format!("{amount:.2}");
+    match currency.trim().to_ascii_uppercase().as_str() {
+        "USD" => format!("${text}"),
+        "EUR" => format!("€{text}"),
+        "GBP" => format!("£{text}"),
+        "" => text,
+        code => format!("{text} {code}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_formats_exactly() {
+        assert_eq!(money(Decimal::from_str("29.995").unwrap(), "USD"), "$30.00");
+        assert_eq!(money(Decimal::from_str("5").unwrap(), "eur"), "€5.00");
+        assert_eq!(
+            money(Decimal::from_str("12.5").unwrap(), "CAD"),
+            "12.50 CAD"
+        );
+    }
+
+    #[test]
+    fn truncate_keeps_gsm7() {
+        assert_eq!(
+            truncate("Hydrating Night Cream Deluxe Edition", 15),
+            "Hydrating Ni..."
+        );
+        assert_eq!(truncate("short", 15), "short");
+    }
+
+    #[test]
+    fn null_comparisons_are_false() {
+        assert_eq!(
+            binary(BinOp::Eq, Value::Null, Value::Null),
+            Value::Bool(false)
+        );
+        assert_eq!(
+            binary(BinOp::Ne, Value::Null, Value::Int(1)),
+            Value::Bool(false)
+        );
+        assert_eq!(
+            binary(
+                BinOp::Ge,
+                Value::Str("500.00".into()),
+                Value::Decimal(Decimal::from(500))
+            ),
+            Value::Bool(true)
+        );
+    }
+}

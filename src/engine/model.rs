@@ -1,0 +1,319 @@
+//! The engine's data: what goes in ([`Input`]), what comes out ([`Effect`]) and what it
+//! remembers about one person ([`PersonState`]). All serde, all ordered (BTreeMap, Vec), so a
+//! serialised state or effect list is byte-for-byte reproducible.
+
+use crate::ir::{FlowKind, StepId};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// SMS marketing consent. `Unknown` is not consent: marketing needs `Subscribed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consent {
+    #[default]
+    Unknown,
+    Subscribed,
+    Unsubscribed,
+}
+
+impl Consent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consent::Unknown => "unknown",
+            Consent::Subscribed => "subscribed",
+            Consent::Unsubscribed => "unsubscribed",
+        }
+    }
+}
+
+/// One thing that happened to a person. Time is never part of an input's meaning except
+/// through `now`, the argument of [`super::step`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "input")]
+pub enum Input {
+    /// A normalised event (`order.created`, `shipment.delivered`, ...) with a unique source id
+    /// (Shopify's `X-Shopify-Event-Id`) used to drop re-deliveries.
+    Event {
+        name: String,
+        id: String,
+        data: serde_json::Value,
+    },
+    /// A timer the engine asked for with [`Effect::ScheduleTimer`]; stale timers are ignored.
+    Timer {
+        instance: String,
+        step: StepId,
+        due: DateTime<Utc>,
+    },
+    /// An inbound SMS from the person.
+    Reply {
+        body: String,
+        message_sid: Option<String>,
+    },
+    /// Consent set out of band (admin, import).
+    Consent { state: Consent },
+    /// A provider status callback.
+    Delivery {
+        message_id: String,
+        status: String,
+        error_code: Option<String>,
+    },
+    /// A tracked link was opened.
+    Click { message_id: String },
+}
+
+/// A tracked link inside a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub code: String,
+    pub url: String,
+}
+
+/// One outbound SMS, complete: the runtime sends it as is, keyed by `message_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Derived from (flow version, entry key, step, person): a re-run cannot mint another.
+    pub message_id: String,
+    pub instance: String,
+    pub flow: String,
+    pub flow_version: String,
+    pub step: StepId,
+    pub person: String,
+    pub to: String,
+    pub body: String,
+    /// `GSM-7` or `UCS-2`.
+    pub encoding: String,
+    pub segments: usize,
+    pub variant: Option<String>,
+    pub at: DateTime<Utc>,
+    /// The recipient's wall clock at `at`, with offset and zone name.
+    pub local_time: String,
+    pub kind: FlowKind,
+    pub links: Vec<Link>,
+}
+
+/// What the host must do or record. Emitted in processing order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "effect")]
+pub enum Effect {
+    Entered {
+        instance: String,
+        flow: String,
+        flow_version: String,
+        entry_key: String,
+    },
+    /// A step was executed (for analytics and the simulator's trace).
+    Step {
+        instance: String,
+        flow: String,
+        step: StepId,
+        op: String,
+    },
+    ScheduleTimer {
+        instance: String,
+        step: StepId,
+        at: DateTime<Utc>,
+    },
+    CancelTimer {
+        instance: String,
+        step: StepId,
+        at: DateTime<Utc>,
+    },
+    Send(Message),
+    /// A send could not happen now and will be retried at `until` (defer policy).
+    Held {
+        instance: String,
+        flow: String,
+        step: StepId,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+    },
+    /// A send was skipped for good; the flow goes on with the next step.
+    Dropped {
+        instance: String,
+        flow: String,
+        step: StepId,
+        reason: String,
+    },
+    /// An entry was refused by the flow's entry rule.
+    NotEntered {
+        flow: String,
+        reason: String,
+    },
+    Exited {
+        instance: String,
+        flow: String,
+        reason: String,
+    },
+    Conversion {
+        flow: String,
+        step: StepId,
+        variant: Option<String>,
+        message_id: String,
+        order_id: Option<String>,
+        revenue: Option<String>,
+    },
+    ConsentChanged {
+        from: Consent,
+        to: Consent,
+        source: String,
+    },
+    HelpReply {
+        to: Option<String>,
+        body: String,
+    },
+    /// An inbound reply and where it went (`routed_to` empty when nothing waited).
+    ReplyRecorded {
+        body: String,
+        keyword: Option<String>,
+        routed_to: Vec<String>,
+    },
+    DeliveryRecorded {
+        message_id: String,
+        status: String,
+        error_code: Option<String>,
+    },
+    ClickRecorded {
+        message_id: String,
+    },
+    /// An event id seen before: nothing else happened.
+    Duplicate {
+        id: String,
+    },
+}
+
+/// What the engine knows about a person, derived from their events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub customer_id: Option<String>,
+    pub orders_count: i64,
+    pub total_spent: Decimal,
+    pub first_order_at: Option<DateTime<Utc>>,
+    pub last_order_at: Option<DateTime<Utc>>,
+    pub product_ids: BTreeSet<String>,
+    pub skus: BTreeSet<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// An explicit IANA zone (from a `zone`/`timezone` field).
+    pub zone: Option<String>,
+    /// US state (two letters) of the latest shipping address.
+    pub state: Option<String>,
+    pub tags: BTreeSet<String>,
+    /// Orders already counted, so `order.created` and `order.paid` of one order count once.
+    pub order_ids: BTreeSet<String>,
+}
+
+/// Where an instance stands while it is blocked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Waiting {
+    /// `wait` or `wait until`: the timer moves on to the step's `next`.
+    Delay { due: DateTime<Utc> },
+    /// `wait for`: an event resumes, the timer times out.
+    Event {
+        event: String,
+        since: DateTime<Utc>,
+        due: DateTime<Utc>,
+    },
+    /// `wait reply`: a reply resumes, the timer times out.
+    Reply {
+        since: DateTime<Utc>,
+        due: DateTime<Utc>,
+    },
+    /// A held send: the timer re-runs the send step and its checks.
+    Held { due: DateTime<Utc>, reason: String },
+}
+
+impl Waiting {
+    pub fn due(&self) -> DateTime<Utc> {
+        match self {
+            Waiting::Delay { due }
+            | Waiting::Event { due, .. }
+            | Waiting::Reply { due, .. }
+            | Waiting::Held { due, .. } => *due,
+        }
+    }
+}
+
+/// An event an instance saw after it entered, kept for `wait for` steps that start later.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeenEvent {
+    pub name: String,
+    pub at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// One person inside one flow (version).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub flow: String,
+    pub flow_version: String,
+    pub kind: FlowKind,
+    pub entry_key: String,
+    pub entry_event: String,
+    pub entry: serde_json::Value,
+    pub entered_at: DateTime<Utc>,
+    pub step: StepId,
+    pub waiting: Option<Waiting>,
+    /// The event that resumed the latest `wait for` (what `event` means in later steps).
+    pub last_event: Option<serde_json::Value>,
+    pub seen: Vec<SeenEvent>,
+    pub replies: Vec<String>,
+    /// Split step -> chosen arm.
+    pub variants: BTreeMap<StepId, String>,
+}
+
+/// Entry history of one flow, kept after instances finish (entry rules need it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntryHistory {
+    pub keys: BTreeSet<String>,
+    pub count: u64,
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// The last message of a flow with a goal: who gets credit for a conversion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastMessage {
+    pub message_id: String,
+    pub flow: String,
+    pub flow_version: String,
+    pub step: StepId,
+    pub variant: Option<String>,
+    pub at: DateTime<Utc>,
+    pub entry: serde_json::Value,
+}
+
+/// Everything the engine remembers about one person.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersonState {
+    /// The routing key ([`super::person_key`]); part of message ids and split hashing.
+    pub person: String,
+    pub profile: Profile,
+    pub consent: Consent,
+    /// Live instances by id.
+    pub instances: BTreeMap<String, Instance>,
+    /// Entry history by flow name.
+    pub entries: BTreeMap<String, EntryHistory>,
+    /// Marketing send times inside the frequency-cap window.
+    pub recent_sends: Vec<DateTime<Utc>>,
+    /// Every message id ever emitted: at most one message per (instance, step).
+    pub sent: BTreeSet<String>,
+    pub last_message: Option<LastMessage>,
+    /// Recent event ids (bounded), to drop at-least-once re-deliveries.
+    pub seen_event_ids: Vec<String>,
+    /// Message ids clicked (bounded).
+    pub clicks: Vec<String>,
+}
+
+impl PersonState {
+    pub fn new(person: impl Into<String>) -> PersonState {
+        PersonState {
+            person: person.into(),
+            ..PersonState::default()
+        }
+    }
+}
