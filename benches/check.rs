@@ -65,7 +65,8 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(lines as u64));
     g.bench_function(format!("corpus_{lines}_lines"), |b| {
         b.iter(|| {
-            let checked = check_sources(Some(("aftercart.toml".into(), PROJECT.into())), big.clone());
+            let checked =
+                check_sources(Some(("aftercart.toml".into(), PROJECT.into())), big.clone());
             assert!(checked.program.is_some());
         })
     });
@@ -76,7 +77,12 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("recheck");
     g.throughput(Throughput::Elements(lines1 as u64));
     g.bench_function(format!("one_file_{lines1}_lines"), |b| {
-        b.iter(|| check_sources(Some(("aftercart.toml".into(), PROJECT.into())), vec![one.clone()]))
+        b.iter(|| {
+            check_sources(
+                Some(("aftercart.toml".into(), PROJECT.into())),
+                vec![one.clone()],
+            )
+        })
     });
     g.finish();
 }

@@ -30,7 +30,10 @@ pub struct Checked {
 
 impl Checked {
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
     }
     pub fn has_errors(&self) -> bool {
         self.count(Severity::Error) > 0
@@ -61,7 +64,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             // Flow tests live in `tests/` folders and are not part of the program.
-            if path.file_name().is_some_and(|n| n == "tests" || n.to_string_lossy().starts_with('.')) {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "tests" || n.to_string_lossy().starts_with('.'))
+            {
                 continue;
             }
             walk(&path, out)?;
@@ -77,7 +83,8 @@ pub fn check_paths(paths: &[PathBuf]) -> Result<Checked, String> {
     let (files, project_path) = collect(paths)?;
     let mut sources = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         sources.push((display_path(f), text));
     }
     let project = match &project_path {
@@ -117,7 +124,10 @@ pub fn check_sources(project: Option<(String, String)>, sources: Vec<(String, St
     let schemas = match Schemas::builtin().with_custom(&project.custom_events) {
         Ok(s) => s,
         Err(e) => {
-            diags.push(Diagnostic::new("AC0003", format!("invalid custom event: {e}")));
+            diags.push(Diagnostic::new(
+                "AC0003",
+                format!("invalid custom event: {e}"),
+            ));
             Schemas::builtin().clone()
         }
     };
@@ -166,15 +176,31 @@ pub fn check_sources(project: Option<(String, String)>, sources: Vec<(String, St
     // Suppressions, then a stable order: by file, position, code.
     let mut diags = suppress::apply(&map, diags);
     diags.sort_by(|a, b| {
-        let ka = a.primary_span().map(|s| (s.file, s.start)).unwrap_or_default();
-        let kb = b.primary_span().map(|s| (s.file, s.start)).unwrap_or_default();
+        let ka = a
+            .primary_span()
+            .map(|s| (s.file, s.start))
+            .unwrap_or_default();
+        let kb = b
+            .primary_span()
+            .map(|s| (s.file, s.start))
+            .unwrap_or_default();
         ka.cmp(&kb).then(a.code.cmp(b.code))
     });
     diags.dedup();
 
     let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
-    let program = if has_errors { None } else { Some(lower::lower(&ctx, &flow_defs)) };
-    Checked { map, diagnostics: diags, project, files, program }
+    let program = if has_errors {
+        None
+    } else {
+        Some(lower::lower(&ctx, &flow_defs))
+    };
+    Checked {
+        map,
+        diagnostics: diags,
+        project,
+        files,
+        program,
+    }
 }
 
 /// `90000` -> `25h`, `172800` -> `2d`: the shortest exact spelling of a duration.

@@ -91,7 +91,11 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Check { paths, format, fail_level } => cmd_check(paths, format, fail_level),
+        Command::Check {
+            paths,
+            format,
+            fail_level,
+        } => cmd_check(paths, format, fail_level),
         Command::Explain { code } => match codes::explanation(&code) {
             Some(text) => {
                 print!("{text}");
@@ -104,7 +108,11 @@ pub fn main() -> i32 {
         },
         Command::Fmt { paths, check } => cmd_fmt(paths, check),
         Command::Compile { paths, out } => cmd_compile(paths, out),
-        Command::Graph { flow, flows, format } => cmd_graph(flow, flows, format),
+        Command::Graph {
+            flow,
+            flows,
+            format,
+        } => cmd_graph(flow, flows, format),
         Command::SmsCount { text, json } => cmd_sms_count(text, json),
     }
 }
@@ -141,7 +149,10 @@ fn cmd_check(paths: Vec<PathBuf>, format: OutFormat, fail_level: FailLevel) -> i
             eprint!("{text}");
             if checked.diagnostics.is_empty() {
                 let flows = checked.program.as_ref().map(|p| p.flows.len()).unwrap_or(0);
-                eprintln!("ok: {} files, {flows} flows, no problems", checked.files.len());
+                eprintln!(
+                    "ok: {} files, {flows} flows, no problems",
+                    checked.files.len()
+                );
             }
         }
         _ => print!("{text}"),
@@ -201,7 +212,10 @@ fn cmd_fmt(paths: Vec<PathBuf>, check_only: bool) -> i32 {
                         d
                     })
                     .collect();
-                eprint!("{}", render::render(Format::Human, &map, &diags, color_wanted()));
+                eprint!(
+                    "{}",
+                    render::render(Format::Human, &map, &diags, color_wanted())
+                );
                 failed = true;
             }
         }
@@ -232,7 +246,15 @@ fn compile_or_report(paths: Vec<PathBuf>) -> Result<crate::ir::Program, i32> {
         2
     })?;
     if !checked.diagnostics.is_empty() {
-        eprint!("{}", render::render(Format::Human, &checked.map, &checked.diagnostics, color_wanted()));
+        eprint!(
+            "{}",
+            render::render(
+                Format::Human,
+                &checked.map,
+                &checked.diagnostics,
+                color_wanted()
+            )
+        );
     }
     checked.program.ok_or_else(|| {
         eprintln!("error: the flows have errors; nothing compiled");
@@ -249,7 +271,12 @@ fn cmd_compile(paths: Vec<PathBuf>, out: Option<PathBuf>) -> i32 {
     match out {
         Some(path) => match std::fs::write(&path, json) {
             Ok(()) => {
-                eprintln!("wrote {} ({} flows, hash {})", path.display(), program.flows.len(), &program.hash[..16]);
+                eprintln!(
+                    "wrote {} ({} flows, hash {})",
+                    path.display(),
+                    program.flows.len(),
+                    &program.hash[..16]
+                );
                 0
             }
             Err(e) => {
@@ -289,7 +316,9 @@ fn cmd_sms_count(text: String, json: bool) -> i32 {
             return 2;
         }
         // A trailing newline from `echo` is not part of the message.
-        s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t).to_string()).unwrap_or(s)
+        s.strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t).to_string())
+            .unwrap_or(s)
     } else {
         text
     };

@@ -68,7 +68,10 @@ impl Default for Policy {
         Policy {
             held: HeldPolicy::Defer,
             // Florida's 3 commercial messages per 24 h (Fla. Stat. 501.616(6)(b)) is the default.
-            frequency_cap: FrequencyCap { max: 3, per_secs: 86_400 },
+            frequency_cap: FrequencyCap {
+                max: 3,
+                per_secs: 86_400,
+            },
             max_segments: 2,
             zone_from: vec![
                 ZoneSource::Profile,

@@ -24,9 +24,15 @@ pub struct Project {
 
 /// Find `aftercart.toml` in `start` (a file's folder or a folder) or any ancestor.
 pub fn find(start: &Path) -> Option<PathBuf> {
-    let start = if start.is_file() { start.parent()? } else { start };
+    let start = if start.is_file() {
+        start.parent()?
+    } else {
+        start
+    };
     let abs = std::fs::canonicalize(start).ok()?;
-    abs.ancestors().map(|d| d.join(FILE_NAME)).find(|p| p.is_file())
+    abs.ancestors()
+        .map(|d| d.join(FILE_NAME))
+        .find(|p| p.is_file())
 }
 
 impl Project {
@@ -50,8 +56,11 @@ impl Project {
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
                 diags.push(
-                    Diagnostic::new("AC0003", format!("{FILE_NAME} is not valid TOML: {}", e.message()))
-                        .primary(Span::new(file, span.start, span.end), "here"),
+                    Diagnostic::new(
+                        "AC0003",
+                        format!("{FILE_NAME} is not valid TOML: {}", e.message()),
+                    )
+                    .primary(Span::new(file, span.start, span.end), "here"),
                 );
                 return p;
             }
@@ -65,7 +74,10 @@ impl Project {
         let locate = |key: &str| -> Span {
             let pat = format!("{key} =");
             let pat2 = format!("{key}=");
-            let at = text.find(&pat).or_else(|| text.find(&pat2)).or_else(|| text.find(&format!("[{key}")));
+            let at = text
+                .find(&pat)
+                .or_else(|| text.find(&pat2))
+                .or_else(|| text.find(&format!("[{key}")));
             match at {
                 Some(i) => Span::new(file, i, i + key.len()),
                 None => Span::new(file, 0, 0),
@@ -80,7 +92,11 @@ impl Project {
         };
         for (k, _) in table.iter() {
             if !["shop", "policy", "events", "quiet_hours", "plugins"].contains(&k.as_str()) {
-                bad(k, format!("unknown section `{k}`"), "known sections: [shop], [policy], [events.NAME], [quiet_hours.STATE]");
+                bad(
+                    k,
+                    format!("unknown section `{k}`"),
+                    "known sections: [shop], [policy], [events.NAME], [quiet_hours.STATE]",
+                );
             }
         }
         if let Some(shop) = table.get("shop").and_then(|v| v.as_table()) {
@@ -93,14 +109,22 @@ impl Project {
                     "name" => p.shop.name = s.clone(),
                     "zone" => {
                         if s.parse::<chrono_tz::Tz>().is_err() {
-                            bad("zone", format!("unknown time zone `{s}`"), "use an IANA zone name such as `America/New_York`");
+                            bad(
+                                "zone",
+                                format!("unknown time zone `{s}`"),
+                                "use an IANA zone name such as `America/New_York`",
+                            );
                         }
                         p.shop.zone = s.clone();
                     }
                     "sender" => p.shop.sender = s.clone(),
                     "link_base" => {
                         if !(s.starts_with("https://") || s.starts_with("http://")) {
-                            bad("link_base", format!("link base `{s}` is not an http(s) URL"), "");
+                            bad(
+                                "link_base",
+                                format!("link base `{s}` is not an http(s) URL"),
+                                "",
+                            );
                         }
                         p.shop.link_base = Some(s.trim_end_matches('/').to_string());
                     }
@@ -116,14 +140,24 @@ impl Project {
                     ("quiet_hours", toml::Value::String(s)) => match s.as_str() {
                         "defer" => p.policy.held = HeldPolicy::Defer,
                         "drop" => p.policy.held = HeldPolicy::Drop,
-                        _ => bad("quiet_hours", format!("quiet_hours must be \"defer\" or \"drop\", not \"{s}\""), ""),
+                        _ => bad(
+                            "quiet_hours",
+                            format!("quiet_hours must be \"defer\" or \"drop\", not \"{s}\""),
+                            "",
+                        ),
                     },
                     ("frequency_cap", toml::Value::Table(t)) => {
                         let max = t.get("max").and_then(|v| v.as_integer());
-                        let per = t.get("per").and_then(|v| v.as_str()).and_then(parse_duration);
+                        let per = t
+                            .get("per")
+                            .and_then(|v| v.as_str())
+                            .and_then(parse_duration);
                         match (max, per) {
                             (Some(max), Some(per)) if max > 0 && per > 0 => {
-                                p.policy.frequency_cap = FrequencyCap { max: max as u32, per_secs: per }
+                                p.policy.frequency_cap = FrequencyCap {
+                                    max: max as u32,
+                                    per_secs: per,
+                                }
                             }
                             _ => bad(
                                 "frequency_cap",
@@ -132,8 +166,14 @@ impl Project {
                             ),
                         }
                     }
-                    ("max_segments", toml::Value::Integer(n)) if *n >= 1 && *n <= 10 => p.policy.max_segments = *n as u32,
-                    ("max_segments", _) => bad("max_segments", "max_segments must be an integer from 1 to 10".into(), ""),
+                    ("max_segments", toml::Value::Integer(n)) if *n >= 1 && *n <= 10 => {
+                        p.policy.max_segments = *n as u32
+                    }
+                    ("max_segments", _) => bad(
+                        "max_segments",
+                        "max_segments must be an integer from 1 to 10".into(),
+                        "",
+                    ),
                     ("zone_from", toml::Value::Array(a)) => {
                         let mut out = vec![];
                         for v in a {
@@ -151,7 +191,11 @@ impl Project {
                         }
                         p.policy.zone_from = out;
                     }
-                    _ => bad(k, format!("unknown or mistyped policy setting `{k}`"), "known: quiet_hours, frequency_cap, max_segments, zone_from"),
+                    _ => bad(
+                        k,
+                        format!("unknown or mistyped policy setting `{k}`"),
+                        "known: quiet_hours, frequency_cap, max_segments, zone_from",
+                    ),
                 }
             }
         }

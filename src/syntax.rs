@@ -7,4 +7,3 @@ pub mod parser;
 
 pub use format::format_source;
 pub use parser::parse;
-

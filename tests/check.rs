@@ -21,7 +21,12 @@ fn flow_sources() -> (String, Vec<(String, String)>) {
     files.sort();
     let sources = files
         .iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read_to_string(p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read_to_string(p).unwrap(),
+            )
+        })
         .collect();
     (project, sources)
 }
@@ -35,7 +40,10 @@ fn every_example_flow_checks_clean() {
         &checked.diagnostics,
         false,
     );
-    assert!(checked.diagnostics.is_empty(), "flows/ must check clean:\n{rendered}");
+    assert!(
+        checked.diagnostics.is_empty(),
+        "flows/ must check clean:\n{rendered}"
+    );
     let program = checked.program.expect("a clean project lowers");
     // The seed's six, abandoned checkout, a reply quiz and an A/B test (plus the upsell).
     for name in [
@@ -60,7 +68,12 @@ fn every_example_flow_checks_clean() {
 #[test]
 fn hash_ignores_layout_and_comments() {
     let (project, sources) = flow_sources();
-    let a = check_sources(Some(("aftercart.toml".into(), project.clone())), sources.clone()).program.unwrap();
+    let a = check_sources(
+        Some(("aftercart.toml".into(), project.clone())),
+        sources.clone(),
+    )
+    .program
+    .unwrap();
     let relaid: Vec<(String, String)> = sources
         .into_iter()
         .map(|(n, t)| {
@@ -78,7 +91,11 @@ fn hash_ignores_layout_and_comments() {
                     }
                     let indent = (l.len() - trimmed.len()) * 2;
                     if trimmed.starts_with("send") || trimmed.starts_with("wait") {
-                        format!("# a comment before a step\n{}{}\n", " ".repeat(indent), trimmed)
+                        format!(
+                            "# a comment before a step\n{}{}\n",
+                            " ".repeat(indent),
+                            trimmed
+                        )
                     } else {
                         format!("{}{}\n\n", " ".repeat(indent), trimmed)
                     }
@@ -100,13 +117,27 @@ fn hash_ignores_layout_and_comments() {
 #[test]
 fn hash_changes_with_behaviour() {
     let (project, sources) = flow_sources();
-    let a = check_sources(Some(("aftercart.toml".into(), project.clone())), sources.clone()).program.unwrap();
-    let changed: Vec<(String, String)> =
-        sources.into_iter().map(|(n, t)| (n, t.replace("wait 25d", "wait 24d"))).collect();
-    let b = check_sources(Some(("aftercart.toml".into(), project)), changed).program.unwrap();
+    let a = check_sources(
+        Some(("aftercart.toml".into(), project.clone())),
+        sources.clone(),
+    )
+    .program
+    .unwrap();
+    let changed: Vec<(String, String)> = sources
+        .into_iter()
+        .map(|(n, t)| (n, t.replace("wait 25d", "wait 24d")))
+        .collect();
+    let b = check_sources(Some(("aftercart.toml".into(), project)), changed)
+        .program
+        .unwrap();
     assert_ne!(a.hash, b.hash);
     for (fa, fb) in a.flows.iter().zip(&b.flows) {
-        assert_eq!(fa.version == fb.version, fa.name != "replenishment", "{}", fa.name);
+        assert_eq!(
+            fa.version == fb.version,
+            fa.name != "replenishment",
+            "{}",
+            fa.name
+        );
     }
 }
 
@@ -114,12 +145,21 @@ fn hash_changes_with_behaviour() {
 fn truncated_flows_never_panic() {
     let (project, sources) = flow_sources();
     for (name, text) in &sources {
-        let cuts: Vec<usize> = (0..text.len()).step_by(7).filter(|i| text.is_char_boundary(*i)).collect();
+        let cuts: Vec<usize> = (0..text.len())
+            .step_by(7)
+            .filter(|i| text.is_char_boundary(*i))
+            .collect();
         for cut in cuts {
             let t = &text[..cut];
             let start = Instant::now();
-            let _ = check_sources(Some(("aftercart.toml".into(), project.clone())), vec![(name.clone(), t.to_string())]);
-            assert!(start.elapsed().as_secs() < 5, "{name} cut at {cut} took too long");
+            let _ = check_sources(
+                Some(("aftercart.toml".into(), project.clone())),
+                vec![(name.clone(), t.to_string())],
+            );
+            assert!(
+                start.elapsed().as_secs() < 5,
+                "{name} cut at {cut} took too long"
+            );
         }
     }
 }
@@ -130,7 +170,10 @@ fn pathological_nesting_is_refused_quickly() {
         format!("segment s = {}1{}", "(".repeat(5000), ")".repeat(5000)),
         format!("flow f {{ {} }}", "if true { ".repeat(3000)),
         "segment s = ".to_string() + &"not ".repeat(20_000) + "true",
-        format!("flow f {{ kind marketing trigger order.created where {} }}", "a and ".repeat(20_000)),
+        format!(
+            "flow f {{ kind marketing trigger order.created where {} }}",
+            "a and ".repeat(20_000)
+        ),
     ] {
         let start = Instant::now();
         let (_, diags) = aftercart::syntax::parse(FileId(0), &text);

@@ -20,20 +20,54 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn check_exit_codes() {
     assert_eq!(run(&["check", "flows"]).status.code(), Some(0));
-    assert_eq!(run(&["check", "tests/ui/ac0106_removed_field.flow"]).status.code(), Some(1));
+    assert_eq!(
+        run(&["check", "tests/ui/ac0106_removed_field.flow"])
+            .status
+            .code(),
+        Some(1)
+    );
     // A warning fails only at --fail-level warning.
-    assert_eq!(run(&["check", "tests/ui/ac0302_unreachable.flow"]).status.code(), Some(0));
-    assert_eq!(run(&["check", "--fail-level", "warning", "tests/ui/ac0302_unreachable.flow"]).status.code(), Some(1));
+    assert_eq!(
+        run(&["check", "tests/ui/ac0302_unreachable.flow"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&[
+            "check",
+            "--fail-level",
+            "warning",
+            "tests/ui/ac0302_unreachable.flow"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
     assert_eq!(run(&["check", "no/such/dir"]).status.code(), Some(2));
-    assert_eq!(run(&["check", "--format", "xml", "flows"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["check", "--format", "xml", "flows"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]
 fn check_json_lines() {
-    let o = run(&["check", "--format", "json", "tests/ui/ac0106_removed_field.flow"]);
+    let o = run(&[
+        "check",
+        "--format",
+        "json",
+        "tests/ui/ac0106_removed_field.flow",
+    ]);
     let text = stdout(&o);
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let d = lines.iter().find(|d| d["code"] == "AC0106").expect("AC0106 in JSON");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let d = lines
+        .iter()
+        .find(|d| d["code"] == "AC0106")
+        .expect("AC0106 in JSON");
     assert_eq!(d["severity"], "error");
     assert_eq!(d["file"], "tests/ui/ac0106_removed_field.flow");
     assert_eq!(d["line"], 3);
@@ -44,7 +78,13 @@ fn check_json_lines() {
 
 #[test]
 fn check_sarif_for_code_scanning() {
-    let o = run(&["check", "--format", "sarif", "tests/ui/ac0402_segments.flow", "tests/ui/ac0106_removed_field.flow"]);
+    let o = run(&[
+        "check",
+        "--format",
+        "sarif",
+        "tests/ui/ac0402_segments.flow",
+        "tests/ui/ac0106_removed_field.flow",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["version"], "2.1.0");
     let run0 = &v["runs"][0];
@@ -63,10 +103,18 @@ fn check_sarif_for_code_scanning() {
 
 #[test]
 fn check_github_annotations() {
-    let o = run(&["check", "--format", "github", "tests/ui/ac0106_removed_field.flow"]);
+    let o = run(&[
+        "check",
+        "--format",
+        "github",
+        "tests/ui/ac0106_removed_field.flow",
+    ]);
     let text = stdout(&o);
     let line = text.lines().find(|l| l.contains("AC0106")).unwrap();
-    assert!(line.starts_with("::error file=tests/ui/ac0106_removed_field.flow,line=3,col="), "{line}");
+    assert!(
+        line.starts_with("::error file=tests/ui/ac0106_removed_field.flow,line=3,col="),
+        "{line}"
+    );
     assert!(line.contains("title=AC0106::"));
     // Newlines in the message are escaped as GitHub's toolkit does.
     assert!(!line.contains('\n'));
@@ -82,7 +130,11 @@ fn explain_prints_the_docs_section() {
     assert_eq!(run(&["explain", "AC9999"]).status.code(), Some(2));
     // Every registered code is documented.
     for c in aftercart::diagnostic::codes::CODES {
-        assert!(aftercart::diagnostic::codes::explanation(c.code).is_some(), "{} undocumented", c.code);
+        assert!(
+            aftercart::diagnostic::codes::explanation(c.code).is_some(),
+            "{} undocumented",
+            c.code
+        );
     }
 }
 
@@ -96,7 +148,12 @@ fn compile_writes_versioned_ir() {
     let program: aftercart::ir::Program = serde_json::from_value(v).unwrap();
     assert_eq!(program.hash, program.compute_hash());
     // A project with errors compiles nothing.
-    assert_eq!(run(&["compile", "tests/ui/ac0106_removed_field.flow"]).status.code(), Some(1));
+    assert_eq!(
+        run(&["compile", "tests/ui/ac0106_removed_field.flow"])
+            .status
+            .code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -120,11 +177,14 @@ fn sms_count_json_matches_fixture_rules() {
     assert_eq!(v["encoding"], "UCS-2");
     assert_eq!(v["segments"], 1);
     let long = "a".repeat(161);
-    let v: serde_json::Value = serde_json::from_str(&stdout(&run(&["sms-count", "--json", &long]))).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["sms-count", "--json", &long]))).unwrap();
     assert_eq!(v["encoding"], "GSM-7");
     assert_eq!(v["segments"], 2);
     assert_eq!(v["units"], 161);
     let human = stdout(&run(&["sms-count", "Hello {world}"]));
     assert!(human.contains("GSM-7"));
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sms/segment_vectors.json").exists());
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sms/segment_vectors.json")
+        .exists());
 }

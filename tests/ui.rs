@@ -22,7 +22,10 @@ fn ui_golden() {
     for case in &cases {
         let name = format!("ui/{}", case.file_name().unwrap().to_string_lossy());
         let text = std::fs::read_to_string(case).unwrap();
-        let checked = check_sources(Some(("ui/aftercart.toml".into(), project.clone())), vec![(name.clone(), text)]);
+        let checked = check_sources(
+            Some(("ui/aftercart.toml".into(), project.clone())),
+            vec![(name.clone(), text)],
+        );
         let got = render(Format::Human, &checked.map, &checked.diagnostics, false);
         let out = case.with_extension("out");
         if update {
@@ -37,13 +40,23 @@ fn ui_golden() {
         // that silently stopped showing the diagnostic it exists for).
         let stem = case.file_stem().unwrap().to_string_lossy().to_string();
         if let Some(code) = stem.strip_prefix("ac").map(|s| format!("AC{}", &s[..4])) {
-            let expect_code = code != "AC0006" || checked.diagnostics.iter().any(|d| d.code == "AC0006");
+            let expect_code =
+                code != "AC0006" || checked.diagnostics.iter().any(|d| d.code == "AC0006");
             assert!(
                 expect_code && checked.diagnostics.iter().any(|d| d.code == code),
                 "{name} does not produce {code}: {:?}",
-                checked.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>()
+                checked
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.code)
+                    .collect::<Vec<_>>()
             );
         }
     }
-    assert!(failures.is_empty(), "{} golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -9,7 +9,10 @@ use crate::project::Project;
 
 pub fn check(flows: &[FlowSummary], project: &Project, diags: &mut Vec<Diagnostic>) {
     let cap = project.policy.frequency_cap;
-    let mut marketing: Vec<&FlowSummary> = flows.iter().filter(|f| f.marketing && f.max_per_24h > 0).collect();
+    let mut marketing: Vec<&FlowSummary> = flows
+        .iter()
+        .filter(|f| f.marketing && f.max_per_24h > 0)
+        .collect();
     marketing.sort_by(|a, b| a.name.cmp(&b.name));
     let total: usize = marketing.iter().map(|f| f.max_per_24h).sum();
     if total <= cap.max as usize {
@@ -38,9 +41,15 @@ pub fn check(flows: &[FlowSummary], project: &Project, diags: &mut Vec<Diagnosti
         format!("the cap is {} per {}", cap.max, human_secs(cap.per_secs)),
     );
     if project.frequency_cap_span.is_some() {
-        d = d.secondary(tipping.span, format!("`{}` takes the total over {}", tipping.name, cap.max));
+        d = d.secondary(
+            tipping.span,
+            format!("`{}` takes the total over {}", tipping.name, cap.max),
+        );
     }
-    let parts: Vec<String> = marketing.iter().map(|f| format!("{} {}", f.name, f.max_per_24h)).collect();
+    let parts: Vec<String> = marketing
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.max_per_24h))
+        .collect();
     d = d
         .note(format!("worst case per flow: {}", parts.join(", ")))
         .help("the runtime holds messages above the cap (deferred or dropped as each flow says); space the flows out or narrow their triggers");

@@ -43,7 +43,11 @@ pub fn suggest<'s>(name: &str, candidates: impl IntoIterator<Item = &'s str>) ->
     // A name that is a whole word of a longer one (`status_url` in `order_status_url`) is a
     // better hint than any small edit.
     if name.len() >= 4 {
-        if let Some(c) = cands.iter().filter(|c| c.ends_with(&format!("_{name}")) || c.starts_with(&format!("{name}_"))).min_by_key(|c| c.len()) {
+        if let Some(c) = cands
+            .iter()
+            .filter(|c| c.ends_with(&format!("_{name}")) || c.starts_with(&format!("{name}_")))
+            .min_by_key(|c| c.len())
+        {
             return Some(c.to_string());
         }
     }
@@ -56,25 +60,52 @@ pub fn suggest<'s>(name: &str, candidates: impl IntoIterator<Item = &'s str>) ->
 }
 
 const FUNCTIONS: &[&str] = &["link", "len", "lower", "upper"];
-const FILTERS: &[&str] = &["default", "money", "first_word", "upper", "lower", "truncate", "first_title"];
+const FILTERS: &[&str] = &[
+    "default",
+    "money",
+    "first_word",
+    "upper",
+    "lower",
+    "truncate",
+    "first_title",
+];
 
 impl<'a> Ctx<'a> {
-    pub fn new(schemas: &'a Schemas, project: &'a Project, segments: &'a BTreeMap<String, &'a ast::SegmentDef>) -> Self {
-        Ctx { schemas, project, segments, expanding: RefCell::new(Vec::new()) }
+    pub fn new(
+        schemas: &'a Schemas,
+        project: &'a Project,
+        segments: &'a BTreeMap<String, &'a ast::SegmentDef>,
+    ) -> Self {
+        Ctx {
+            schemas,
+            project,
+            segments,
+            expanding: RefCell::new(Vec::new()),
+        }
     }
 
     /// Segments are checked where they are used (they read the user's event); here only what
     /// does not depend on the event: everything but `event.*` must resolve.
     pub fn check_segments(&self, diags: &mut Vec<Diagnostic>) {
         for seg in self.segments.values() {
-            let scope = Scope { event: None, entry: None, vars: vec![] };
+            let scope = Scope {
+                event: None,
+                entry: None,
+                vars: vec![],
+            };
             self.expanding.borrow_mut().push(seg.name.name.clone());
             let ty = self.expr(&seg.expr, &scope, diags);
             self.expanding.borrow_mut().pop();
             if ty != Ty::Bool && ty != Ty::Unknown {
                 diags.push(
-                    Diagnostic::new("AC0201", format!("segment `{}` must be a condition (bool), found {ty}", seg.name.name))
-                        .primary(seg.expr.span, format!("this is {ty}")),
+                    Diagnostic::new(
+                        "AC0201",
+                        format!(
+                            "segment `{}` must be a condition (bool), found {ty}",
+                            seg.name.name
+                        ),
+                    )
+                    .primary(seg.expr.span, format!("this is {ty}")),
                 );
             }
         }
@@ -108,8 +139,13 @@ impl<'a> Ctx<'a> {
                         elem = t;
                     } else if !compatible(&elem, &t) && t != Ty::Unknown {
                         diags.push(
-                            Diagnostic::new("AC0201", format!("list items must have one type: expected {elem}, found {t}"))
-                                .primary(it.span, format!("this is {t}")),
+                            Diagnostic::new(
+                                "AC0201",
+                                format!(
+                                    "list items must have one type: expected {elem}, found {t}"
+                                ),
+                            )
+                            .primary(it.span, format!("this is {t}")),
                         );
                     }
                 }
@@ -134,7 +170,12 @@ impl<'a> Ctx<'a> {
                 }
             }
             ExprKind::Binary(op, l, r) => self.binary(e, *op, l, r, scope, diags),
-            ExprKind::Quant { quant, var, list, pred } => {
+            ExprKind::Quant {
+                quant,
+                var,
+                list,
+                pred,
+            } => {
                 let lt = self.expr(list, scope, diags);
                 let elem = match lt {
                     Ty::List(t) => *t,
@@ -166,12 +207,23 @@ impl<'a> Ctx<'a> {
             return;
         }
         diags.push(
-            Diagnostic::new("AC0201", format!("type mismatch: expected {want}, found {got}"))
-                .primary(span, format!("this is {got}")),
+            Diagnostic::new(
+                "AC0201",
+                format!("type mismatch: expected {want}, found {got}"),
+            )
+            .primary(span, format!("this is {got}")),
         );
     }
 
-    fn binary(&self, e: &Expr, op: BinOp, l: &Expr, r: &Expr, scope: &Scope, diags: &mut Vec<Diagnostic>) -> Ty {
+    fn binary(
+        &self,
+        e: &Expr,
+        op: BinOp,
+        l: &Expr,
+        r: &Expr,
+        scope: &Scope,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Ty {
         let lt = self.expr(l, scope, diags);
         let rt = self.expr(r, scope, diags);
         if lt == Ty::Unknown || rt == Ty::Unknown {
@@ -181,10 +233,13 @@ impl<'a> Ctx<'a> {
             };
         }
         let bad = |diags: &mut Vec<Diagnostic>, help: Option<&str>| {
-            let mut d = Diagnostic::new("AC0201", format!("`{}` cannot combine {lt} and {rt}", op.as_str()))
-                .primary(e.span, format!("{lt} {} {rt}", op.as_str()))
-                .secondary(l.span, format!("{lt}"))
-                .secondary(r.span, format!("{rt}"));
+            let mut d = Diagnostic::new(
+                "AC0201",
+                format!("`{}` cannot combine {lt} and {rt}", op.as_str()),
+            )
+            .primary(e.span, format!("{lt} {} {rt}", op.as_str()))
+            .secondary(l.span, format!("{lt}"))
+            .secondary(r.span, format!("{rt}"));
             if let Some(h) = help {
                 d = d.help(h);
             }
@@ -198,17 +253,20 @@ impl<'a> Ctx<'a> {
             }
             BinOp::Eq | BinOp::Ne => {
                 if !compatible(&lt, &rt) {
-                    let help = (lt == Ty::Str && rt.is_numeric() || rt == Ty::Str && lt.is_numeric())
-                        .then_some("ids are strings: quote the number, e.g. \"12345\"");
+                    let help = (lt == Ty::Str && rt.is_numeric()
+                        || rt == Ty::Str && lt.is_numeric())
+                    .then_some("ids are strings: quote the number, e.g. \"12345\"");
                     bad(diags, help);
                 }
                 Ty::Bool
             }
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
                 let ordered = (lt.is_numeric() && rt.is_numeric())
-                    || (lt == rt && matches!(lt, Ty::Time | Ty::Duration | Ty::TimeOfDay | Ty::Str));
+                    || (lt == rt
+                        && matches!(lt, Ty::Time | Ty::Duration | Ty::TimeOfDay | Ty::Str));
                 if !ordered {
-                    let help = (lt == Ty::Time && rt == Ty::Duration || lt == Ty::Duration && rt == Ty::Time)
+                    let help = (lt == Ty::Time && rt == Ty::Duration
+                        || lt == Ty::Duration && rt == Ty::Time)
                         .then_some("compare an age instead: `now - profile.last_order_at > 60d`");
                     bad(diags, help);
                 }
@@ -259,13 +317,28 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn call(&self, span: Span, name: &ast::Ident, args: &[Expr], scope: &Scope, diags: &mut Vec<Diagnostic>) -> Ty {
+    fn call(
+        &self,
+        span: Span,
+        name: &ast::Ident,
+        args: &[Expr],
+        scope: &Scope,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Ty {
         let tys: Vec<Ty> = args.iter().map(|a| self.expr(a, scope, diags)).collect();
         let arity = |n: usize, diags: &mut Vec<Diagnostic>| {
             if args.len() != n {
                 diags.push(
-                    Diagnostic::new("AC0202", format!("`{}` takes {n} argument{}, found {}", name.name, if n == 1 { "" } else { "s" }, args.len()))
-                        .primary(span, "wrong number of arguments"),
+                    Diagnostic::new(
+                        "AC0202",
+                        format!(
+                            "`{}` takes {n} argument{}, found {}",
+                            name.name,
+                            if n == 1 { "" } else { "s" },
+                            args.len()
+                        ),
+                    )
+                    .primary(span, "wrong number of arguments"),
                 );
                 false
             } else {
@@ -332,13 +405,20 @@ impl<'a> Ctx<'a> {
                 }
                 if rest[0] == "entry" {
                     return match &scope.entry {
-                        Some(ev) if rest.len() > 1 => self.event_path(ev, &path, 2, "flow.entry", diags),
+                        Some(ev) if rest.len() > 1 => {
+                            self.event_path(ev, &path, 2, "flow.entry", diags)
+                        }
                         Some(ev) => Ty::Record(format!("event:{ev}")),
                         None => {
                             diags.push(
-                                Diagnostic::new("AC0101", "`flow.entry` is only available inside a flow")
-                                    .primary(e.span, "no flow here")
-                                    .help("segments used by several flows should test `event.*` instead"),
+                                Diagnostic::new(
+                                    "AC0101",
+                                    "`flow.entry` is only available inside a flow",
+                                )
+                                .primary(e.span, "no flow here")
+                                .help(
+                                    "segments used by several flows should test `event.*` instead",
+                                ),
                             );
                             Ty::Unknown
                         }
@@ -359,7 +439,10 @@ impl<'a> Ctx<'a> {
             "profile" => {
                 let fields = self.schemas.profile_fields();
                 let Some(first) = path.get(1) else {
-                    diags.push(Diagnostic::new("AC0101", "`profile` needs a field").primary(root.span, "here"));
+                    diags.push(
+                        Diagnostic::new("AC0101", "`profile` needs a field")
+                            .primary(root.span, "here"),
+                    );
                     return Ty::Unknown;
                 };
                 match fields.get(&first.name) {
@@ -373,7 +456,10 @@ impl<'a> Ctx<'a> {
             }
             "shop" => {
                 let Some(first) = path.get(1) else {
-                    diags.push(Diagnostic::new("AC0101", "`shop` needs a field").primary(root.span, "here"));
+                    diags.push(
+                        Diagnostic::new("AC0101", "`shop` needs a field")
+                            .primary(root.span, "here"),
+                    );
                     return Ty::Unknown;
                 };
                 if self.project.shop.values.contains_key(&first.name) || first.name == "name" {
@@ -382,12 +468,24 @@ impl<'a> Ctx<'a> {
                     }
                     Ty::Str
                 } else {
-                    let names: Vec<&str> = self.project.shop.values.keys().map(|s| s.as_str()).collect();
-                    let mut d = Diagnostic::new("AC0101", format!("unknown shop setting `shop.{}`", first.name))
-                        .primary(first.span, "not in the project file's [shop] table");
+                    let names: Vec<&str> = self
+                        .project
+                        .shop
+                        .values
+                        .keys()
+                        .map(|s| s.as_str())
+                        .collect();
+                    let mut d = Diagnostic::new(
+                        "AC0101",
+                        format!("unknown shop setting `shop.{}`", first.name),
+                    )
+                    .primary(first.span, "not in the project file's [shop] table");
                     d = match suggest(&first.name, names.iter().copied()) {
                         Some(s) => d.help(format!("did you mean `shop.{s}`?")),
-                        None => d.help(format!("add `{} = \"...\"` under [shop] in aftercart.toml", first.name)),
+                        None => d.help(format!(
+                            "add `{} = \"...\"` under [shop] in aftercart.toml",
+                            first.name
+                        )),
                     };
                     diags.push(d);
                     Ty::Unknown
@@ -416,12 +514,21 @@ impl<'a> Ctx<'a> {
 
     /// A segment used here: check its body with this use's `event`, and report problems at the
     /// use with a pointer into the segment.
-    fn use_segment(&self, at: &ast::Ident, seg: &ast::SegmentDef, scope: &Scope, diags: &mut Vec<Diagnostic>) {
+    fn use_segment(
+        &self,
+        at: &ast::Ident,
+        seg: &ast::SegmentDef,
+        scope: &Scope,
+        diags: &mut Vec<Diagnostic>,
+    ) {
         if self.expanding.borrow().contains(&seg.name.name) {
             diags.push(
-                Diagnostic::new("AC0107", format!("segment `{}` is defined in terms of itself", seg.name.name))
-                    .primary(at.span, "used here")
-                    .secondary(seg.name.span, "while expanding this segment"),
+                Diagnostic::new(
+                    "AC0107",
+                    format!("segment `{}` is defined in terms of itself", seg.name.name),
+                )
+                .primary(at.span, "used here")
+                .secondary(seg.name.span, "while expanding this segment"),
             );
             return;
         }
@@ -429,7 +536,11 @@ impl<'a> Ctx<'a> {
             return;
         }
         self.expanding.borrow_mut().push(seg.name.name.clone());
-        let inner = Scope { event: scope.event.clone(), entry: scope.entry.clone(), vars: vec![] };
+        let inner = Scope {
+            event: scope.event.clone(),
+            entry: scope.entry.clone(),
+            vars: vec![],
+        };
         let mut local = Vec::new();
         self.expr(&seg.expr, &inner, &mut local);
         self.expanding.borrow_mut().pop();
@@ -439,8 +550,14 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             let ev = scope.event.as_deref().unwrap_or("?");
-            let mut nd = Diagnostic::new(d.code, format!("segment `{}` does not fit `{ev}`: {}", seg.name.name, d.message))
-                .primary(at.span, format!("used with `{ev}` here"));
+            let mut nd = Diagnostic::new(
+                d.code,
+                format!(
+                    "segment `{}` does not fit `{ev}`: {}",
+                    seg.name.name, d.message
+                ),
+            )
+            .primary(at.span, format!("used with `{ev}` here"));
             for l in &d.labels {
                 nd = nd.secondary(l.span, l.message.clone());
             }
@@ -449,7 +566,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn event_path(&self, event: &str, path: &[&ast::Ident], from: usize, prefix: &str, diags: &mut Vec<Diagnostic>) -> Ty {
+    fn event_path(
+        &self,
+        event: &str,
+        path: &[&ast::Ident],
+        from: usize,
+        prefix: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Ty {
         let names: Vec<&str> = path[from..].iter().map(|i| i.name.as_str()).collect();
         if names.is_empty() {
             return Ty::Record(format!("event:{event}"));
@@ -457,10 +581,22 @@ impl<'a> Ctx<'a> {
         if let Some(rem) = self.schemas.removed(event, &names) {
             let shown = format!("{prefix}.{}", names.join("."));
             diags.push(
-                Diagnostic::new("AC0106", format!("`{shown}` was removed from Shopify's `{event}` payload in API {}", rem.since))
-                    .primary(path[from].span.to(path[path.len() - 1].span), "removed field")
-                    .help(rem.help.clone())
-                    .note(format!("aftercart pins Shopify API {}", self.schemas.api_version)),
+                Diagnostic::new(
+                    "AC0106",
+                    format!(
+                        "`{shown}` was removed from Shopify's `{event}` payload in API {}",
+                        rem.since
+                    ),
+                )
+                .primary(
+                    path[from].span.to(path[path.len() - 1].span),
+                    "removed field",
+                )
+                .help(rem.help.clone())
+                .note(format!(
+                    "aftercart pins Shopify API {}",
+                    self.schemas.api_version
+                )),
             );
             return Ty::Unknown;
         }
@@ -470,8 +606,9 @@ impl<'a> Ctx<'a> {
             Err(FieldError::UnknownField { at, known }) => {
                 let bad = path[from + at];
                 let known: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
-                let mut d = Diagnostic::new("AC0102", format!("`{event}` has no field `{}`", bad.name))
-                    .primary(bad.span, "unknown field");
+                let mut d =
+                    Diagnostic::new("AC0102", format!("`{event}` has no field `{}`", bad.name))
+                        .primary(bad.span, "unknown field");
                 d = match suggest(&bad.name, known.iter().copied()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help(format!("fields here: {}", short_list(&known))),
@@ -518,7 +655,8 @@ impl<'a> Ctx<'a> {
     }
 
     fn unknown(&self, id: &ast::Ident, what: &str, cands: &[&str], diags: &mut Vec<Diagnostic>) {
-        let mut d = Diagnostic::new("AC0101", format!("unknown {what} `{}`", id.name)).primary(id.span, "not found");
+        let mut d = Diagnostic::new("AC0101", format!("unknown {what} `{}`", id.name))
+            .primary(id.span, "not found");
         if let Some(s) = suggest(&id.name, cands.iter().copied()) {
             d = d.help(format!("did you mean `{s}`?"));
         }
@@ -526,19 +664,40 @@ impl<'a> Ctx<'a> {
     }
 
     /// Check a template; returns each interpolation's length bound (for the segment budget).
-    pub fn template(&self, t: &ast::Template, scope: &Scope, diags: &mut Vec<Diagnostic>) -> Vec<InterpBound> {
+    pub fn template(
+        &self,
+        t: &ast::Template,
+        scope: &Scope,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Vec<InterpBound> {
         let mut bounds = Vec::new();
         for part in &t.parts {
-            let TemplatePart::Interp { expr, filters, span } = part else { continue };
+            let TemplatePart::Interp {
+                expr,
+                filters,
+                span,
+            } = part
+            else {
+                continue;
+            };
             let mut ty = self.expr(expr, scope, diags);
             let mut bound = self.bound(expr, &ty);
             for f in filters {
                 let tys: Vec<Ty> = f.args.iter().map(|a| self.expr(a, scope, diags)).collect();
-                let arg_count = |n: std::ops::RangeInclusive<usize>, diags: &mut Vec<Diagnostic>| {
+                let arg_count = |n: std::ops::RangeInclusive<usize>,
+                                 diags: &mut Vec<Diagnostic>| {
                     if !n.contains(&f.args.len()) {
                         diags.push(
-                            Diagnostic::new("AC0202", format!("filter `{}` takes {} argument(s), found {}", f.name.name, fmt_range(&n), f.args.len()))
-                                .primary(f.span, "wrong number of arguments"),
+                            Diagnostic::new(
+                                "AC0202",
+                                format!(
+                                    "filter `{}` takes {} argument(s), found {}",
+                                    f.name.name,
+                                    fmt_range(&n),
+                                    f.args.len()
+                                ),
+                            )
+                            .primary(f.span, "wrong number of arguments"),
                         );
                     }
                 };
@@ -547,7 +706,10 @@ impl<'a> Ctx<'a> {
                         arg_count(1..=1, diags);
                         if let Some(a) = f.args.first() {
                             bound = bound.max(self.bound(a, &tys[0]));
-                            if ty != Ty::Unknown && tys[0] != Ty::Unknown && !compatible(&ty, &tys[0]) {
+                            if ty != Ty::Unknown
+                                && tys[0] != Ty::Unknown
+                                && !compatible(&ty, &tys[0])
+                            {
                                 self.mismatch(a.span, &ty.to_string(), &tys[0], diags);
                             }
                         }
@@ -555,7 +717,12 @@ impl<'a> Ctx<'a> {
                     "money" => {
                         arg_count(0..=1, diags);
                         if !matches!(ty, Ty::Money | Ty::Decimal | Ty::Int | Ty::Unknown) {
-                            self.mismatch(f.name.span, "money (the value before `| money`)", &ty, diags);
+                            self.mismatch(
+                                f.name.span,
+                                "money (the value before `| money`)",
+                                &ty,
+                                diags,
+                            );
                         }
                         ty = Ty::Str;
                         bound = 14;
@@ -563,7 +730,12 @@ impl<'a> Ctx<'a> {
                     "first_word" | "upper" | "lower" => {
                         arg_count(0..=0, diags);
                         if !matches!(ty, Ty::Str | Ty::Unknown) {
-                            self.mismatch(f.name.span, "a string (the value before the filter)", &ty, diags);
+                            self.mismatch(
+                                f.name.span,
+                                "a string (the value before the filter)",
+                                &ty,
+                                diags,
+                            );
                         }
                         ty = Ty::Str;
                     }
@@ -580,14 +752,17 @@ impl<'a> Ctx<'a> {
                         arg_count(0..=0, diags);
                         match &ty {
                             Ty::List(_) | Ty::Unknown => {}
-                            other => self.mismatch(f.name.span, "a list of line items", other, diags),
+                            other => {
+                                self.mismatch(f.name.span, "a list of line items", other, diags)
+                            }
                         }
                         ty = Ty::Str;
                         // A product title; Shopify allows 255 but storefront titles rarely pass 60.
                         bound = 60;
                     }
                     other => {
-                        let mut d = Diagnostic::new("AC0104", format!("unknown filter `{other}`")).primary(f.name.span, "not a filter");
+                        let mut d = Diagnostic::new("AC0104", format!("unknown filter `{other}`"))
+                            .primary(f.name.span, "not a filter");
                         d = match suggest(other, FILTERS.iter().copied()) {
                             Some(s) => d.help(format!("did you mean `{s}`?")),
                             None => d.help(format!("filters: {}", FILTERS.join(", "))),
@@ -608,14 +783,22 @@ impl<'a> Ctx<'a> {
             for f in filters {
                 label.push_str(&format!(" | {}", f.name.name));
             }
-            bounds.push(InterpBound { span: *span, label, max_chars: bound });
+            bounds.push(InterpBound {
+                span: *span,
+                label,
+                max_chars: bound,
+            });
         }
         bounds
     }
 
     fn label(&self, e: &Expr) -> String {
         match e.as_path() {
-            Some(p) => p.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("."),
+            Some(p) => p
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join("."),
             None => match &e.kind {
                 ExprKind::Call(n, _) => format!("{}(...)", n.name),
                 _ => "expression".into(),
@@ -631,7 +814,9 @@ impl<'a> Ctx<'a> {
             ExprKind::Str(s) => return s.chars().count(),
             ExprKind::Int(n) => return n.to_string().len(),
             ExprKind::Paren(inner) => return self.bound(inner, ty),
-            ExprKind::Binary(BinOp::Add, l, r) if *ty == Ty::Str => return self.bound(l, ty) + self.bound(r, ty),
+            ExprKind::Binary(BinOp::Add, l, r) if *ty == Ty::Str => {
+                return self.bound(l, ty) + self.bound(r, ty)
+            }
             ExprKind::Call(n, _) if n.name == "link" => {
                 // A tracked link is `{link_base}/{7-char code}`; without a base, the raw URL.
                 return match &self.project.shop.link_base {

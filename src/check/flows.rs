@@ -22,18 +22,47 @@ pub struct FlowSummary {
 /// engine consumes them first (and the FCC rule in force since 2025-04-11 makes opt-out words
 /// a revocation wherever they appear as the whole reply).
 pub const RESERVED_REPLIES: &[&str] = &[
-    "stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out", "start", "yes", "unstop",
-    "help", "info",
+    "stop",
+    "stopall",
+    "unsubscribe",
+    "cancel",
+    "end",
+    "quit",
+    "revoke",
+    "optout",
+    "opt out",
+    "start",
+    "yes",
+    "unstop",
+    "help",
+    "info",
 ];
 
-const PROMO_WORDS: &[&str] = &["% off", "discount", "coupon", "promo", "sale", "bestseller", "also love", "free shipping"];
+const PROMO_WORDS: &[&str] = &[
+    "% off",
+    "discount",
+    "coupon",
+    "promo",
+    "sale",
+    "bestseller",
+    "also love",
+    "free shipping",
+];
 
 /// Trim, case fold and collapse inner whitespace: how replies and answers are compared.
 pub fn normalize_answer(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
-pub fn check_flow(ctx: &Ctx, f: &FlowDef, map: &SourceMap, diags: &mut Vec<Diagnostic>) -> FlowSummary {
+pub fn check_flow(
+    ctx: &Ctx,
+    f: &FlowDef,
+    map: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) -> FlowSummary {
     let mut kind = None;
     let mut trigger: Option<(&EventRef, &Option<Expr>)> = None;
     let mut firsts: std::collections::BTreeMap<&'static str, Span> = Default::default();
@@ -52,10 +81,13 @@ pub fn check_flow(ctx: &Ctx, f: &FlowDef, map: &SourceMap, diags: &mut Vec<Diagn
         if let Some(key) = key {
             if let Some(first) = firsts.get(key) {
                 diags.push(
-                    Diagnostic::new("AC0307", format!("`{key}` is given more than once in flow `{}`", f.name.name))
-                        .primary(m.span, "repeated here")
-                        .secondary(*first, "first given here")
-                        .help(format!("a flow has one `{key}`; remove one of them")),
+                    Diagnostic::new(
+                        "AC0307",
+                        format!("`{key}` is given more than once in flow `{}`", f.name.name),
+                    )
+                    .primary(m.span, "repeated here")
+                    .secondary(*first, "first given here")
+                    .help(format!("a flow has one `{key}`; remove one of them")),
                 );
                 continue;
             }
@@ -69,7 +101,11 @@ pub fn check_flow(ctx: &Ctx, f: &FlowDef, map: &SourceMap, diags: &mut Vec<Diagn
             _ => {}
         }
     }
-    for (key, example) in [("kind", "kind marketing"), ("trigger", "trigger order.created"), ("entry", "entry once per event.order_id")] {
+    for (key, example) in [
+        ("kind", "kind marketing"),
+        ("trigger", "trigger order.created"),
+        ("entry", "entry once per event.order_id"),
+    ] {
         let present = match key {
             "kind" => kind.is_some(),
             "trigger" => trigger.is_some(),
@@ -84,23 +120,40 @@ pub fn check_flow(ctx: &Ctx, f: &FlowDef, map: &SourceMap, diags: &mut Vec<Diagn
         }
     }
     let marketing = kind == Some(FlowKind::Marketing);
-    let trigger_event = trigger.and_then(|(ev, _)| check_event(ctx, ev, diags).then(|| ev.name.clone()));
-    let step_scope = Scope { event: trigger_event.clone(), entry: trigger_event.clone(), vars: vec![] };
+    let trigger_event =
+        trigger.and_then(|(ev, _)| check_event(ctx, ev, diags).then(|| ev.name.clone()));
+    let step_scope = Scope {
+        event: trigger_event.clone(),
+        entry: trigger_event.clone(),
+        vars: vec![],
+    };
 
     for m in &f.members {
         match &m.kind {
-            MemberKind::Trigger { filter: Some(e), .. } => {
-                let s = Scope { event: trigger_event.clone(), entry: trigger_event.clone(), vars: vec![] };
+            MemberKind::Trigger {
+                filter: Some(e), ..
+            } => {
+                let s = Scope {
+                    event: trigger_event.clone(),
+                    entry: trigger_event.clone(),
+                    vars: vec![],
+                };
                 ctx.condition(e, &s, diags);
             }
             MemberKind::Entry(EntryRule::OncePer(e)) => {
                 ctx.expr(e, &step_scope, diags);
             }
-            MemberKind::Entry(EntryRule::AtMostOncePer(d)) => duration_bounds(d, "an entry interval", 3600, 365 * 86_400, diags),
+            MemberKind::Entry(EntryRule::AtMostOncePer(d)) => {
+                duration_bounds(d, "an entry interval", 3600, 365 * 86_400, diags)
+            }
             MemberKind::Exit { event, filter } | MemberKind::Goal { event, filter, .. } => {
                 let ok = check_event(ctx, event, diags);
                 if let Some(e) = filter {
-                    let s = Scope { event: ok.then(|| event.name.clone()), entry: trigger_event.clone(), vars: vec![] };
+                    let s = Scope {
+                        event: ok.then(|| event.name.clone()),
+                        entry: trigger_event.clone(),
+                        vars: vec![],
+                    };
                     ctx.condition(e, &s, diags);
                 }
                 if let MemberKind::Goal { within, .. } = &m.kind {
@@ -112,7 +165,14 @@ pub fn check_flow(ctx: &Ctx, f: &FlowDef, map: &SourceMap, diags: &mut Vec<Diagn
     }
 
     let owned: Vec<Step> = steps.iter().map(|s| (*s).clone()).collect();
-    let mut sc = StepChecker { ctx, scope: step_scope, diags, map, marketing, trigger: trigger_event.clone() };
+    let mut sc = StepChecker {
+        ctx,
+        scope: step_scope,
+        diags,
+        map,
+        marketing,
+        trigger: trigger_event.clone(),
+    };
     sc.block(&owned);
 
     // Paths through the flow: first sends, quiet-hour placements, the 24 h count.
@@ -162,11 +222,19 @@ pub fn check_flow(ctx: &Ctx, f: &FlowDef, map: &SourceMap, diags: &mut Vec<Diagn
     }
     if !any_send && !owned.is_empty() || owned.is_empty() {
         sc.diags.push(
-            Diagnostic::new("AC0308", format!("flow `{}` never sends a message", f.name.name))
-                .primary(f.name.span, "no `send sms` on any path"),
+            Diagnostic::new(
+                "AC0308",
+                format!("flow `{}` never sends a message", f.name.name),
+            )
+            .primary(f.name.span, "no `send sms` on any path"),
         );
     }
-    FlowSummary { name: f.name.name.clone(), span: f.name.span, marketing, max_per_24h }
+    FlowSummary {
+        name: f.name.name.clone(),
+        span: f.name.span,
+        marketing,
+        max_per_24h,
+    }
 }
 
 fn weekdays(days: &[Ident]) -> Vec<Weekday> {
@@ -193,9 +261,9 @@ fn weekdays(days: &[Ident]) -> Vec<Weekday> {
 
 fn has_opt_out(t: &Template) -> bool {
     t.parts.iter().any(|p| match p {
-        TemplatePart::Text { text, .. } => {
-            text.split(|c: char| !c.is_alphanumeric()).any(|w| w.eq_ignore_ascii_case("stop"))
-        }
+        TemplatePart::Text { text, .. } => text
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| w.eq_ignore_ascii_case("stop")),
         _ => false,
     })
 }
@@ -205,7 +273,8 @@ fn check_event(ctx: &Ctx, ev: &EventRef, diags: &mut Vec<Diagnostic>) -> bool {
         return true;
     }
     let names = ctx.schemas.all_event_names();
-    let mut d = Diagnostic::new("AC0103", format!("unknown event `{}`", ev.name)).primary(ev.span, "not a known event");
+    let mut d = Diagnostic::new("AC0103", format!("unknown event `{}`", ev.name))
+        .primary(ev.span, "not a known event");
     d = match suggest(&ev.name, names.iter().copied()) {
         Some(s) => d.help(format!("did you mean `{s}`?")),
         None => d.help("declare custom events under [events.NAME] in aftercart.toml"),
@@ -217,8 +286,14 @@ fn check_event(ctx: &Ctx, ev: &EventRef, diags: &mut Vec<Diagnostic>) -> bool {
 fn duration_bounds(d: &DurationLit, what: &str, min: i64, max: i64, diags: &mut Vec<Diagnostic>) {
     if d.secs < min || d.secs > max {
         diags.push(
-            Diagnostic::new("AC0301", format!("{what} of {} is out of bounds", d.text))
-                .primary(d.span, format!("must be between {} and {}", human_secs(min), human_secs(max))),
+            Diagnostic::new("AC0301", format!("{what} of {} is out of bounds", d.text)).primary(
+                d.span,
+                format!(
+                    "must be between {} and {}",
+                    human_secs(min),
+                    human_secs(max)
+                ),
+            ),
         );
     }
 }
@@ -253,8 +328,13 @@ struct StepChecker<'a, 'c> {
 fn terminates(steps: &[Step]) -> bool {
     steps.iter().any(|s| match &s.kind {
         StepKind::Exit => true,
-        StepKind::If { branches, otherwise: Some(o) } => branches.iter().all(|(_, b)| terminates(&b.steps)) && terminates(&o.steps),
-        StepKind::Split { arms } => !arms.is_empty() && arms.iter().all(|a| terminates(&a.body.steps)),
+        StepKind::If {
+            branches,
+            otherwise: Some(o),
+        } => branches.iter().all(|(_, b)| terminates(&b.steps)) && terminates(&o.steps),
+        StepKind::Split { arms } => {
+            !arms.is_empty() && arms.iter().all(|a| terminates(&a.body.steps))
+        }
         StepKind::WaitFor { arms, .. } => {
             let has = |p: fn(&Pattern) -> bool| arms.iter().any(|a| p(&a.pattern));
             has(|p| matches!(p, Pattern::Received))
@@ -291,19 +371,33 @@ impl StepChecker<'_, '_> {
     fn step(&mut self, s: &Step) {
         match &s.kind {
             StepKind::Send { template } => self.send(template),
-            StepKind::Wait { duration } => duration_bounds(duration, "a wait", 60, 365 * 86_400, self.diags),
+            StepKind::Wait { duration } => {
+                duration_bounds(duration, "a wait", 60, 365 * 86_400, self.diags)
+            }
             StepKind::WaitUntil { time, .. } => {
                 if time.hour > 23 || time.minute > 59 {
                     self.diags.push(
-                        Diagnostic::new("AC0309", format!("`{:02}:{:02}` is not a time of day", time.hour, time.minute))
-                            .primary(time.span, "hours go from 00 to 23, minutes from 00 to 59"),
+                        Diagnostic::new(
+                            "AC0309",
+                            format!("`{:02}:{:02}` is not a time of day", time.hour, time.minute),
+                        )
+                        .primary(time.span, "hours go from 00 to 23, minutes from 00 to 59"),
                     );
                 }
             }
-            StepKind::WaitFor { event, filter, within, arms } => {
+            StepKind::WaitFor {
+                event,
+                filter,
+                within,
+                arms,
+            } => {
                 let ok = check_event(self.ctx, event, self.diags);
                 if let Some(e) = filter {
-                    let sc = Scope { event: ok.then(|| event.name.clone()), entry: self.trigger.clone(), vars: vec![] };
+                    let sc = Scope {
+                        event: ok.then(|| event.name.clone()),
+                        entry: self.trigger.clone(),
+                        vars: vec![],
+                    };
                     self.ctx.condition(e, &sc, self.diags);
                 }
                 self.timeout(s, within.as_ref(), arms, "wait for");
@@ -311,9 +405,12 @@ impl StepChecker<'_, '_> {
                     match &a.pattern {
                         Pattern::Received | Pattern::Timeout => {}
                         _ => self.diags.push(
-                            Diagnostic::new("AC0001", "`wait for` has only `received` and `timeout` branches")
-                                .primary(a.pattern_span, "not a branch of `wait for`")
-                                .help("answers and `other` belong to `wait reply`"),
+                            Diagnostic::new(
+                                "AC0001",
+                                "`wait for` has only `received` and `timeout` branches",
+                            )
+                            .primary(a.pattern_span, "not a branch of `wait for`")
+                            .help("answers and `other` belong to `wait reply`"),
                         ),
                     }
                 }
@@ -329,8 +426,11 @@ impl StepChecker<'_, '_> {
                 for a in arms {
                     match &a.pattern {
                         Pattern::Received => self.diags.push(
-                            Diagnostic::new("AC0001", "`wait reply` branches are answers, `other` or `timeout`")
-                                .primary(a.pattern_span, "`received` belongs to `wait for`"),
+                            Diagnostic::new(
+                                "AC0001",
+                                "`wait reply` branches are answers, `other` or `timeout`",
+                            )
+                            .primary(a.pattern_span, "`received` belongs to `wait for`"),
                         ),
                         Pattern::Answers(list) => {
                             for ans in list {
@@ -343,8 +443,11 @@ impl StepChecker<'_, '_> {
                                     );
                                 } else if n.is_empty() {
                                     self.diags.push(
-                                        Diagnostic::new("AC0304", "an empty answer can never match")
-                                            .primary(ans.span, "empty after trimming"),
+                                        Diagnostic::new(
+                                            "AC0304",
+                                            "an empty answer can never match",
+                                        )
+                                        .primary(ans.span, "empty after trimming"),
                                     );
                                 } else if let Some(first) = seen.get(&n) {
                                     self.diags.push(
@@ -365,7 +468,10 @@ impl StepChecker<'_, '_> {
                     self.block(&a.body.steps);
                 }
             }
-            StepKind::If { branches, otherwise } => {
+            StepKind::If {
+                branches,
+                otherwise,
+            } => {
                 for (c, b) in branches {
                     self.ctx.condition(c, &self.scope, self.diags);
                     self.block(&b.steps);
@@ -377,20 +483,29 @@ impl StepChecker<'_, '_> {
             StepKind::Split { arms } => {
                 let sum: u32 = arms.iter().map(|a| a.weight).sum();
                 if sum != 10_000 {
-                    let span = arms.first().map(|a| a.weight_span.to(arms[arms.len() - 1].weight_span)).unwrap_or(s.span);
+                    let span = arms
+                        .first()
+                        .map(|a| a.weight_span.to(arms[arms.len() - 1].weight_span))
+                        .unwrap_or(s.span);
                     self.diags.push(
-                        Diagnostic::new("AC0306", format!("split weights sum to {}%, not 100%", fmt_weight(sum)))
-                            .primary(span, format!("these add up to {}%", fmt_weight(sum)))
-                            .help("adjust the weights so that they add up to exactly 100%"),
+                        Diagnostic::new(
+                            "AC0306",
+                            format!("split weights sum to {}%, not 100%", fmt_weight(sum)),
+                        )
+                        .primary(span, format!("these add up to {}%", fmt_weight(sum)))
+                        .help("adjust the weights so that they add up to exactly 100%"),
                     );
                 }
                 let mut names: std::collections::BTreeMap<&str, Span> = Default::default();
                 for a in arms {
                     if let Some(first) = names.get(a.name.name.as_str()) {
                         self.diags.push(
-                            Diagnostic::new("AC0105", format!("variant `{}` is named twice", a.name.name))
-                                .primary(a.name.span, "again here")
-                                .secondary(*first, "first here"),
+                            Diagnostic::new(
+                                "AC0105",
+                                format!("variant `{}` is named twice", a.name.name),
+                            )
+                            .primary(a.name.span, "again here")
+                            .secondary(*first, "first here"),
                         );
                     } else {
                         names.insert(&a.name.name, a.name.span);
@@ -457,7 +572,16 @@ impl StepChecker<'_, '_> {
         let count = sms::count(&literal);
         let raw_src = self.map.snippet(t.span);
         if let Some((_, ch)) = count.ucs2_trigger {
-            let at = raw_src.find(ch).map(|i| Span::new(t.span.file, t.span.start + i, t.span.start + i + ch.len_utf8())).unwrap_or(t.span);
+            let at = raw_src
+                .find(ch)
+                .map(|i| {
+                    Span::new(
+                        t.span.file,
+                        t.span.start + i,
+                        t.span.start + i + ch.len_utf8(),
+                    )
+                })
+                .unwrap_or(t.span);
             self.diags.push(
                 Diagnostic::new("AC0403", format!("this message is sent as UCS-2 because of '{ch}' (U+{:04X})", ch as u32))
                     .primary(at, "not in the GSM-7 alphabet")
@@ -480,16 +604,26 @@ impl StepChecker<'_, '_> {
         if let Some(c) = culprit {
             let segs = sms::max_segments_for(units, count.encoding);
             let (single, per) = sms::limits(count.encoding);
-            let enc = if count.encoding == sms::Encoding::Gsm7 { "GSM-7" } else { "UCS-2" };
+            let enc = if count.encoding == sms::Encoding::Gsm7 {
+                "GSM-7"
+            } else {
+                "UCS-2"
+            };
             let mut d = Diagnostic::new(
                 "AC0402",
                 format!("this message can take {segs} segments, above the budget of {max}"),
             );
             d = match c {
                 Some(b) => d
-                    .primary(b.span, format!("`{}` can be up to {} characters", b.label, b.max_chars))
+                    .primary(
+                        b.span,
+                        format!("`{}` can be up to {} characters", b.label, b.max_chars),
+                    )
                     .secondary(t.span, format!("up to {units} {enc} units")),
-                None => d.primary(t.span, format!("the fixed text alone is {} {enc} units", count.units)),
+                None => d.primary(
+                    t.span,
+                    format!("the fixed text alone is {} {enc} units", count.units),
+                ),
             };
             d = d
                 .help("shorten the text, bound the variable with `| truncate(n)`, or raise `max_segments` in aftercart.toml")
@@ -543,7 +677,12 @@ enum Ev<'a> {
 const MAX_PATHS: usize = 512;
 
 /// Every path through `steps` followed by `rest` (the continuation after the enclosing block).
-fn enumerate<'a>(steps: &'a [Step], prefix: Vec<Ev<'a>>, out: &mut Vec<Vec<Ev<'a>>>, rest: &[&'a [Step]]) {
+fn enumerate<'a>(
+    steps: &'a [Step],
+    prefix: Vec<Ev<'a>>,
+    out: &mut Vec<Vec<Ev<'a>>>,
+    rest: &[&'a [Step]],
+) {
     if out.len() >= MAX_PATHS {
         return;
     }
@@ -571,7 +710,10 @@ fn enumerate<'a>(steps: &'a [Step], prefix: Vec<Ev<'a>>, out: &mut Vec<Vec<Ev<'a
             enumerate(tail, p, out, rest);
         }
         StepKind::Exit => out.push(p),
-        StepKind::If { branches, otherwise } => {
+        StepKind::If {
+            branches,
+            otherwise,
+        } => {
             for (_, b) in branches {
                 enumerate(&b.steps, p.clone(), out, &cont);
             }
@@ -615,7 +757,10 @@ fn count_in_24h(path: &[Ev]) -> usize {
     }
     let mut best = 0;
     for i in 0..times.len() {
-        let n = times[i..].iter().take_while(|&&x| x - times[i] < 86_400).count();
+        let n = times[i..]
+            .iter()
+            .take_while(|&&x| x - times[i] < 86_400)
+            .count();
         best = best.max(n);
     }
     best

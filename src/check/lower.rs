@@ -13,7 +13,9 @@ pub fn lower(ctx: &Ctx, flows: &[&ast::FlowDef]) -> ir::Program {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     let mut shop = ctx.project.shop.clone();
-    shop.values.entry("name".into()).or_insert_with(|| shop.name.clone());
+    shop.values
+        .entry("name".into())
+        .or_insert_with(|| shop.name.clone());
     let mut p = ir::Program {
         ir_version: ir::IR_VERSION,
         hash: String::new(),
@@ -45,7 +47,11 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
         MemberKind::Trigger { event, .. } => Some(event.name.clone()),
         _ => None,
     });
-    let mut l = L { ctx, trigger: trig_name.clone(), steps: Vec::new() };
+    let mut l = L {
+        ctx,
+        trigger: trig_name.clone(),
+        steps: Vec::new(),
+    };
     for m in &f.members {
         match &m.kind {
             MemberKind::Description(s) => description = s.value.clone(),
@@ -58,7 +64,9 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
             }
             MemberKind::Entry(r) => {
                 entry = match r {
-                    EntryRule::OncePer(e) => ir::Entry::OncePer(l.expr(e, trig_name.as_deref(), &[])),
+                    EntryRule::OncePer(e) => {
+                        ir::Entry::OncePer(l.expr(e, trig_name.as_deref(), &[]))
+                    }
                     EntryRule::AtMostOncePer(d) => ir::Entry::AtMostOncePer { secs: d.secs },
                     EntryRule::OnceEver => ir::Entry::OnceEver,
                     EntryRule::EveryTime => ir::Entry::EveryTime,
@@ -68,7 +76,11 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
                 event: event.name.clone(),
                 filter: filter.as_ref().map(|e| l.expr(e, Some(&event.name), &[])),
             }),
-            MemberKind::Goal { event, filter, within } => {
+            MemberKind::Goal {
+                event,
+                filter,
+                within,
+            } => {
                 goal = Some(ir::Goal {
                     event: event.name.clone(),
                     filter: filter.as_ref().map(|e| l.expr(e, Some(&event.name), &[])),
@@ -89,7 +101,10 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
         description,
         kind,
         version: String::new(),
-        trigger: trigger.unwrap_or(ir::EventMatch { event: String::new(), filter: None }),
+        trigger: trigger.unwrap_or(ir::EventMatch {
+            event: String::new(),
+            filter: None,
+        }),
         entry,
         exits,
         goal,
@@ -104,14 +119,25 @@ fn successors(s: &ir::Step) -> Vec<StepId> {
     use ir::Step::*;
     match s {
         Send { next, .. } | Wait { next, .. } | WaitUntil { next, .. } => vec![*next],
-        WaitEvent { on_event, on_timeout, .. } => vec![*on_event, *on_timeout],
-        WaitReply { arms, other, on_timeout, .. } => {
+        WaitEvent {
+            on_event,
+            on_timeout,
+            ..
+        } => vec![*on_event, *on_timeout],
+        WaitReply {
+            arms,
+            other,
+            on_timeout,
+            ..
+        } => {
             let mut v: Vec<StepId> = arms.iter().map(|a| a.next).collect();
             v.push(*other);
             v.push(*on_timeout);
             v
         }
-        Branch { then, otherwise, .. } => vec![*then, *otherwise],
+        Branch {
+            then, otherwise, ..
+        } => vec![*then, *otherwise],
         Split { arms } => arms.iter().map(|a| a.next).collect(),
         Exit | End => vec![],
     }
@@ -141,16 +167,27 @@ fn renumber(steps: Vec<ir::Step>, start: StepId) -> Vec<ir::Step> {
         use ir::Step::*;
         match &mut s {
             Send { next, .. } | Wait { next, .. } | WaitUntil { next, .. } => m(next),
-            WaitEvent { on_event, on_timeout, .. } => {
+            WaitEvent {
+                on_event,
+                on_timeout,
+                ..
+            } => {
                 m(on_event);
                 m(on_timeout);
             }
-            WaitReply { arms, other, on_timeout, .. } => {
+            WaitReply {
+                arms,
+                other,
+                on_timeout,
+                ..
+            } => {
                 arms.iter_mut().for_each(|a| m(&mut a.next));
                 m(other);
                 m(on_timeout);
             }
-            Branch { then, otherwise, .. } => {
+            Branch {
+                then, otherwise, ..
+            } => {
                 m(then);
                 m(otherwise);
             }
@@ -203,11 +240,22 @@ impl L<'_, '_> {
                 let t = self.template(template);
                 self.push(ir::Step::Send { template: t, next })
             }
-            StepKind::Wait { duration } => self.push(ir::Step::Wait { secs: duration.secs, next }),
-            StepKind::WaitUntil { time, days } => {
-                self.push(ir::Step::WaitUntil { hour: time.hour, minute: time.minute, days: weekday_numbers(days), next })
-            }
-            StepKind::WaitFor { event, filter, within, arms } => {
+            StepKind::Wait { duration } => self.push(ir::Step::Wait {
+                secs: duration.secs,
+                next,
+            }),
+            StepKind::WaitUntil { time, days } => self.push(ir::Step::WaitUntil {
+                hour: time.hour,
+                minute: time.minute,
+                days: weekday_numbers(days),
+                next,
+            }),
+            StepKind::WaitFor {
+                event,
+                filter,
+                within,
+                arms,
+            } => {
                 let mut on_event = next;
                 let mut on_timeout = next;
                 for a in arms {
@@ -217,7 +265,9 @@ impl L<'_, '_> {
                         _ => on_timeout = target,
                     }
                 }
-                let filter = filter.as_ref().map(|e| self.expr(e, Some(&event.name), &[]));
+                let filter = filter
+                    .as_ref()
+                    .map(|e| self.expr(e, Some(&event.name), &[]));
                 self.push(ir::Step::WaitEvent {
                     event: event.name.clone(),
                     filter,
@@ -234,7 +284,10 @@ impl L<'_, '_> {
                     let target = self.block(&a.body.steps, next);
                     match &a.pattern {
                         Pattern::Answers(list) => out.push(ir::ReplyArm {
-                            answers: list.iter().map(|s| super::flows::normalize_answer(&s.value)).collect(),
+                            answers: list
+                                .iter()
+                                .map(|s| super::flows::normalize_answer(&s.value))
+                                .collect(),
                             next: target,
                         }),
                         Pattern::Other => other = target,
@@ -248,7 +301,10 @@ impl L<'_, '_> {
                     on_timeout,
                 })
             }
-            StepKind::If { branches, otherwise } => {
+            StepKind::If {
+                branches,
+                otherwise,
+            } => {
                 let mut k = match otherwise {
                     Some(b) => self.block(&b.steps, next),
                     None => next,
@@ -256,14 +312,22 @@ impl L<'_, '_> {
                 for (cond, b) in branches.iter().rev() {
                     let then = self.block(&b.steps, next);
                     let c = self.expr(cond, trig.as_deref(), &[]);
-                    k = self.push(ir::Step::Branch { cond: c, then, otherwise: k });
+                    k = self.push(ir::Step::Branch {
+                        cond: c,
+                        then,
+                        otherwise: k,
+                    });
                 }
                 k
             }
             StepKind::Split { arms } => {
                 let arms = arms
                     .iter()
-                    .map(|a| ir::SplitArm { name: a.name.name.clone(), weight: a.weight, next: self.block(&a.body.steps, next) })
+                    .map(|a| ir::SplitArm {
+                        name: a.name.name.clone(),
+                        weight: a.weight,
+                        next: self.block(&a.body.steps, next),
+                    })
                     .collect();
                 self.push(ir::Step::Split { arms })
             }
@@ -286,7 +350,11 @@ impl L<'_, '_> {
                         .iter()
                         .map(|f| ir::FilterCall {
                             name: f.name.name.clone(),
-                            args: f.args.iter().map(|a| self.expr(a, trig.as_deref(), &[])).collect(),
+                            args: f
+                                .args
+                                .iter()
+                                .map(|a| self.expr(a, trig.as_deref(), &[]))
+                                .collect(),
                         })
                         .collect();
                     parts.push(ir::TemplatePart::Interp { expr: e, filters });
@@ -304,15 +372,37 @@ impl L<'_, '_> {
             ExprKind::Str(s) => IExpr::Lit(Lit::Str(s.clone())),
             ExprKind::Bool(b) => IExpr::Lit(Lit::Bool(*b)),
             ExprKind::Duration(d) => IExpr::Lit(Lit::Duration(d.secs)),
-            ExprKind::TimeOfDay(t) => IExpr::Lit(Lit::TimeOfDay { hour: t.hour, minute: t.minute }),
+            ExprKind::TimeOfDay(t) => IExpr::Lit(Lit::TimeOfDay {
+                hour: t.hour,
+                minute: t.minute,
+            }),
             ExprKind::Paren(inner) => self.expr(inner, event_name, vars),
-            ExprKind::List(items) => IExpr::List(items.iter().map(|i| self.expr(i, event_name, vars)).collect()),
-            ExprKind::Call(n, args) => IExpr::Call(n.name.clone(), args.iter().map(|a| self.expr(a, event_name, vars)).collect()),
-            ExprKind::Unary(op, inner) => IExpr::Unary(*op, Box::new(self.expr(inner, event_name, vars))),
-            ExprKind::Binary(op, l, r) => {
-                IExpr::Binary(*op, Box::new(self.expr(l, event_name, vars)), Box::new(self.expr(r, event_name, vars)))
+            ExprKind::List(items) => IExpr::List(
+                items
+                    .iter()
+                    .map(|i| self.expr(i, event_name, vars))
+                    .collect(),
+            ),
+            ExprKind::Call(n, args) => IExpr::Call(
+                n.name.clone(),
+                args.iter()
+                    .map(|a| self.expr(a, event_name, vars))
+                    .collect(),
+            ),
+            ExprKind::Unary(op, inner) => {
+                IExpr::Unary(*op, Box::new(self.expr(inner, event_name, vars)))
             }
-            ExprKind::Quant { quant, var, list, pred } => {
+            ExprKind::Binary(op, l, r) => IExpr::Binary(
+                *op,
+                Box::new(self.expr(l, event_name, vars)),
+                Box::new(self.expr(r, event_name, vars)),
+            ),
+            ExprKind::Quant {
+                quant,
+                var,
+                list,
+                pred,
+            } => {
                 let list_ir = self.expr(list, event_name, vars);
                 let elem = match self.type_of(list, event_name, vars) {
                     Ty::List(t) => *t,
@@ -321,14 +411,23 @@ impl L<'_, '_> {
                 let mut inner: Vec<(String, Ty)> = vars.to_vec();
                 inner.push((var.name.clone(), elem));
                 let pred_ir = self.expr(pred, event_name, &inner);
-                IExpr::Quant { quant: *quant, var: var.name.clone(), list: Box::new(list_ir), pred: Box::new(pred_ir) }
+                IExpr::Quant {
+                    quant: *quant,
+                    var: var.name.clone(),
+                    list: Box::new(list_ir),
+                    pred: Box::new(pred_ir),
+                }
             }
             ExprKind::Name(_) | ExprKind::Field(..) => self.path(e, event_name, vars),
         }
     }
 
     fn type_of(&self, e: &ast::Expr, event_name: Option<&str>, vars: &[(String, Ty)]) -> Ty {
-        let scope = Scope { event: event_name.map(String::from), entry: self.trigger.clone(), vars: vars.to_vec() };
+        let scope = Scope {
+            event: event_name.map(String::from),
+            entry: self.trigger.clone(),
+            vars: vars.to_vec(),
+        };
         let mut sink = Vec::new();
         self.ctx.expr(e, &scope, &mut sink)
     }
@@ -338,19 +437,26 @@ impl L<'_, '_> {
             // A field of a computed value: not produced by the checker's accepted forms today.
             if let ExprKind::Field(base, f) = &e.kind {
                 let b = self.expr(base, event_name, vars);
-                return IExpr::Call("field".into(), vec![b, IExpr::Lit(Lit::Str(f.name.clone()))]);
+                return IExpr::Call(
+                    "field".into(),
+                    vec![b, IExpr::Lit(Lit::Str(f.name.clone()))],
+                );
             }
             unreachable!("checked paths are names")
         };
         let names: Vec<String> = path.iter().map(|i| i.name.clone()).collect();
         let (root, rest) = match names[0].as_str() {
             "event" => (Root::Event, names[1..].to_vec()),
-            "flow" if names.get(1).map(String::as_str) == Some("entry") => (Root::Entry, names[2..].to_vec()),
+            "flow" if names.get(1).map(String::as_str) == Some("entry") => {
+                (Root::Entry, names[2..].to_vec())
+            }
             "flow" => (Root::Flow, names[1..].to_vec()),
             "profile" => (Root::Profile, names[1..].to_vec()),
             "shop" => (Root::Shop, names[1..].to_vec()),
             "now" if names.len() == 1 => return IExpr::Now,
-            n if vars.iter().any(|(v, _)| v == n) => (Root::Var(n.to_string()), names[1..].to_vec()),
+            n if vars.iter().any(|(v, _)| v == n) => {
+                (Root::Var(n.to_string()), names[1..].to_vec())
+            }
             n => {
                 if let Some(seg) = self.ctx.segments.get(n) {
                     let body = seg.expr.clone();

@@ -20,21 +20,31 @@ pub fn apply(map: &SourceMap, diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
         }
         for line_no in 1..=file.line_count() {
             let line = file.line_text(line_no);
-            let Some(hash) = find_comment(line) else { continue };
+            let Some(hash) = find_comment(line) else {
+                continue;
+            };
             let comment = line[hash + 1..].trim();
-            let Some(rest) = comment.strip_prefix("allow(") else { continue };
+            let Some(rest) = comment.strip_prefix("allow(") else {
+                continue;
+            };
             let line_start: usize = (1..line_no).map(|l| file.line_text(l).len() + 1).sum();
             let span = Span::new(id, line_start + hash, line_start + line.len());
             let Some(close) = rest.find(')') else {
                 out.push(Diagnostic::new("AC0006", "unclosed `allow(`").primary(span, "here"));
                 continue;
             };
-            let list: Vec<String> = rest[..close].split(',').map(|s| s.trim().to_uppercase()).collect();
+            let list: Vec<String> = rest[..close]
+                .split(',')
+                .map(|s| s.trim().to_uppercase())
+                .collect();
             let reason = rest[close + 1..].trim_start_matches(':').trim();
             let mut ok = true;
             for c in &list {
                 if codes::lookup(c).is_none() {
-                    out.push(Diagnostic::new("AC0006", format!("unknown code `{c}` in allow comment")).primary(span, "here"));
+                    out.push(
+                        Diagnostic::new("AC0006", format!("unknown code `{c}` in allow comment"))
+                            .primary(span, "here"),
+                    );
                     ok = false;
                 }
             }
@@ -42,7 +52,10 @@ pub fn apply(map: &SourceMap, diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
                 out.push(
                     Diagnostic::new("AC0006", "a suppression needs a reason")
                         .primary(span, "no reason given")
-                        .help(format!("say why the finding is acceptable: `# allow({}): <reason>`", list.join(", "))),
+                        .help(format!(
+                            "say why the finding is acceptable: `# allow({}): <reason>`",
+                            list.join(", ")
+                        )),
                 );
                 ok = false;
             }
@@ -54,18 +67,27 @@ pub fn apply(map: &SourceMap, diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
             let code_before = line[..hash].trim();
             if code_before.is_empty() {
                 let mut n = line_no + 1;
-                while n <= file.line_count() && (file.line_text(n).trim().starts_with('#') || file.line_text(n).trim().is_empty()) {
+                while n <= file.line_count()
+                    && (file.line_text(n).trim().starts_with('#')
+                        || file.line_text(n).trim().is_empty())
+                {
                     n += 1;
                 }
                 lines.push(n);
             }
-            allows.push(Allow { file: id, lines, codes: list });
+            allows.push(Allow {
+                file: id,
+                lines,
+                codes: list,
+            });
         }
     }
     for d in diags {
         let silenced = d.primary_span().is_some_and(|s| {
             let line = map.get(s.file).line_col(s.start).0;
-            allows.iter().any(|a| a.file == s.file && a.lines.contains(&line) && a.codes.iter().any(|c| c == d.code))
+            allows.iter().any(|a| {
+                a.file == s.file && a.lines.contains(&line) && a.codes.iter().any(|c| c == d.code)
+            })
         });
         if !silenced {
             out.push(d);

@@ -9,7 +9,9 @@ fn node_label(s: &Step) -> String {
             for p in &template.parts {
                 match p {
                     TemplatePart::Text(t) => text.push_str(t),
-                    TemplatePart::Interp { expr, .. } => text.push_str(&format!("{{{{{}}}}}", expr_label(expr))),
+                    TemplatePart::Interp { expr, .. } => {
+                        text.push_str(&format!("{{{{{}}}}}", expr_label(expr)))
+                    }
                 }
             }
             let short: String = text.chars().take(40).collect();
@@ -17,14 +19,30 @@ fn node_label(s: &Step) -> String {
             format!("send: {short}{ell}")
         }
         Step::Wait { secs, .. } => format!("wait {}", crate::check::human_duration(*secs)),
-        Step::WaitUntil { hour, minute, days, .. } => {
-            let d = if days.is_empty() { String::new() } else { format!(" on {}", days_label(days)) };
+        Step::WaitUntil {
+            hour, minute, days, ..
+        } => {
+            let d = if days.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", days_label(days))
+            };
             format!("wait until {hour:02}:{minute:02} local{d}")
         }
-        Step::WaitEvent { event, timeout_secs, .. } => {
-            format!("wait for {event} within {}", crate::check::human_duration(*timeout_secs))
+        Step::WaitEvent {
+            event,
+            timeout_secs,
+            ..
+        } => {
+            format!(
+                "wait for {event} within {}",
+                crate::check::human_duration(*timeout_secs)
+            )
         }
-        Step::WaitReply { timeout_secs, .. } => format!("wait reply within {}", crate::check::human_duration(*timeout_secs)),
+        Step::WaitReply { timeout_secs, .. } => format!(
+            "wait reply within {}",
+            crate::check::human_duration(*timeout_secs)
+        ),
         Step::Branch { cond, .. } => format!("if {}", expr_label(cond)),
         Step::Split { .. } => "split".into(),
         Step::Exit => "exit".into(),
@@ -37,7 +55,10 @@ fn days_label(days: &[u8]) -> String {
     if days == [0, 1, 2, 3, 4] {
         return "weekdays".into();
     }
-    days.iter().map(|d| N[*d as usize % 7]).collect::<Vec<_>>().join(",")
+    days.iter()
+        .map(|d| N[*d as usize % 7])
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn expr_label(e: &Expr) -> String {
@@ -51,7 +72,10 @@ fn expr_label(e: &Expr) -> String {
                 Root::Shop => "shop".to_string(),
                 Root::Var(v) => v.clone(),
             };
-            std::iter::once(r).chain(p.iter().cloned()).collect::<Vec<_>>().join(".")
+            std::iter::once(r)
+                .chain(p.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(".")
         }
         Expr::Typed(_, inner) => expr_label(inner),
         Expr::Lit(Lit::Str(s)) => format!("'{s}'"),
@@ -63,22 +87,43 @@ fn expr_label(e: &Expr) -> String {
         Expr::Binary(op, l, r) => format!("{} {} {}", expr_label(l), op.as_str(), expr_label(r)),
         Expr::Unary(super::UnOp::Not, e) => format!("not {}", expr_label(e)),
         Expr::Call(n, _) => format!("{n}(...)"),
-        Expr::Quant { quant, var, list, .. } => format!("{quant:?}({var} in {})", expr_label(list)).to_lowercase(),
+        Expr::Quant {
+            quant, var, list, ..
+        } => format!("{quant:?}({var} in {})", expr_label(list)).to_lowercase(),
         _ => "...".into(),
     }
 }
 
 fn edges(s: &Step) -> Vec<(u32, String)> {
     match s {
-        Step::Send { next, .. } | Step::Wait { next, .. } | Step::WaitUntil { next, .. } => vec![(*next, String::new())],
-        Step::WaitEvent { on_event, on_timeout, .. } => vec![(*on_event, "received".into()), (*on_timeout, "timeout".into())],
-        Step::WaitReply { arms, other, on_timeout, .. } => {
-            let mut v: Vec<(u32, String)> = arms.iter().map(|a| (a.next, a.answers.join(" | "))).collect();
+        Step::Send { next, .. } | Step::Wait { next, .. } | Step::WaitUntil { next, .. } => {
+            vec![(*next, String::new())]
+        }
+        Step::WaitEvent {
+            on_event,
+            on_timeout,
+            ..
+        } => vec![
+            (*on_event, "received".into()),
+            (*on_timeout, "timeout".into()),
+        ],
+        Step::WaitReply {
+            arms,
+            other,
+            on_timeout,
+            ..
+        } => {
+            let mut v: Vec<(u32, String)> = arms
+                .iter()
+                .map(|a| (a.next, a.answers.join(" | ")))
+                .collect();
             v.push((*other, "other".into()));
             v.push((*on_timeout, "timeout".into()));
             v
         }
-        Step::Branch { then, otherwise, .. } => vec![(*then, "yes".into()), (*otherwise, "no".into())],
+        Step::Branch {
+            then, otherwise, ..
+        } => vec![(*then, "yes".into()), (*otherwise, "no".into())],
         Step::Split { arms } => arms
             .iter()
             .map(|a| (a.next, format!("{} {}%", a.name, a.weight as f64 / 100.0)))
@@ -92,7 +137,11 @@ fn esc(s: &str) -> String {
 }
 
 pub fn mermaid(f: &Flow) -> String {
-    let mut out = format!("flowchart TD\n  start([\"{}: {}\"]) --> s0\n", esc(&f.name), esc(&f.trigger.event));
+    let mut out = format!(
+        "flowchart TD\n  start([\"{}: {}\"]) --> s0\n",
+        esc(&f.name),
+        esc(&f.trigger.event)
+    );
     for (i, s) in f.steps.iter().enumerate() {
         let label = esc(&node_label(s));
         let shape = match s {
@@ -113,15 +162,24 @@ pub fn mermaid(f: &Flow) -> String {
 }
 
 pub fn dot(f: &Flow) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n", esc(&f.name));
-    out.push_str(&format!("  start [shape=oval, label=\"{}\"];\n  start -> s0;\n", esc(&format!("{}: {}", f.name, f.trigger.event))));
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];\n",
+        esc(&f.name)
+    );
+    out.push_str(&format!(
+        "  start [shape=oval, label=\"{}\"];\n  start -> s0;\n",
+        esc(&format!("{}: {}", f.name, f.trigger.event))
+    ));
     for (i, s) in f.steps.iter().enumerate() {
         let shape = match s {
             Step::Branch { .. } | Step::Split { .. } => "diamond",
             Step::Exit | Step::End => "oval",
             _ => "box",
         };
-        out.push_str(&format!("  s{i} [shape={shape}, label=\"{}\"];\n", esc(&node_label(s))));
+        out.push_str(&format!(
+            "  s{i} [shape={shape}, label=\"{}\"];\n",
+            esc(&node_label(s))
+        ));
         for (to, l) in edges(s) {
             if l.is_empty() {
                 out.push_str(&format!("  s{i} -> s{to};\n"));

@@ -902,9 +902,12 @@ impl Builder<'_> {
 
     fn too_long(&mut self, span: Span) {
         self.diags.push(
-            Diagnostic::new("AC0001", format!("expression longer than {MAX_CHAIN} operators"))
-                .primary(span, "too long")
-                .help("split the condition into named segments"),
+            Diagnostic::new(
+                "AC0001",
+                format!("expression longer than {MAX_CHAIN} operators"),
+            )
+            .primary(span, "too long")
+            .help("split the condition into named segments"),
         );
     }
 
