@@ -31,6 +31,12 @@ enum FailLevel {
     Error,
 }
 
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum SimFormat {
+    Text,
+    Json,
+}
+
 #[derive(Copy, Clone, ValueEnum)]
 enum GraphFormat {
     Mermaid,
@@ -73,6 +79,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "mermaid")]
         format: GraphFormat,
     },
+    /// Run every flow over an event file on a virtual clock and print each person's timeline.
+    Simulate {
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+        /// JSON lines: Shopify webhook envelopes or aftercart events (`-` reads stdin).
+        #[arg(long)]
+        events: PathBuf,
+        /// Skip inputs before this instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Stop the clock here (RFC 3339); default: run until no timer is left.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: SimFormat,
+    },
     /// Count SMS encoding, units and segments of a text (`-` reads stdin).
     SmsCount {
         text: String,
@@ -114,6 +136,7 @@ pub fn main() -> i32 {
             format,
         } => cmd_graph(flow, flows, format),
         Command::SmsCount { text, json } => cmd_sms_count(text, json),
+        Command::Simulate { flows, events, from, until, format } => cmd_simulate(flows, events, from, until, format),
     }
 }
 
@@ -327,6 +350,110 @@ fn cmd_sms_count(text: String, json: bool) -> i32 {
         println!("{}", count.to_json());
     } else {
         print!("{}", count.render_text(&text));
+    }
+    0
+}
+
+fn parse_time(s: &str, what: &str) -> Result<chrono::DateTime<chrono::Utc>, i32> {
+    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)).map_err(|e| {
+        eprintln!("error: --{what} `{s}` is not an RFC 3339 time ({e}); e.g. 2026-03-02T00:00:00Z");
+        2
+    })
+}
+
+fn read_input(path: &std::path::Path) -> Result<String, i32> {
+    let res = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    res.map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        2
+    })
+}
+
+/// Compile a flows folder and build the schemas its project declares.
+pub(crate) fn load_program(flows: &std::path::Path) -> Result<(crate::ir::Program, crate::schema::Schemas), i32> {
+    let checked = check::check_paths(&[flows.to_path_buf()]).map_err(|e| {
+        eprintln!("error: {e}");
+        2
+    })?;
+    if checked.has_errors() {
+        eprint!("{}", render::render(Format::Human, &checked.map, &checked.diagnostics, color_wanted()));
+        eprintln!("error: the flows have errors; fix them first (aftercart check)");
+        return Err(1);
+    }
+    let schemas = crate::schema::Schemas::builtin()
+        .with_custom(&checked.project.custom_events)
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            2
+        })?;
+    Ok((checked.program.expect("no errors means a program"), schemas))
+}
+
+fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
+    // Only on a terminal and only when the input is large enough to wait for.
+    if !std::io::stderr().is_terminal() || len < 10_000 {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} inputs ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(pb)
+}
+
+fn cmd_simulate(flows: PathBuf, events: PathBuf, from: Option<String>, until: Option<String>, format: SimFormat) -> i32 {
+    let (program, schemas) = match load_program(&flows) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let text = match read_input(&events) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    let mut opts = crate::sim::Options::default();
+    if let Some(f) = from {
+        match parse_time(&f, "from") {
+            Ok(t) => opts.from = Some(t),
+            Err(c) => return c,
+        }
+    }
+    if let Some(u) = until {
+        match parse_time(&u, "until") {
+            Ok(t) => opts.until = Some(t),
+            Err(c) => return c,
+        }
+    }
+    let pb = progress_bar(text.lines().count() as u64);
+    let progress = |done: usize, _total: usize| {
+        if let Some(pb) = &pb {
+            pb.set_position(done as u64);
+        }
+    };
+    let out = crate::sim::simulate(program, schemas, &text, &opts, &progress);
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    for r in &out.refused {
+        if r.line > 0 {
+            eprintln!("refused line {}: {}", r.line, r.reason);
+        } else {
+            eprintln!("refused {}", r.reason);
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let text = match format {
+        SimFormat::Text => crate::sim::render_text(&out),
+        SimFormat::Json => crate::sim::render_json(&out.records),
+    };
+    if lock.write_all(text.as_bytes()).is_err() {
+        return 2;
     }
     0
 }

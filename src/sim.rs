@@ -1,0 +1,222 @@
+//! The simulator: runs every flow over an event file on a virtual clock that jumps from input
+//! to timer to input, and renders each person's timeline as text or JSON lines. Same input,
+//! same output, byte for byte (the engine is pure and the host orders timers deterministically).
+
+use crate::engine::Effect;
+use crate::host::{parse_line, Envelope, Host, Record};
+use crate::ir::Program;
+use crate::schema::Schemas;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Inputs before this instant are skipped.
+    pub from: Option<DateTime<Utc>>,
+    /// The clock stops here; without it, it runs until no timer is left.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A line of the input that was refused, with its 1-based number and the reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    pub line: usize,
+    pub reason: String,
+}
+
+pub struct Outcome {
+    pub records: Vec<Record>,
+    pub refused: Vec<Refused>,
+    pub inputs: usize,
+    pub host: Host,
+}
+
+/// Without `--until`, timers are followed at most this far past the last input (a safety
+/// net: every flow's waits are bounded by the checker, so this is never reached in practice).
+const HORIZON_DAYS: i64 = 800;
+
+/// Parse every line; refused lines are reported and skipped, the rest sorted by time (stable,
+/// so equal times keep file order).
+pub fn read_events(text: &str) -> (Vec<Envelope>, Vec<Refused>) {
+    let mut envs = Vec::new();
+    let mut refused = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(e) => envs.push(e),
+            Err(reason) => refused.push(Refused { line: i + 1, reason }),
+        }
+    }
+    envs.sort_by_key(|e| e.at);
+    (envs, refused)
+}
+
+pub fn simulate(program: Program, schemas: Schemas, text: &str, opts: &Options, progress: &dyn Fn(usize, usize)) -> Outcome {
+    let (envs, mut refused) = read_events(text);
+    let mut host = Host::new(program, schemas);
+    let mut records = Vec::new();
+    let total = envs.len();
+    let mut inputs = 0;
+    for (i, env) in envs.iter().enumerate() {
+        if opts.from.is_some_and(|f| env.at < f) {
+            continue;
+        }
+        if opts.until.is_some_and(|u| env.at > u) {
+            break;
+        }
+        records.extend(host.fire_until(env.at));
+        match host.ingest(env, env.at) {
+            Ok(r) => {
+                inputs += 1;
+                records.extend(r);
+            }
+            Err(reason) => refused.push(Refused { line: 0, reason: format!("{} at {}: {reason}", env.describe(), env.at.to_rfc3339()) }),
+        }
+        if i % 1024 == 0 {
+            progress(i, total);
+        }
+    }
+    progress(total, total);
+    let end = opts.until.unwrap_or_else(|| {
+        envs.last().map(|e| e.at).unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap()) + Duration::days(HORIZON_DAYS)
+    });
+    records.extend(host.fire_until(end));
+    Outcome { records, refused, inputs, host }
+}
+
+/// The flow a record belongs to, if any.
+fn flow_of(e: &Effect) -> Option<&str> {
+    match e {
+        Effect::Entered { flow, .. }
+        | Effect::Step { flow, .. }
+        | Effect::Held { flow, .. }
+        | Effect::Dropped { flow, .. }
+        | Effect::NotEntered { flow, .. }
+        | Effect::Exited { flow, .. }
+        | Effect::Conversion { flow, .. } => Some(flow),
+        Effect::Send(m) => Some(&m.flow),
+        _ => None,
+    }
+}
+
+/// Is this record part of the timeline shown to people (step traces and timer bookkeeping
+/// are left out; `send`, `held`, `exit` and the like stay)?
+pub fn shown(e: &Effect) -> bool {
+    !matches!(e, Effect::Step { .. } | Effect::CancelTimer { .. })
+}
+
+/// One JSON object per record: `type`, `at`, `person`, then the effect's own fields
+/// (`flow`, `step`, `message_id`, `body` for a send).
+pub fn record_json(r: &Record) -> Json {
+    let mut v = serde_json::to_value(&r.effect).expect("effects serialise");
+    let obj = v.as_object_mut().expect("tagged enum");
+    let kind = obj.remove("effect").unwrap_or(Json::Null);
+    let mut out = serde_json::Map::new();
+    out.insert("type".into(), kind);
+    out.insert("at".into(), json!(r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    out.insert("person".into(), json!(r.person));
+    for (k, val) in obj.iter() {
+        // The send's own `at` equals the record's; keep one.
+        if k != "at" {
+            out.insert(k.clone(), val.clone());
+        }
+    }
+    Json::Object(out)
+}
+
+pub fn render_json(records: &[Record]) -> String {
+    let mut s = String::new();
+    for r in records.iter().filter(|r| shown(&r.effect)) {
+        s.push_str(&record_json(r).to_string());
+        s.push('\n');
+    }
+    s
+}
+
+fn describe(e: &Effect) -> String {
+    match e {
+        Effect::Entered { entry_key, .. } => format!("entered (key {entry_key})"),
+        Effect::NotEntered { reason, .. } => format!("not entered: {reason}"),
+        Effect::ScheduleTimer { at, step, .. } => format!("waits until {} (step {step})", at.format("%Y-%m-%d %H:%MZ")),
+        Effect::Send(m) => {
+            let variant = m.variant.as_ref().map(|v| format!(" variant {v},")).unwrap_or_default();
+            format!(
+                "sent step {} ({}{variant} {}, {} segment{}, local {}): {:?}",
+                m.step,
+                if m.kind == crate::ir::FlowKind::Marketing { "marketing" } else { "transactional" },
+                m.encoding,
+                m.segments,
+                if m.segments == 1 { "" } else { "s" },
+                m.local_time,
+                m.body
+            )
+        }
+        Effect::Held { reason, until, step, .. } => match until {
+            Some(u) => format!("held step {step} until {}: {reason}", u.format("%Y-%m-%d %H:%MZ")),
+            None => format!("held step {step}: {reason}"),
+        },
+        Effect::Dropped { reason, step, .. } => format!("dropped step {step}: {reason}"),
+        Effect::Exited { reason, .. } => format!("exited: {reason}"),
+        Effect::Conversion { order_id, revenue, step, variant, .. } => format!(
+            "converted: order {} revenue {} (credited to step {step}{})",
+            order_id.as_deref().unwrap_or("?"),
+            revenue.as_deref().unwrap_or("?"),
+            variant.as_ref().map(|v| format!(", variant {v}")).unwrap_or_default()
+        ),
+        Effect::ConsentChanged { from, to, source } => format!("consent {} -> {} ({source})", from.as_str(), to.as_str()),
+        Effect::HelpReply { body, .. } => format!("help reply: {body:?}"),
+        Effect::ReplyRecorded { body, keyword, routed_to } => {
+            let k = keyword.as_ref().map(|k| format!(" keyword {k}")).unwrap_or_default();
+            let r = if routed_to.is_empty() { " (nothing waited)".to_string() } else { format!(" -> {}", routed_to.join(", ")) };
+            format!("replied {body:?}{k}{r}")
+        }
+        Effect::DeliveryRecorded { message_id, status, error_code } => {
+            format!("delivery {message_id}: {status}{}", error_code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())
+        }
+        Effect::ClickRecorded { message_id } => format!("clicked {message_id}"),
+        Effect::Duplicate { id } => format!("duplicate input {id} ignored"),
+        Effect::Step { op, step, .. } => format!("step {step} {op}"),
+        Effect::CancelTimer { step, .. } => format!("timer for step {step} cancelled"),
+    }
+}
+
+/// Text: one section per person, their records in time order.
+pub fn render_text(out: &Outcome) -> String {
+    let mut by_person: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in out.records.iter().filter(|r| shown(&r.effect)) {
+        by_person.entry(r.person.as_str()).or_default().push(r);
+    }
+    let mut s = String::new();
+    let sends = out.records.iter().filter(|r| matches!(r.effect, Effect::Send(_))).count();
+    let held = out.records.iter().filter(|r| matches!(r.effect, Effect::Held { .. })).count();
+    let dropped = out.records.iter().filter(|r| matches!(r.effect, Effect::Dropped { .. })).count();
+    // Timer records carry only the instance: name its flow from the entries seen.
+    let mut flows_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in &out.records {
+        if let Effect::Entered { instance, flow, .. } = &r.effect {
+            flows_of.insert(instance, flow);
+        }
+    }
+    for (person, recs) in &by_person {
+        let name = if person.is_empty() { "(inputs)" } else { person };
+        s.push_str(&format!("== {name}\n"));
+        for r in recs {
+            let flow = match &r.effect {
+                Effect::ScheduleTimer { instance, .. } => flows_of.get(instance.as_str()).copied(),
+                e => flow_of(e),
+            };
+            let flow = flow.map(|f| format!("{f}: ")).unwrap_or_default();
+            s.push_str(&format!("  {}  {flow}{}\n", r.at.format("%Y-%m-%d %H:%MZ"), describe(&r.effect)));
+        }
+    }
+    s.push_str(&format!(
+        "-- {} inputs, {} people, {sends} messages sent, {held} held, {dropped} dropped, {} refused\n",
+        out.inputs,
+        out.host.people.len(),
+        out.refused.len()
+    ));
+    s
+}
