@@ -95,6 +95,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: SimFormat,
     },
+    /// Run flow tests (`tests/*.toml` beside the flows) on a virtual clock.
+    Test {
+        /// Test files or folders (default: flows).
+        paths: Vec<PathBuf>,
+        /// The flows under test (default: the folder holding the `tests` folder).
+        #[arg(long)]
+        flows: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: SimFormat,
+    },
     /// Count SMS encoding, units and segments of a text (`-` reads stdin).
     SmsCount {
         text: String,
@@ -136,6 +146,7 @@ pub fn main() -> i32 {
             format,
         } => cmd_graph(flow, flows, format),
         Command::SmsCount { text, json } => cmd_sms_count(text, json),
+        Command::Test { paths, flows, format } => cmd_test(paths, flows, format),
         Command::Simulate { flows, events, from, until, format } => cmd_simulate(flows, events, from, until, format),
     }
 }
@@ -456,4 +467,50 @@ fn cmd_simulate(flows: PathBuf, events: PathBuf, from: Option<String>, until: Op
         return 2;
     }
     0
+}
+
+fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i32 {
+    let paths = default_paths(paths);
+    let flows = flows.unwrap_or_else(|| {
+        let first = &paths[0];
+        let mut dir = if first.is_file() { first.parent().map(PathBuf::from).unwrap_or_default() } else { first.clone() };
+        // A tests folder (or a file in one) tests the flows of the folder above it.
+        while dir.file_name().is_some_and(|n| n == "tests") {
+            dir = dir.parent().map(PathBuf::from).unwrap_or_default();
+        }
+        if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        }
+    });
+    let (program, schemas) = match load_program(&flows) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let files = crate::flowtest::collect(&paths);
+    if files.is_empty() {
+        eprintln!("error: no test files (tests/*.toml) under {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        return 2;
+    }
+    let results = match crate::flowtest::run_files(&program, &schemas, &files) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    match format {
+        SimFormat::Text => print!("{}", crate::flowtest::render_text(&results)),
+        SimFormat::Json => {
+            for r in &results {
+                println!("{}", serde_json::to_string(r).expect("results serialise"));
+            }
+        }
+    }
+    if results.iter().all(|r| r.passed) {
+        0
+    } else {
+        1
+    }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod compliance;
 pub mod diagnostic;
 pub mod engine;
+pub mod flowtest;
 pub mod host;
 pub mod ir;
 pub mod project;
