@@ -33,6 +33,8 @@ pub fn link_code(message_id: &str, url: &str) -> String {
     crate::ir::sha256_hex(format!("{message_id}\n{url}").as_bytes())[..10].to_string()
 }
 
+static NULL: Value = Value::Null;
+
 impl Scope<'_> {
     pub fn eval(&mut self, e: &Expr) -> Value {
         let mut vars = Vec::new();
@@ -43,37 +45,39 @@ impl Scope<'_> {
         e.as_ref().is_none_or(|e| self.eval(e).truthy())
     }
 
-    fn root(&self, r: &Root, vars: &[(String, Value)]) -> Value {
-        match r {
-            Root::Event => self.event.clone(),
-            Root::Entry => self.entry.clone(),
-            Root::Profile => self.profile.clone(),
-            Root::Flow => self.flow.clone(),
-            Root::Shop => self.shop.clone(),
-            Root::Var(v) => vars
-                .iter()
-                .rev()
-                .find(|(n, _)| n == v)
-                .map(|(_, x)| x.clone())
-                .unwrap_or(Value::Null),
-        }
-    }
-
     fn ev(&mut self, e: &Expr, vars: &mut Vec<(String, Value)>) -> Value {
         match e {
             Expr::Lit(l) => lit(l),
             Expr::Path(root, path) => {
-                let mut v = self.root(root, vars);
+                // Walk borrowed values and clone only the leaf: cloning a root (a whole event
+                // or profile) per field read dominated the engine's profile.
                 let mut path = path.as_slice();
-                // `flow.entry.x` may arrive as a Flow path: same meaning as Root::Entry.
-                if *root == Root::Flow && path.first().map(String::as_str) == Some("entry") {
-                    v = self.entry.clone();
-                    path = &path[1..];
-                }
+                let mut v: &Value = match root {
+                    Root::Event => self.event,
+                    Root::Entry => self.entry,
+                    Root::Profile => self.profile,
+                    Root::Shop => self.shop,
+                    // `flow.entry.x` may arrive as a Flow path: same meaning as Root::Entry.
+                    Root::Flow if path.first().map(String::as_str) == Some("entry") => {
+                        path = &path[1..];
+                        self.entry
+                    }
+                    Root::Flow => self.flow,
+                    Root::Var(name) => match vars.iter().rposition(|(n, _)| n == name) {
+                        Some(i) => {
+                            let mut x = &vars[i].1;
+                            for f in path {
+                                x = x.field_ref(f).unwrap_or(&NULL);
+                            }
+                            return x.clone();
+                        }
+                        None => return Value::Null,
+                    },
+                };
                 for f in path {
-                    v = v.field(f);
+                    v = v.field_ref(f).unwrap_or(&NULL);
                 }
-                v
+                v.clone()
             }
             Expr::Now => Value::Time(self.now),
             Expr::Unary(op, x) => {

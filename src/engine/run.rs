@@ -22,6 +22,10 @@ use std::sync::OnceLock;
 /// The context of one `step` call: the program, the time and the effects so far.
 pub struct Cx<'p> {
     pub program: &'p Program,
+    /// JSON payloads already converted to values during this call, by address.
+    values: std::cell::RefCell<Vec<(usize, Json, std::rc::Rc<Value>)>>,
+    /// The profile as a value, with the profile and consent it was made from.
+    profile: std::cell::RefCell<Option<(Profile, Consent, std::rc::Rc<Value>)>>,
     pub now: DateTime<Utc>,
     pub shop: Value,
     pub effects: Vec<Effect>,
@@ -44,10 +48,41 @@ impl<'p> Cx<'p> {
         }
         Cx {
             program,
+            values: std::cell::RefCell::new(Vec::new()),
+            profile: std::cell::RefCell::new(None),
             now,
             shop: Value::Record(m),
             effects: Vec::new(),
         }
+    }
+
+    fn profile_value(&self, state: &PersonState) -> std::rc::Rc<Value> {
+        let mut c = self.profile.borrow_mut();
+        if let Some((p, consent, v)) = c.as_ref() {
+            if *consent == state.consent && *p == state.profile {
+                return v.clone();
+            }
+        }
+        let v = std::rc::Rc::new(profile::to_value(&state.profile, state.consent));
+        *c = Some((state.profile.clone(), state.consent, v.clone()));
+        v
+    }
+
+    fn value_of(&self, j: &Json) -> std::rc::Rc<Value> {
+        let key = j as *const Json as usize;
+        let mut cache = self.values.borrow_mut();
+        // The address alone is not proof: a payload freed during the call can be replaced by
+        // another at the same address, so a hit must also be equal (a cheap walk, no allocation).
+        if let Some((_, _, v)) = cache.iter().find(|(k, src, _)| *k == key && src == j) {
+            return v.clone();
+        }
+        let v = std::rc::Rc::new(Value::from_json(j));
+        // Bounded: a call touches a handful of payloads (the event and instance entries).
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.push((key, j.clone(), v.clone()));
+        v
     }
 
     /// Flows that accept new entries: the first flow of each name (later ones with the same
@@ -93,9 +128,14 @@ fn matches(
     entry: &Json,
     inst: Option<&Instance>,
 ) -> bool {
-    let event = Value::from_json(event);
-    let entry = Value::from_json(entry);
-    let profile = profile::to_value(&state.profile, state.consent);
+    if filter.is_none() {
+        return true;
+    }
+    // Converting JSON to values is most of the cost of a filter: convert each distinct
+    // payload once per step call (keyed by its address, stable for the call's duration).
+    let event = cx.value_of(event);
+    let entry = cx.value_of(entry);
+    let profile = cx.profile_value(state);
     let flow = inst.map(|i| flow_value(i, &entry)).unwrap_or(Value::Null);
     let mut scope = Scope {
         event: &event,

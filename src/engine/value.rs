@@ -44,6 +44,13 @@ impl Value {
         }
     }
 
+    pub fn field_ref(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Record(m) => m.get(name),
+            _ => None,
+        }
+    }
+
     pub fn field(&self, name: &str) -> Value {
         match self {
             Value::Record(m) => m.get(name).cloned().unwrap_or(Value::Null),
