@@ -657,7 +657,7 @@ impl StepChecker<'_, '_> {
 }
 
 fn fmt_weight(w: u32) -> String {
-    if w % 100 == 0 {
+    if w.is_multiple_of(100) {
         (w / 100).to_string()
     } else {
         format!("{}.{:02}", w / 100, w % 100)
