@@ -16,12 +16,16 @@ use std::path::Path;
 fn program() -> (aftercart::ir::Program, Schemas) {
     let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
     let checked = check_paths(&[flows]).unwrap();
-    let schemas = Schemas::builtin().with_custom(&checked.project.custom_events).unwrap();
+    let schemas = Schemas::builtin()
+        .with_custom(&checked.project.custom_events)
+        .unwrap();
     (checked.program.unwrap(), schemas)
 }
 
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T14:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-03-02T14:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 /// A day of one person's life as normalised events: consent, an order (skincare and refill
@@ -54,16 +58,20 @@ pub fn synthetic_events(people: usize) -> String {
         lines.push(json!({"type": "order.fulfilled", "at": ts(Duration::days(1)), "id": format!("f{i}"), "data": order}));
         lines.push(json!({"type": "shipment.delivered", "at": ts(Duration::days(3)), "id": format!("d{i}"),
             "data": {"order_id": oid, "customer_id": cid, "phone": phone, "status": "delivered", "fulfillment_id": oid, "fulfillment_event_id": oid}}));
-        lines.push(json!({"type": "sms.replied", "at": ts(Duration::days(6)), "id": format!("r{i}"),
-            "data": {"from": phone, "body": "1"}}));
+        lines.push(
+            json!({"type": "sms.replied", "at": ts(Duration::days(6)), "id": format!("r{i}"),
+            "data": {"from": phone, "body": "1"}}),
+        );
         if i % 3 == 2 {
             let mut o2 = order.clone();
             o2["order_id"] = json!(format!("{}", 90_000_000 + i));
             lines.push(json!({"type": "order.created", "at": ts(Duration::days(20)), "id": format!("o2{i}"), "data": o2}));
         }
     }
-    let mut v: Vec<(String, String)> =
-        lines.into_iter().map(|l| (l["at"].as_str().unwrap().to_string(), l.to_string())).collect();
+    let mut v: Vec<(String, String)> = lines
+        .into_iter()
+        .map(|l| (l["at"].as_str().unwrap().to_string(), l.to_string()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v.into_iter().map(|(_, l)| l + "\n").collect()
 }
@@ -91,7 +99,12 @@ fn bench(c: &mut Criterion) {
             let mut st = PersonState::new(p.clone());
             engine::step_mut(&program, &mut st, input, t0())
                 .iter()
-                .filter(|e| matches!(e, engine::Effect::Step { .. } | engine::Effect::Entered { .. }))
+                .filter(|e| {
+                    matches!(
+                        e,
+                        engine::Effect::Step { .. } | engine::Effect::Entered { .. }
+                    )
+                })
                 .count()
         })
         .sum();
@@ -109,7 +122,10 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    let people: usize = std::env::var("AFTERCART_SIM_PEOPLE").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let people: usize = std::env::var("AFTERCART_SIM_PEOPLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let text = synthetic_events(people);
     let until = t0() + Duration::days(90);
     let mut g = c.benchmark_group("simulate");
@@ -117,8 +133,17 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(people as u64));
     g.bench_function(format!("people_{people}_90_days"), |b| {
         b.iter(|| {
-            let opts = aftercart::sim::Options { from: None, until: Some(until) };
-            let out = aftercart::sim::simulate(program.clone(), schemas.clone(), &text, &opts, &|_, _| {});
+            let opts = aftercart::sim::Options {
+                from: None,
+                until: Some(until),
+            };
+            let out = aftercart::sim::simulate(
+                program.clone(),
+                schemas.clone(),
+                &text,
+                &opts,
+                &|_, _| {},
+            );
             assert!(out.refused.is_empty(), "{:?}", &out.refused[..1]);
             criterion::black_box(out.records.len())
         })

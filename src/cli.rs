@@ -146,8 +146,18 @@ pub fn main() -> i32 {
             format,
         } => cmd_graph(flow, flows, format),
         Command::SmsCount { text, json } => cmd_sms_count(text, json),
-        Command::Test { paths, flows, format } => cmd_test(paths, flows, format),
-        Command::Simulate { flows, events, from, until, format } => cmd_simulate(flows, events, from, until, format),
+        Command::Test {
+            paths,
+            flows,
+            format,
+        } => cmd_test(paths, flows, format),
+        Command::Simulate {
+            flows,
+            events,
+            from,
+            until,
+            format,
+        } => cmd_simulate(flows, events, from, until, format),
     }
 }
 
@@ -366,10 +376,14 @@ fn cmd_sms_count(text: String, json: bool) -> i32 {
 }
 
 fn parse_time(s: &str, what: &str) -> Result<chrono::DateTime<chrono::Utc>, i32> {
-    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)).map_err(|e| {
-        eprintln!("error: --{what} `{s}` is not an RFC 3339 time ({e}); e.g. 2026-03-02T00:00:00Z");
-        2
-    })
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            eprintln!(
+                "error: --{what} `{s}` is not an RFC 3339 time ({e}); e.g. 2026-03-02T00:00:00Z"
+            );
+            2
+        })
 }
 
 fn read_input(path: &std::path::Path) -> Result<String, i32> {
@@ -386,13 +400,23 @@ fn read_input(path: &std::path::Path) -> Result<String, i32> {
 }
 
 /// Compile a flows folder and build the schemas its project declares.
-pub(crate) fn load_program(flows: &std::path::Path) -> Result<(crate::ir::Program, crate::schema::Schemas), i32> {
+pub(crate) fn load_program(
+    flows: &std::path::Path,
+) -> Result<(crate::ir::Program, crate::schema::Schemas), i32> {
     let checked = check::check_paths(&[flows.to_path_buf()]).map_err(|e| {
         eprintln!("error: {e}");
         2
     })?;
     if checked.has_errors() {
-        eprint!("{}", render::render(Format::Human, &checked.map, &checked.diagnostics, color_wanted()));
+        eprint!(
+            "{}",
+            render::render(
+                Format::Human,
+                &checked.map,
+                &checked.diagnostics,
+                color_wanted()
+            )
+        );
         eprintln!("error: the flows have errors; fix them first (aftercart check)");
         return Err(1);
     }
@@ -412,13 +436,21 @@ fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
     }
     let pb = indicatif::ProgressBar::new(len);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} inputs ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} inputs ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(pb)
 }
 
-fn cmd_simulate(flows: PathBuf, events: PathBuf, from: Option<String>, until: Option<String>, format: SimFormat) -> i32 {
+fn cmd_simulate(
+    flows: PathBuf,
+    events: PathBuf,
+    from: Option<String>,
+    until: Option<String>,
+    format: SimFormat,
+) -> i32 {
     let (program, schemas) = match load_program(&flows) {
         Ok(p) => p,
         Err(c) => return c,
@@ -473,7 +505,11 @@ fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i
     let paths = default_paths(paths);
     let flows = flows.unwrap_or_else(|| {
         let first = &paths[0];
-        let mut dir = if first.is_file() { first.parent().map(PathBuf::from).unwrap_or_default() } else { first.clone() };
+        let mut dir = if first.is_file() {
+            first.parent().map(PathBuf::from).unwrap_or_default()
+        } else {
+            first.clone()
+        };
         // A tests folder (or a file in one) tests the flows of the folder above it.
         while dir.file_name().is_some_and(|n| n == "tests") {
             dir = dir.parent().map(PathBuf::from).unwrap_or_default();
@@ -490,7 +526,14 @@ fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i
     };
     let files = crate::flowtest::collect(&paths);
     if files.is_empty() {
-        eprintln!("error: no test files (tests/*.toml) under {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "error: no test files (tests/*.toml) under {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return 2;
     }
     let results = match crate::flowtest::run_files(&program, &schemas, &files) {

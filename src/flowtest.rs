@@ -103,7 +103,9 @@ pub struct CaseResult {
 /// Find test files: `*.toml` under `tests/` folders of the given paths (or the files given).
 pub fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, in_tests: bool, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for p in entries {
@@ -138,7 +140,9 @@ fn parse_offset(s: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
             num.push(c);
             continue;
         }
-        let n: i64 = num.parse().map_err(|_| format!("`{s}` is not an offset like `3d2h` or an RFC 3339 time"))?;
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not an offset like `3d2h` or an RFC 3339 time"))?;
         num.clear();
         total += n * match c {
             's' => 1,
@@ -176,10 +180,15 @@ fn merge(target: &mut Json, patch: &Json) {
 }
 
 /// Run every case of every file against the program compiled from the flows folder.
-pub fn run_files(program: &Program, schemas: &Schemas, files: &[PathBuf]) -> Result<Vec<CaseResult>, String> {
+pub fn run_files(
+    program: &Program,
+    schemas: &Schemas,
+    files: &[PathBuf],
+) -> Result<Vec<CaseResult>, String> {
     let mut results = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         let tf: TestFile = toml::from_str(&text).map_err(|e| {
             let at = e.span().map(|s| {
                 let line = text[..s.start].matches('\n').count() + 1;
@@ -195,7 +204,14 @@ pub fn run_files(program: &Program, schemas: &Schemas, files: &[PathBuf]) -> Res
     Ok(results)
 }
 
-fn run_case(program: &Program, schemas: &Schemas, file: &Path, base: &Path, defaults: &Defaults, case: &Case) -> CaseResult {
+fn run_case(
+    program: &Program,
+    schemas: &Schemas,
+    file: &Path,
+    base: &Path,
+    defaults: &Defaults,
+    case: &Case,
+) -> CaseResult {
     let mut result = CaseResult {
         file: file.display().to_string(),
         case: case.name.clone(),
@@ -203,11 +219,17 @@ fn run_case(program: &Program, schemas: &Schemas, file: &Path, base: &Path, defa
         failures: vec![],
         timeline: vec![],
     };
-    let start_s = case.start.clone().or(defaults.start.clone()).unwrap_or_else(|| "2026-03-02T14:00:00Z".into());
+    let start_s = case
+        .start
+        .clone()
+        .or(defaults.start.clone())
+        .unwrap_or_else(|| "2026-03-02T14:00:00Z".into());
     let start = match DateTime::parse_from_rfc3339(&start_s) {
         Ok(t) => t.with_timezone(&Utc),
         Err(e) => {
-            result.failures.push(format!("start `{start_s}` is not RFC 3339: {e}"));
+            result
+                .failures
+                .push(format!("start `{start_s}` is not RFC 3339: {e}"));
             return result;
         }
     };
@@ -229,7 +251,9 @@ fn run_case(program: &Program, schemas: &Schemas, file: &Path, base: &Path, defa
         records.extend(host.fire_until(env.at));
         match host.ingest(env, env.at) {
             Ok(r) => records.extend(r),
-            Err(e) => result.failures.push(format!("input at {} refused: {e}", env.at.to_rfc3339())),
+            Err(e) => result
+                .failures
+                .push(format!("input at {} refused: {e}", env.at.to_rfc3339())),
         }
     }
     let end = match &case.until {
@@ -244,24 +268,37 @@ fn run_case(program: &Program, schemas: &Schemas, file: &Path, base: &Path, defa
     };
     records.extend(host.fire_until(end));
 
-    result.timeline = records.iter().filter_map(|r| timeline_line(r, start)).collect();
+    result.timeline = records
+        .iter()
+        .filter_map(|r| timeline_line(r, start))
+        .collect();
     for (i, ex) in case.expect.iter().enumerate() {
         if let Err(msg) = check_expect(ex, &records, start) {
-            result.failures.push(format!("expectation {}: {msg}", i + 1));
+            result
+                .failures
+                .push(format!("expectation {}: {msg}", i + 1));
         }
     }
     result.passed = result.failures.is_empty();
     result
 }
 
-fn build_envelope(s: &Step, i: usize, start: DateTime<Utc>, base: &Path, phone: Option<&str>, case: &str) -> Result<Envelope, String> {
+fn build_envelope(
+    s: &Step,
+    i: usize,
+    start: DateTime<Utc>,
+    base: &Path,
+    phone: Option<&str>,
+    case: &str,
+) -> Result<Envelope, String> {
     let at = parse_offset(&s.at, start)?;
     let id = s.id.clone().unwrap_or_else(|| format!("test:{case}:{i}"));
     if let Some(topic) = &s.shopify {
         let mut body = match (&s.fixture, &s.body) {
             (Some(path), _) => {
                 let p = base.join(path);
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("fixture {}: {e}", p.display()))?;
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("fixture {}: {e}", p.display()))?;
                 serde_json::from_str(&text).map_err(|e| format!("fixture {}: {e}", p.display()))?
             }
             (None, Some(b)) => to_json(b),
@@ -270,16 +307,45 @@ fn build_envelope(s: &Step, i: usize, start: DateTime<Utc>, base: &Path, phone: 
         if let Some(p) = &s.patch {
             merge(&mut body, &to_json(p));
         }
-        return Ok(Envelope { at, payload: Payload::Shopify { topic: topic.clone(), event_id: id, body } });
+        return Ok(Envelope {
+            at,
+            payload: Payload::Shopify {
+                topic: topic.clone(),
+                event_id: id,
+                body,
+            },
+        });
     }
     if let Some(text) = &s.reply {
-        let from = s.from.clone().or(phone.map(String::from)).ok_or("a reply needs `from` (or a case `phone`)")?;
+        let from = s
+            .from
+            .clone()
+            .or(phone.map(String::from))
+            .ok_or("a reply needs `from` (or a case `phone`)")?;
         let data = serde_json::json!({ "from": from, "body": text });
-        return Ok(Envelope { at, payload: Payload::Aftercart { kind: "sms.replied".into(), id, data } });
+        return Ok(Envelope {
+            at,
+            payload: Payload::Aftercart {
+                kind: "sms.replied".into(),
+                id,
+                data,
+            },
+        });
     }
     if let Some(name) = &s.event {
-        let data = s.data.as_ref().map(to_json).unwrap_or(Json::Object(Default::default()));
-        return Ok(Envelope { at, payload: Payload::Aftercart { kind: name.clone(), id, data } });
+        let data = s
+            .data
+            .as_ref()
+            .map(to_json)
+            .unwrap_or(Json::Object(Default::default()));
+        return Ok(Envelope {
+            at,
+            payload: Payload::Aftercart {
+                kind: name.clone(),
+                id,
+                data,
+            },
+        });
     }
     Err("a step needs one of `event`, `shopify` or `reply`".into())
 }
@@ -301,11 +367,19 @@ fn offset(t: DateTime<Utc>, start: DateTime<Utc>) -> String {
 }
 
 fn timeline_line(r: &Record, start: DateTime<Utc>) -> Option<String> {
-    let at = format!("{:>9} {}", offset(r.at, start), r.at.format("%Y-%m-%d %H:%MZ"));
+    let at = format!(
+        "{:>9} {}",
+        offset(r.at, start),
+        r.at.format("%Y-%m-%d %H:%MZ")
+    );
     Some(match &r.effect {
         Effect::Send(m) => format!("{at}  send {} step {}: {:?}", m.flow, m.step, m.body),
-        Effect::Held { flow, step, reason, .. } => format!("{at}  held {flow} step {step}: {reason}"),
-        Effect::Dropped { flow, step, reason, .. } => format!("{at}  dropped {flow} step {step}: {reason}"),
+        Effect::Held {
+            flow, step, reason, ..
+        } => format!("{at}  held {flow} step {step}: {reason}"),
+        Effect::Dropped {
+            flow, step, reason, ..
+        } => format!("{at}  dropped {flow} step {step}: {reason}"),
         Effect::Exited { flow, reason, .. } => format!("{at}  exit {flow}: {reason}"),
         Effect::Conversion { flow, step, .. } => format!("{at}  conversion {flow} (step {step})"),
         Effect::Entered { flow, .. } => format!("{at}  entered {flow}"),
@@ -334,7 +408,9 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
         Some((a, b)) => Some((parse_offset(a, start)?, parse_offset(b, start)?)),
         None => None,
     };
-    let time_ok = |t: DateTime<Utc>| at.is_none_or(|a| a == t) && within.is_none_or(|(a, b)| a <= t && t <= b);
+    let time_ok = |t: DateTime<Utc>| {
+        at.is_none_or(|a| a == t) && within.is_none_or(|(a, b)| a <= t && t <= b)
+    };
     let text_ok = |s: &str| ex.contains.as_ref().is_none_or(|c| s.contains(c.as_str()));
     let reason_ok = |s: &str| ex.reason.as_ref().is_none_or(|c| s.contains(c.as_str()));
     let step_ok = |s: u32| ex.step.is_none_or(|x| x == s);
@@ -346,17 +422,51 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
                     && step_ok(m.step)
                     && time_ok(r.at)
                     && text_ok(&m.body)
-                    && ex.variant.as_ref().is_none_or(|v| m.variant.as_ref() == Some(v))
+                    && ex
+                        .variant
+                        .as_ref()
+                        .is_none_or(|v| m.variant.as_ref() == Some(v))
             }
-            (Effect::Exited { flow: f, reason, .. }, "exit") => *f == flow && time_ok(r.at) && reason_ok(reason),
-            (Effect::Held { flow: f, reason, step, .. }, "held") => *f == flow && step_ok(*step) && time_ok(r.at) && reason_ok(reason),
-            (Effect::Dropped { flow: f, reason, step, .. }, "dropped") => {
-                *f == flow && step_ok(*step) && time_ok(r.at) && reason_ok(reason)
+            (
+                Effect::Exited {
+                    flow: f, reason, ..
+                },
+                "exit",
+            ) => *f == flow && time_ok(r.at) && reason_ok(reason),
+            (
+                Effect::Held {
+                    flow: f,
+                    reason,
+                    step,
+                    ..
+                },
+                "held",
+            ) => *f == flow && step_ok(*step) && time_ok(r.at) && reason_ok(reason),
+            (
+                Effect::Dropped {
+                    flow: f,
+                    reason,
+                    step,
+                    ..
+                },
+                "dropped",
+            ) => *f == flow && step_ok(*step) && time_ok(r.at) && reason_ok(reason),
+            (
+                Effect::Conversion {
+                    flow: f, variant, ..
+                },
+                "conversion",
+            ) => {
+                *f == flow
+                    && time_ok(r.at)
+                    && ex
+                        .variant
+                        .as_ref()
+                        .is_none_or(|v| variant.as_ref() == Some(v))
             }
-            (Effect::Conversion { flow: f, variant, .. }, "conversion") => {
-                *f == flow && time_ok(r.at) && ex.variant.as_ref().is_none_or(|v| variant.as_ref() == Some(v))
+            (Effect::NotEntered { flow: f, reason }, "not_entered") => {
+                *f == flow && time_ok(r.at) && reason_ok(reason)
             }
-            (Effect::NotEntered { flow: f, reason }, "not_entered") => *f == flow && time_ok(r.at) && reason_ok(reason),
             _ => false,
         })
         .collect();
@@ -381,7 +491,10 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
     };
     let n = matches.len();
     match (kind, ex.count) {
-        ("no_send", _) if n > 0 => Err(format!("expected no {}, found {n}", describe().trim_start_matches("no_send "))),
+        ("no_send", _) if n > 0 => Err(format!(
+            "expected no {}, found {n}",
+            describe().trim_start_matches("no_send ")
+        )),
         ("no_send", _) => Ok(()),
         (_, Some(c)) if c != n => Err(format!("expected {c} × {}, found {n}", describe())),
         (_, None) if n == 0 => Err(format!("expected {}, found none", describe())),
@@ -407,6 +520,10 @@ pub fn render_text(results: &[CaseResult]) -> String {
         }
     }
     let failed = results.iter().filter(|r| !r.passed).count();
-    s.push_str(&format!("{} cases, {} passed, {failed} failed\n", results.len(), results.len() - failed));
+    s.push_str(&format!(
+        "{} cases, {} passed, {failed} failed\n",
+        results.len(),
+        results.len() - failed
+    ));
     s
 }

@@ -90,7 +90,11 @@ impl Host {
     /// wrong with the payload; nothing is changed then.
     pub fn inputs(&mut self, env: &Envelope) -> Result<Vec<(String, Input)>, String> {
         match &env.payload {
-            Payload::Shopify { topic, event_id, body } => {
+            Payload::Shopify {
+                topic,
+                event_id,
+                body,
+            } => {
                 let mut body = body.clone();
                 // Joins: fulfillments and shipment events know only ids; attach what we stored.
                 if let Some(oid) = text(body.get("order_id")) {
@@ -105,13 +109,29 @@ impl Host {
                         }
                     }
                 }
-                let events: Vec<String> =
-                    self.schemas.events_for_topic(topic, &body).iter().map(|e| e.name.clone()).collect();
+                let events: Vec<String> = self
+                    .schemas
+                    .events_for_topic(topic, &body)
+                    .iter()
+                    .map(|e| e.name.clone())
+                    .collect();
                 let mut out = Vec::new();
                 for name in events {
-                    let data = self.schemas.normalize(&name, &body).map_err(|e| format!("{topic}: {e}"))?;
-                    let Some(person) = self.route(&data) else { continue };
-                    out.push((person, Input::Event { name: name.clone(), id: format!("{event_id}:{name}"), data }));
+                    let data = self
+                        .schemas
+                        .normalize(&name, &body)
+                        .map_err(|e| format!("{topic}: {e}"))?;
+                    let Some(person) = self.route(&data) else {
+                        continue;
+                    };
+                    out.push((
+                        person,
+                        Input::Event {
+                            name: name.clone(),
+                            id: format!("{event_id}:{name}"),
+                            data,
+                        },
+                    ));
                 }
                 // Remember orders and fulfillments for later joins (after normalising: a bad
                 // payload is refused whole).
@@ -131,14 +151,22 @@ impl Host {
                 "sms.replied" => {
                     let from = text(data.get("from")).ok_or("sms.replied needs `from`")?;
                     let body = text(data.get("body")).unwrap_or_default();
-                    let person = self.phones.get(&from).cloned().unwrap_or_else(|| format!("phone:{from}"));
-                    self.phones.entry(from.clone()).or_insert_with(|| person.clone());
+                    let person = self
+                        .phones
+                        .get(&from)
+                        .cloned()
+                        .unwrap_or_else(|| format!("phone:{from}"));
+                    self.phones
+                        .entry(from.clone())
+                        .or_insert_with(|| person.clone());
                     let message_sid = text(data.get("message_sid"));
                     Ok(vec![(person, Input::Reply { body, message_sid })])
                 }
                 "message.clicked" | "message.delivered" | "message.failed" => {
-                    let person = text(data.get("person")).ok_or(format!("{kind} needs `person`"))?;
-                    let message_id = text(data.get("message_id")).ok_or(format!("{kind} needs `message_id`"))?;
+                    let person =
+                        text(data.get("person")).ok_or(format!("{kind} needs `person`"))?;
+                    let message_id =
+                        text(data.get("message_id")).ok_or(format!("{kind} needs `message_id`"))?;
                     Ok(vec![(
                         person,
                         if kind == "message.clicked" {
@@ -146,7 +174,8 @@ impl Host {
                         } else {
                             Input::Delivery {
                                 message_id,
-                                status: text(data.get("status")).unwrap_or_else(|| kind[8..].to_string()),
+                                status: text(data.get("status"))
+                                    .unwrap_or_else(|| kind[8..].to_string()),
                                 error_code: text(data.get("error_code")),
                             }
                         },
@@ -155,14 +184,28 @@ impl Host {
                 name => {
                     // A normalised event: custom (declared in the project) or a Shopify-derived
                     // name with already-normalised fields.
-                    let schema = self.schemas.event(name).ok_or(format!("unknown event type `{name}`"))?;
+                    let schema = self
+                        .schemas
+                        .event(name)
+                        .ok_or(format!("unknown event type `{name}`"))?;
                     let data = if schema.topic.is_some() {
                         data.clone()
                     } else {
-                        self.schemas.normalize(name, data).map_err(|e| format!("{name}: {e}"))?
+                        self.schemas
+                            .normalize(name, data)
+                            .map_err(|e| format!("{name}: {e}"))?
                     };
-                    let person = self.route(&data).ok_or(format!("`{name}` names no customer_id or phone"))?;
-                    Ok(vec![(person, Input::Event { name: name.to_string(), id: id.clone(), data })])
+                    let person = self
+                        .route(&data)
+                        .ok_or(format!("`{name}` names no customer_id or phone"))?;
+                    Ok(vec![(
+                        person,
+                        Input::Event {
+                            name: name.to_string(),
+                            id: id.clone(),
+                            data,
+                        },
+                    )])
                 }
             },
         }
@@ -195,7 +238,10 @@ impl Host {
 
     /// Step one person with one input and apply the timer effects.
     pub fn apply(&mut self, person: &str, input: &Input, now: DateTime<Utc>) -> Vec<Record> {
-        let state = self.people.entry(person.to_string()).or_insert_with(|| PersonState::new(person));
+        let state = self
+            .people
+            .entry(person.to_string())
+            .or_insert_with(|| PersonState::new(person));
         let effects = engine::step_mut(&self.program, state, input, now);
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {
@@ -204,7 +250,8 @@ impl Host {
                     self.seq += 1;
                     let k = (person.to_string(), instance.clone(), *step);
                     if let Some((due, seq)) = self.timer_index.insert(k.clone(), (*at, self.seq)) {
-                        self.timers.remove(&(due, seq, k.0.clone(), k.1.clone(), k.2));
+                        self.timers
+                            .remove(&(due, seq, k.0.clone(), k.1.clone(), k.2));
                     }
                     self.timers.insert((*at, self.seq, k.0, k.1, k.2));
                 }
@@ -216,7 +263,11 @@ impl Host {
                 }
                 _ => {}
             }
-            out.push(Record { at: now, person: person.to_string(), effect: e });
+            out.push(Record {
+                at: now,
+                person: person.to_string(),
+                effect: e,
+            });
         }
         out
     }
@@ -238,8 +289,13 @@ impl Host {
             }
             self.timers.remove(&first);
             let (due, _, person, instance, step) = first;
-            self.timer_index.remove(&(person.clone(), instance.clone(), step));
-            let input = Input::Timer { instance, step, due };
+            self.timer_index
+                .remove(&(person.clone(), instance.clone(), step));
+            let input = Input::Timer {
+                instance,
+                step,
+                due,
+            };
             out.extend(self.apply(&person, &input, due));
         }
         out

@@ -47,14 +47,23 @@ pub fn read_events(text: &str) -> (Vec<Envelope>, Vec<Refused>) {
         }
         match parse_line(line) {
             Ok(e) => envs.push(e),
-            Err(reason) => refused.push(Refused { line: i + 1, reason }),
+            Err(reason) => refused.push(Refused {
+                line: i + 1,
+                reason,
+            }),
         }
     }
     envs.sort_by_key(|e| e.at);
     (envs, refused)
 }
 
-pub fn simulate(program: Program, schemas: Schemas, text: &str, opts: &Options, progress: &dyn Fn(usize, usize)) -> Outcome {
+pub fn simulate(
+    program: Program,
+    schemas: Schemas,
+    text: &str,
+    opts: &Options,
+    progress: &dyn Fn(usize, usize),
+) -> Outcome {
     let (envs, mut refused) = read_events(text);
     let mut host = Host::new(program, schemas);
     let mut records = Vec::new();
@@ -73,7 +82,10 @@ pub fn simulate(program: Program, schemas: Schemas, text: &str, opts: &Options, 
                 inputs += 1;
                 records.extend(r);
             }
-            Err(reason) => refused.push(Refused { line: 0, reason: format!("{} at {}: {reason}", env.describe(), env.at.to_rfc3339()) }),
+            Err(reason) => refused.push(Refused {
+                line: 0,
+                reason: format!("{} at {}: {reason}", env.describe(), env.at.to_rfc3339()),
+            }),
         }
         if i % 1024 == 0 {
             progress(i, total);
@@ -81,10 +93,18 @@ pub fn simulate(program: Program, schemas: Schemas, text: &str, opts: &Options, 
     }
     progress(total, total);
     let end = opts.until.unwrap_or_else(|| {
-        envs.last().map(|e| e.at).unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap()) + Duration::days(HORIZON_DAYS)
+        envs.last()
+            .map(|e| e.at)
+            .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap())
+            + Duration::days(HORIZON_DAYS)
     });
     records.extend(host.fire_until(end));
-    Outcome { records, refused, inputs, host }
+    Outcome {
+        records,
+        refused,
+        inputs,
+        host,
+    }
 }
 
 /// The flow a record belongs to, if any.
@@ -116,7 +136,10 @@ pub fn record_json(r: &Record) -> Json {
     let kind = obj.remove("effect").unwrap_or(Json::Null);
     let mut out = serde_json::Map::new();
     out.insert("type".into(), kind);
-    out.insert("at".into(), json!(r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    out.insert(
+        "at".into(),
+        json!(r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
     out.insert("person".into(), json!(r.person));
     for (k, val) in obj.iter() {
         // The send's own `at` equals the record's; keep one.
@@ -140,13 +163,23 @@ fn describe(e: &Effect) -> String {
     match e {
         Effect::Entered { entry_key, .. } => format!("entered (key {entry_key})"),
         Effect::NotEntered { reason, .. } => format!("not entered: {reason}"),
-        Effect::ScheduleTimer { at, step, .. } => format!("waits until {} (step {step})", at.format("%Y-%m-%d %H:%MZ")),
+        Effect::ScheduleTimer { at, step, .. } => {
+            format!("waits until {} (step {step})", at.format("%Y-%m-%d %H:%MZ"))
+        }
         Effect::Send(m) => {
-            let variant = m.variant.as_ref().map(|v| format!(" variant {v},")).unwrap_or_default();
+            let variant = m
+                .variant
+                .as_ref()
+                .map(|v| format!(" variant {v},"))
+                .unwrap_or_default();
             format!(
                 "sent step {} ({}{variant} {}, {} segment{}, local {}): {:?}",
                 m.step,
-                if m.kind == crate::ir::FlowKind::Marketing { "marketing" } else { "transactional" },
+                if m.kind == crate::ir::FlowKind::Marketing {
+                    "marketing"
+                } else {
+                    "transactional"
+                },
                 m.encoding,
                 m.segments,
                 if m.segments == 1 { "" } else { "s" },
@@ -154,27 +187,67 @@ fn describe(e: &Effect) -> String {
                 m.body
             )
         }
-        Effect::Held { reason, until, step, .. } => match until {
-            Some(u) => format!("held step {step} until {}: {reason}", u.format("%Y-%m-%d %H:%MZ")),
+        Effect::Held {
+            reason,
+            until,
+            step,
+            ..
+        } => match until {
+            Some(u) => format!(
+                "held step {step} until {}: {reason}",
+                u.format("%Y-%m-%d %H:%MZ")
+            ),
             None => format!("held step {step}: {reason}"),
         },
         Effect::Dropped { reason, step, .. } => format!("dropped step {step}: {reason}"),
         Effect::Exited { reason, .. } => format!("exited: {reason}"),
-        Effect::Conversion { order_id, revenue, step, variant, .. } => format!(
+        Effect::Conversion {
+            order_id,
+            revenue,
+            step,
+            variant,
+            ..
+        } => format!(
             "converted: order {} revenue {} (credited to step {step}{})",
             order_id.as_deref().unwrap_or("?"),
             revenue.as_deref().unwrap_or("?"),
-            variant.as_ref().map(|v| format!(", variant {v}")).unwrap_or_default()
+            variant
+                .as_ref()
+                .map(|v| format!(", variant {v}"))
+                .unwrap_or_default()
         ),
-        Effect::ConsentChanged { from, to, source } => format!("consent {} -> {} ({source})", from.as_str(), to.as_str()),
+        Effect::ConsentChanged { from, to, source } => {
+            format!("consent {} -> {} ({source})", from.as_str(), to.as_str())
+        }
         Effect::HelpReply { body, .. } => format!("help reply: {body:?}"),
-        Effect::ReplyRecorded { body, keyword, routed_to } => {
-            let k = keyword.as_ref().map(|k| format!(" keyword {k}")).unwrap_or_default();
-            let r = if routed_to.is_empty() { " (nothing waited)".to_string() } else { format!(" -> {}", routed_to.join(", ")) };
+        Effect::ReplyRecorded {
+            body,
+            keyword,
+            routed_to,
+        } => {
+            let k = keyword
+                .as_ref()
+                .map(|k| format!(" keyword {k}"))
+                .unwrap_or_default();
+            let r = if routed_to.is_empty() {
+                " (nothing waited)".to_string()
+            } else {
+                format!(" -> {}", routed_to.join(", "))
+            };
             format!("replied {body:?}{k}{r}")
         }
-        Effect::DeliveryRecorded { message_id, status, error_code } => {
-            format!("delivery {message_id}: {status}{}", error_code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())
+        Effect::DeliveryRecorded {
+            message_id,
+            status,
+            error_code,
+        } => {
+            format!(
+                "delivery {message_id}: {status}{}",
+                error_code
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            )
         }
         Effect::ClickRecorded { message_id } => format!("clicked {message_id}"),
         Effect::Duplicate { id } => format!("duplicate input {id} ignored"),
@@ -190,9 +263,21 @@ pub fn render_text(out: &Outcome) -> String {
         by_person.entry(r.person.as_str()).or_default().push(r);
     }
     let mut s = String::new();
-    let sends = out.records.iter().filter(|r| matches!(r.effect, Effect::Send(_))).count();
-    let held = out.records.iter().filter(|r| matches!(r.effect, Effect::Held { .. })).count();
-    let dropped = out.records.iter().filter(|r| matches!(r.effect, Effect::Dropped { .. })).count();
+    let sends = out
+        .records
+        .iter()
+        .filter(|r| matches!(r.effect, Effect::Send(_)))
+        .count();
+    let held = out
+        .records
+        .iter()
+        .filter(|r| matches!(r.effect, Effect::Held { .. }))
+        .count();
+    let dropped = out
+        .records
+        .iter()
+        .filter(|r| matches!(r.effect, Effect::Dropped { .. }))
+        .count();
     // Timer records carry only the instance: name its flow from the entries seen.
     let mut flows_of: BTreeMap<&str, &str> = BTreeMap::new();
     for r in &out.records {
@@ -201,7 +286,11 @@ pub fn render_text(out: &Outcome) -> String {
         }
     }
     for (person, recs) in &by_person {
-        let name = if person.is_empty() { "(inputs)" } else { person };
+        let name = if person.is_empty() {
+            "(inputs)"
+        } else {
+            person
+        };
         s.push_str(&format!("== {name}\n"));
         for r in recs {
             let flow = match &r.effect {
@@ -209,7 +298,11 @@ pub fn render_text(out: &Outcome) -> String {
                 e => flow_of(e),
             };
             let flow = flow.map(|f| format!("{f}: ")).unwrap_or_default();
-            s.push_str(&format!("  {}  {flow}{}\n", r.at.format("%Y-%m-%d %H:%MZ"), describe(&r.effect)));
+            s.push_str(&format!(
+                "  {}  {flow}{}\n",
+                r.at.format("%Y-%m-%d %H:%MZ"),
+                describe(&r.effect)
+            ));
         }
     }
     s.push_str(&format!(

@@ -411,9 +411,10 @@ pub fn on_reply(cx: &mut Cx, state: &mut PersonState, body: &str) {
     match kw {
         Some(Keyword::OptOut) => {
             record(cx, Some("opt_out"), vec![]);
-            set_consent(cx, state, Consent::Unsubscribed, "keyword");
-            // Revocation also ends marketing instances even if consent was already off.
+            // End marketing instances first, so they exit as "opted out" (and even when
+            // consent was already off), then record the consent change.
             cancel_marketing(cx, state, "opted out");
+            set_consent(cx, state, Consent::Unsubscribed, "keyword");
         }
         Some(Keyword::OptIn) => {
             record(cx, Some("opt_in"), vec![]);

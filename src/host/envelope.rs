@@ -45,13 +45,17 @@ impl Envelope {
 }
 
 fn time(v: Option<&Json>) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v?.as_str()?).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(v?.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn header<'a>(headers: Option<&'a Json>, name: &str) -> Option<&'a Json> {
     let h = headers?.as_object()?;
     // HTTP header names are case-insensitive.
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// Parse one JSON line. Accepted shapes:
@@ -74,9 +78,18 @@ pub fn parse_line(line: &str) -> Result<Envelope, String> {
         let event_id = header(headers, "X-Shopify-Event-Id")
             .or_else(|| header(headers, "X-Shopify-Webhook-Id"))
             .or_else(|| obj.get("id"))
-            .and_then(|v| v.as_str().map(String::from).or_else(|| v.as_u64().map(|n| n.to_string())))
-            .ok_or("a Shopify envelope needs an X-Shopify-Event-Id or X-Shopify-Webhook-Id header")?;
-        let body = obj.get("body").cloned().ok_or("a Shopify envelope needs `body`")?;
+            .and_then(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
+            .ok_or(
+                "a Shopify envelope needs an X-Shopify-Event-Id or X-Shopify-Webhook-Id header",
+            )?;
+        let body = obj
+            .get("body")
+            .cloned()
+            .ok_or("a Shopify envelope needs `body`")?;
         if !body.is_object() {
             return Err("`body` must be a JSON object".into());
         }
@@ -85,7 +98,14 @@ pub fn parse_line(line: &str) -> Result<Envelope, String> {
             .or_else(|| time(body.get("updated_at")))
             .or_else(|| time(body.get("created_at")))
             .ok_or("no time: give `received_at` (RFC 3339)")?;
-        Ok(Envelope { at, payload: Payload::Shopify { topic, event_id, body } })
+        Ok(Envelope {
+            at,
+            payload: Payload::Shopify {
+                topic,
+                event_id,
+                body,
+            },
+        })
     } else {
         let kind = obj
             .get("type")
@@ -93,14 +113,24 @@ pub fn parse_line(line: &str) -> Result<Envelope, String> {
             .ok_or("a line needs `topic` (Shopify) or `type` (aftercart event)")?
             .to_string();
         let at = time(obj.get("at")).ok_or("an aftercart event needs `at` (RFC 3339)")?;
-        let data = obj.get("data").cloned().unwrap_or(Json::Object(Default::default()));
+        let data = obj
+            .get("data")
+            .cloned()
+            .unwrap_or(Json::Object(Default::default()));
         let id = obj
             .get("id")
-            .and_then(|v| v.as_str().map(String::from).or_else(|| v.as_u64().map(|n| n.to_string())))
+            .and_then(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
             .unwrap_or_else(|| {
                 // No id: derive one from the content so a re-run de-duplicates the same way.
                 crate::ir::sha256_hex(line.as_bytes())[..16].to_string()
             });
-        Ok(Envelope { at, payload: Payload::Aftercart { kind, id, data } })
+        Ok(Envelope {
+            at,
+            payload: Payload::Aftercart { kind, id, data },
+        })
     }
 }

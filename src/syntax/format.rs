@@ -52,6 +52,12 @@ struct Lexed {
     token_ends: Vec<usize>,
 }
 
+/// The end offset of every token (comments and whitespace excluded), ascending: where a pest
+/// span really ends (the parser trims spans with it).
+pub(crate) fn token_ends(text: &str) -> Vec<usize> {
+    scan(text).token_ends
+}
+
 /// The lexical scan: comments and token ends, skipping string literals the way the grammar
 /// reads them (`"""..."""`, then `"..."` and `'...'` with backslash escapes, single line).
 fn scan(text: &str) -> Lexed {

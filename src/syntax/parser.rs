@@ -32,6 +32,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         diags.push(d);
         return (File { items }, diags);
     }
+    let ends = std::rc::Rc::new(super::format::token_ends(text));
     for (start, end) in chunks(text) {
         let chunk = &text[start..end];
         match Grammar::parse(Rule::file, chunk) {
@@ -40,6 +41,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                     file,
                     base: start,
                     diags: &mut diags,
+                    ends: ends.clone(),
                 };
                 let file_pair = pairs.next().expect("file rule");
                 for p in file_pair.into_inner() {
@@ -249,13 +251,8 @@ struct Builder<'d> {
     file: FileId,
     base: usize,
     diags: &'d mut Vec<Diagnostic>,
-}
-
-fn real_end(p: &P) -> usize {
-    match p.clone().into_inner().last() {
-        Some(last) => real_end(&last),
-        None => p.as_span().end(),
-    }
+    /// Token ends of the whole file (absolute offsets), to trim trailing trivia from spans.
+    ends: std::rc::Rc<Vec<usize>>,
 }
 
 fn is_kw(p: &P) -> bool {
@@ -272,7 +269,15 @@ impl Builder<'_> {
     /// its last token (a trailing repetition that fails still eats the trivia before it).
     fn span(&self, p: &P) -> Span {
         let s = p.as_span();
-        Span::new(self.file, self.base + s.start(), self.base + real_end(p))
+        let (start, end) = (self.base + s.start(), self.base + s.end());
+        // The last token end at or before the pair's end (never before its start).
+        let i = self.ends.partition_point(|&e| e <= end);
+        let real = if i > 0 {
+            self.ends[i - 1].max(start)
+        } else {
+            end
+        };
+        Span::new(self.file, start, real.min(end))
     }
 
     fn ident(&self, p: P) -> Ident {
@@ -667,6 +672,7 @@ impl Builder<'_> {
                     file: self.file,
                     base: abs,
                     diags: self.diags,
+                    ends: self.ends.clone(),
                 };
                 let mut it = pairs
                     .next()
