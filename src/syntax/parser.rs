@@ -672,7 +672,9 @@ impl Builder<'_> {
                     file: self.file,
                     base: abs,
                     diags: self.diags,
-                    ends: self.ends.clone(),
+                    // Inside a string the file's token ends say nothing (the string is one
+                    // token); an interpolation's own spans need no trimming.
+                    ends: std::rc::Rc::new(Vec::new()),
                 };
                 let mut it = pairs
                     .next()
