@@ -10,4 +10,5 @@ pub mod ir;
 pub mod project;
 pub mod schema;
 pub mod sms;
+pub mod store;
 pub mod syntax;
