@@ -228,10 +228,30 @@ impl SledStore {
     }
 
     fn sled(path: &Path, opts: &OpenOptions) -> Result<sled::Db> {
-        Ok(sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_bytes)
-            .open()?)
+        // sled releases its file lock from a background thread after the last handle drops, so
+        // an immediate reopen in the same process can briefly find it held: retry for ~2 s
+        // before concluding that another process owns the store.
+        let mut tries = 0;
+        loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_bytes)
+                .open()
+            {
+                Ok(db) => return Ok(db),
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tries += 1;
+                    if tries > 100 {
+                        return Err(StoreError::Io(format!(
+                            "{} is locked: another aftercart process is using this store",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn create(dir: &Path, opts: &OpenOptions) -> Result<SledStore> {
@@ -569,10 +589,16 @@ impl SledStore {
         {
             let k = k?;
             let mid = &k[17..];
-            b.remove(layout::prefixed(layout::OUTBOX, mid));
-            b.remove(layout::prefixed(layout::PENDING, mid));
+            let ok = layout::prefixed(layout::OUTBOX, mid);
+            // Only if the message is still this person's (the index is derived; trust the record).
+            if let Some(v) = self.db.get(&ok)? {
+                if decode_out(&ok, &v)?.tag == *tag {
+                    b.remove(ok);
+                    b.remove(layout::prefixed(layout::PENDING, mid));
+                    ms += 1;
+                }
+            }
             b.remove(k);
-            ms += 1;
         }
         let zk = layout::tagged(layout::ERASURES, tag);
         b.insert(&zk[..], frame(&zk, &[ERASED]));
@@ -727,13 +753,17 @@ impl Store for SledStore {
             let (tag, key) = keys.ensure(&o.person)?;
             let k = layout::prefixed(layout::OUTBOX, o.message_id.as_bytes());
             let old = match overlay.remove(&o.message_id) {
-                Some(r) => Some(r.status),
+                Some(r) => Some((r.status, r.tag)),
                 None => match self.db.get(&k)? {
-                    Some(v) => Some(decode_out(&k, &v)?.status),
+                    Some(v) => decode_out(&k, &v).map(|r| Some((r.status, r.tag)))?,
                     None => None,
                 },
             };
-            if old != Some(o.status) {
+            // A message id re-used for another person leaves the old person's index.
+            if let Some((_, old_tag)) = old.filter(|(_, t)| *t != tag) {
+                b.remove(layout::person_outbox(&old_tag, &o.message_id));
+            }
+            if old.map(|(s, _)| s) != Some(o.status) {
                 *counters
                     .entry(format!("messages.{}.{}", o.flow, o.status.as_str()))
                     .or_default() += 1;
