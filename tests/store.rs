@@ -775,7 +775,7 @@ mod model {
                     }
                     Op::Restart => {
                         s.flush().unwrap();
-                        sled = None;
+                        drop(sled.take());
                         sled = Some(store::open(&dir).unwrap());
                     }
                 }
