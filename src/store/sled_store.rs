@@ -239,7 +239,12 @@ impl SledStore {
                 .open()
             {
                 Ok(db) => return Ok(db),
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // sled wraps the flock error in a message ("could not acquire lock"), so the
+                // kind alone does not always say WouldBlock.
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
                     tries += 1;
                     if tries > 100 {
                         return Err(StoreError::Io(format!(
