@@ -14,4 +14,5 @@ pub mod project;
 pub mod schema;
 pub mod sim;
 pub mod sms;
+pub mod store;
 pub mod syntax;

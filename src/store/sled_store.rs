@@ -1,0 +1,1186 @@
+//! `SledStore`: the [`Store`] on one sled tree plus the key file. See `docs/storage.md`.
+
+use super::codec::{frame, unframe, Reader, Writer};
+use super::keys::{self, KeyDir};
+use super::layout::{self, Tag};
+use super::*;
+use sled::Batch;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+const DB_DIR: &str = "db";
+const KEY_FILE: &str = "keys.bin";
+/// Erasure marker states (`z ++ tag`).
+const ERASING: u8 = 1;
+const ERASED: u8 = 2;
+/// An event key whose event moved to a person (or was compacted): drop at the next key rewrite.
+const RETIRED: u8 = 3;
+/// Log record value layout version (first byte of the body).
+const LOG_V1: u8 = 1;
+
+/// Tunables for [`SledStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// sled's page cache. The default (64 MiB) keeps RSS low with a million people on disk.
+    pub cache_bytes: u64,
+    /// How many of the newest log records `open` verifies (checksum, contiguity, indexes).
+    pub verify_last: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: 64 << 20,
+            verify_last: 1000,
+        }
+    }
+}
+
+/// What `open` checked and found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Integrity {
+    pub created: bool,
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    pub cursor: Seq,
+    pub log_records_verified: usize,
+    pub keys: usize,
+    /// Erasures interrupted by a crash and finished on open.
+    pub erasures_finished: usize,
+}
+
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    keys: RwLock<KeyDir>,
+    /// The last seq appended; holding it serialises writers.
+    writer: Mutex<Seq>,
+    flush_lock: Mutex<()>,
+    written: AtomicU64,
+    flushed: AtomicU64,
+    integrity: Integrity,
+}
+
+struct LogRec {
+    received_ms: i64,
+    source: String,
+    dedup: [u8; 16],
+    tag: Tag,
+    sealed: Vec<u8>,
+}
+
+fn encode_log(r: &LogRec) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(LOG_V1)
+        .i64(r.received_ms)
+        .str(&r.source)
+        .raw(&r.dedup)
+        .raw(&r.tag)
+        .bytes(&r.sealed);
+    w.buf
+}
+
+fn decode_log(key: &[u8], v: &[u8]) -> Result<LogRec> {
+    let what = layout::describe(key);
+    let body = unframe(key, v)?;
+    let mut r = Reader::new(body, &what);
+    let ver = r.u8()?;
+    if ver != LOG_V1 {
+        return Err(StoreError::Corrupt {
+            what,
+            detail: format!("unknown log record version {ver}"),
+        });
+    }
+    Ok(LogRec {
+        received_ms: r.i64()?,
+        source: r.string()?,
+        dedup: r.array()?,
+        tag: r.array()?,
+        sealed: r.bytes()?.to_vec(),
+    })
+}
+
+struct OutRec {
+    tag: Tag,
+    status: OutboxStatus,
+    attempts: u32,
+    provider_id: Option<String>,
+    flow: String,
+    step: u32,
+    sealed: Vec<u8>,
+}
+
+fn encode_out(o: &OutRec) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.raw(&o.tag)
+        .u8(o.status.code())
+        .u32(o.attempts)
+        .opt_str(o.provider_id.as_deref())
+        .str(&o.flow)
+        .u32(o.step)
+        .bytes(&o.sealed);
+    w.buf
+}
+
+fn decode_out(key: &[u8], v: &[u8]) -> Result<OutRec> {
+    let what = layout::describe(key);
+    let body = unframe(key, v)?;
+    let mut r = Reader::new(body, &what);
+    let tag = r.array()?;
+    let code = r.u8()?;
+    let status = OutboxStatus::from_code(code).ok_or_else(|| StoreError::Corrupt {
+        what: what.clone(),
+        detail: format!("unknown status code {code}"),
+    })?;
+    Ok(OutRec {
+        tag,
+        status,
+        attempts: r.u32()?,
+        provider_id: r.opt_string()?,
+        flow: r.string()?,
+        step: r.u32()?,
+        sealed: r.bytes()?.to_vec(),
+    })
+}
+
+fn u64_value(key: &[u8], v: &[u8]) -> Result<u64> {
+    let body = unframe(key, v)?;
+    let what = layout::describe(key);
+    Reader::new(body, &what).u64()
+}
+
+fn framed_u64(key: &[u8], n: u64) -> Vec<u8> {
+    frame(key, &n.to_be_bytes())
+}
+
+fn undecryptable(key: &[u8]) -> StoreError {
+    StoreError::Corrupt {
+        what: layout::describe(key),
+        detail: "sealed value does not authenticate under its person's key".into(),
+    }
+}
+
+/// The sealed part of a log record: the source id and the payload.
+fn log_plain(source_id: &str, payload: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.str(source_id).raw(payload);
+    w.buf
+}
+
+fn split_log_plain(key: &[u8], plain: &[u8]) -> Result<(String, Vec<u8>)> {
+    let what = layout::describe(key);
+    let mut r = Reader::new(plain, &what);
+    let id = r.string()?;
+    Ok((id, r.rest().to_vec()))
+}
+
+fn is_event_subject(name: &str) -> bool {
+    name.starts_with('#')
+}
+
+impl SledStore {
+    /// Open the store in `dir`, creating it when `dir` does not exist or is empty. An existing
+    /// directory must hold a store with the right magic and schema version; the newest log
+    /// records are verified and any interrupted erasure is finished. Never starts empty over
+    /// existing data.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        Self::open_with(dir, OpenOptions::default())
+    }
+
+    pub fn open_with(dir: &Path, opts: OpenOptions) -> Result<SledStore> {
+        let shown = dir.display().to_string();
+        let empty = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(StoreError::Io(format!("read {shown}: {e}"))),
+            Ok(mut it) => it.next().is_none(),
+        };
+        if empty {
+            return Self::create(dir, &opts);
+        }
+        let db_path = dir.join(DB_DIR);
+        if !db_path.is_dir() {
+            return Err(StoreError::NotAStore {
+                dir: shown,
+                reason: format!("it is not empty and has no {DB_DIR}/ database"),
+            });
+        }
+        let db = Self::sled(&db_path, &opts)?;
+        let meta = db.get(layout::META)?.ok_or_else(|| StoreError::NotAStore {
+            dir: shown.clone(),
+            reason: "its database has no meta record (not created by aftercart, or its \
+                     creation was interrupted: remove the directory if it holds nothing)"
+                .into(),
+        })?;
+        Self::check_meta(&shown, &meta)?;
+        let key_path = dir.join(KEY_FILE);
+        if !key_path.exists() {
+            return Err(StoreError::Corrupt {
+                what: format!("key file {}", key_path.display()),
+                detail: "missing: every personal record in the log would be unreadable".into(),
+            });
+        }
+        let keys = KeyDir::load(&key_path)?;
+        let mut s = SledStore::assemble(dir, db, keys, Integrity::default());
+        s.recover(opts.verify_last)?;
+        Ok(s)
+    }
+
+    fn sled(path: &Path, opts: &OpenOptions) -> Result<sled::Db> {
+        // sled releases its file lock from a background thread after the last handle drops, so
+        // an immediate reopen in the same process can briefly find it held: retry for ~2 s
+        // before concluding that another process owns the store.
+        let mut tries = 0;
+        loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_bytes)
+                .open()
+            {
+                Ok(db) => return Ok(db),
+                // sled wraps the flock error in a message ("could not acquire lock"), so the
+                // kind alone does not always say WouldBlock.
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    if tries > 100 {
+                        return Err(StoreError::Io(format!(
+                            "{} is locked: another aftercart process is using this store",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn create(dir: &Path, opts: &OpenOptions) -> Result<SledStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
+        let keys = KeyDir::create(&dir.join(KEY_FILE))?;
+        let db = Self::sled(&dir.join(DB_DIR), opts)?;
+        let meta = serde_json::json!({
+            "magic": MAGIC,
+            "schema_version": SCHEMA_VERSION,
+            "created_at": Utc::now().to_rfc3339(),
+        });
+        let body = serde_json::to_vec(&meta).expect("json");
+        db.insert(layout::META, frame(layout::META, &body))?;
+        db.insert(layout::FIRST, framed_u64(layout::FIRST, 1))?;
+        db.flush()?;
+        keys::sync_dir(dir)?;
+        let integrity = Integrity {
+            created: true,
+            first_seq: 1,
+            ..Integrity::default()
+        };
+        Ok(SledStore::assemble(dir, db, keys, integrity))
+    }
+
+    fn assemble(dir: &Path, db: sled::Db, keys: KeyDir, integrity: Integrity) -> SledStore {
+        SledStore {
+            dir: dir.to_path_buf(),
+            db,
+            keys: RwLock::new(keys),
+            writer: Mutex::new(integrity.last_seq),
+            flush_lock: Mutex::new(()),
+            written: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            integrity,
+        }
+    }
+
+    fn check_meta(dir: &str, v: &[u8]) -> Result<()> {
+        let body = unframe(layout::META, v)?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| StoreError::Corrupt {
+                what: "meta record".into(),
+                detail: format!("not JSON: {e}"),
+            })?;
+        if meta.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {
+            return Err(StoreError::NotAStore {
+                dir: dir.into(),
+                reason: format!("its meta record lacks the magic {MAGIC:?}"),
+            });
+        }
+        let found = meta
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::SchemaMismatch {
+                dir: dir.into(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// What `open` verified.
+    pub fn integrity(&self) -> &Integrity {
+        &self.integrity
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(v) => u64_value(key, &v).map(Some),
+        }
+    }
+
+    /// Verify the newest log records and the pointers, and finish interrupted erasures.
+    fn recover(&mut self, verify_last: usize) -> Result<()> {
+        let first = self.get_u64(layout::FIRST)?.unwrap_or(1);
+        let last = match self.db.scan_prefix([layout::LOG]).keys().next_back() {
+            None => first - 1,
+            Some(k) => {
+                let k = k?;
+                layout::seq_of_log(&k).ok_or_else(|| StoreError::Corrupt {
+                    what: "log".into(),
+                    detail: format!("malformed log key of {} bytes", k.len()),
+                })?
+            }
+        };
+        if last + 1 < first {
+            return Err(StoreError::Corrupt {
+                what: "log".into(),
+                detail: format!("the last record is seq {last} but the log starts at {first}"),
+            });
+        }
+        let cursor = self.get_u64(layout::CURSOR)?.unwrap_or(0);
+        if cursor > last {
+            return Err(StoreError::Corrupt {
+                what: "cursor record".into(),
+                detail: format!(
+                    "cursor is at seq {cursor} but the log ends at seq {last}: log records were lost"
+                ),
+            });
+        }
+        let erased: HashMap<Tag, u8> = self.markers()?;
+        let mut expect = last;
+        let mut verified = 0;
+        {
+            let keys = self.keys.read().unwrap();
+            for kv in self.db.scan_prefix([layout::LOG]).rev().take(verify_last) {
+                let (k, v) = kv?;
+                let seq = layout::seq_of_log(&k).unwrap_or(0);
+                if seq != expect {
+                    return Err(StoreError::Corrupt {
+                        what: "log".into(),
+                        detail: format!(
+                            "sequence not contiguous: expected seq {expect}, found seq {seq}"
+                        ),
+                    });
+                }
+                let rec = decode_log(&k, &v)?;
+                let dk = layout::prefixed(layout::DEDUP, &rec.dedup);
+                let points = match self.db.get(&dk)? {
+                    None => None,
+                    Some(d) => Some(u64_value(&dk, &d)?),
+                };
+                if points != Some(seq) {
+                    return Err(StoreError::Corrupt {
+                        what: format!("dedup index for log record seq {seq}"),
+                        detail: format!("points to {points:?}"),
+                    });
+                }
+                match keys.resolve(&rec.tag) {
+                    Some((_, key)) => {
+                        if keys::open(&key, &k, &rec.sealed).is_none() {
+                            return Err(undecryptable(&k));
+                        }
+                    }
+                    None if erased.contains_key(&rec.tag) => {}
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            what: format!("log record seq {seq}"),
+                            detail: "sealed with a key that keys.bin lacks and that was never \
+                                     erased: keys.bin is older than the database?"
+                                .into(),
+                        })
+                    }
+                }
+                verified += 1;
+                expect = seq.wrapping_sub(1);
+            }
+        }
+        if verified < verify_last && last >= first && expect + 1 != first {
+            return Err(StoreError::Corrupt {
+                what: "log".into(),
+                detail: format!(
+                    "the log should start at seq {first} but its oldest record is seq {}",
+                    expect + 1
+                ),
+            });
+        }
+        let mut finished = 0;
+        for (tag, state) in erased {
+            if state == ERASING {
+                self.finish_erasure(&tag)?;
+                finished += 1;
+            }
+        }
+        if finished > 0 {
+            self.db.flush()?;
+        }
+        *self.writer.lock().unwrap() = last;
+        self.integrity = Integrity {
+            created: false,
+            first_seq: first,
+            last_seq: last,
+            cursor,
+            log_records_verified: verified,
+            keys: self.keys.read().unwrap().len(),
+            erasures_finished: finished,
+        };
+        Ok(())
+    }
+
+    fn markers(&self) -> Result<HashMap<Tag, u8>> {
+        let mut out = HashMap::new();
+        for kv in self.db.scan_prefix([layout::ERASURES]) {
+            let (k, v) = kv?;
+            let body = unframe(&k, &v)?;
+            if k.len() == 17 && body.len() == 1 {
+                out.insert(k[1..].try_into().unwrap(), body[0]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Count changes to apply with the batch: reads the stored values (writers are serialised).
+    fn add_counters(&self, b: &mut Batch, deltas: HashMap<String, i64>) -> Result<()> {
+        for (name, d) in deltas {
+            if d == 0 {
+                continue;
+            }
+            let k = layout::prefixed(layout::COUNTERS, name.as_bytes());
+            let cur = self.get_u64(&k)?.unwrap_or(0);
+            let new = if d < 0 {
+                cur.saturating_sub(d.unsigned_abs())
+            } else {
+                cur.saturating_add(d as u64)
+            };
+            b.insert(k.clone(), framed_u64(&k, new));
+        }
+        Ok(())
+    }
+
+    fn apply(&self, keys: &mut KeyDir, b: Batch) -> Result<()> {
+        // Keys first: durable ciphertext must never outlive its key's absence.
+        keys.sync()?;
+        self.db.apply_batch(b)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn flush_inner(&self) -> Result<()> {
+        let target = self.written.load(Ordering::SeqCst);
+        let _g = self.flush_lock.lock().unwrap();
+        if self.flushed.load(Ordering::SeqCst) >= target && target > 0 {
+            return Ok(());
+        }
+        let covered = self.written.load(Ordering::SeqCst);
+        self.db.flush()?;
+        self.flushed.store(covered, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_entry(&self, keys: &KeyDir, k: &[u8], v: &[u8]) -> Result<LogEntry> {
+        let rec = decode_log(k, v)?;
+        let seq = layout::seq_of_log(k).unwrap_or(0);
+        let mut e = LogEntry {
+            seq,
+            received_at: from_millis(rec.received_ms),
+            source: rec.source,
+            source_id: None,
+            person: None,
+            payload: None,
+        };
+        if let Some((name, key)) = keys.resolve(&rec.tag) {
+            let plain = keys::open(&key, k, &rec.sealed).ok_or_else(|| undecryptable(k))?;
+            let (id, payload) = split_log_plain(k, &plain)?;
+            e.source_id = Some(id);
+            e.payload = Some(payload);
+            if !is_event_subject(name) {
+                e.person = Some(name.to_string());
+            }
+        }
+        Ok(e)
+    }
+
+    fn read_timer(&self, keys: &KeyDir, k: &[u8], v: &[u8]) -> Result<Option<Timer>> {
+        let body = unframe(k, v)?;
+        if k.len() != 45 {
+            return Err(StoreError::Corrupt {
+                what: layout::describe(k),
+                detail: "malformed timer key".into(),
+            });
+        }
+        let tag: Tag = k[9..25].try_into().unwrap();
+        // A tag without a key belongs to a person being erased: not a live timer.
+        let Some((person, key)) = keys.resolve(&tag) else {
+            return Ok(None);
+        };
+        let inst = keys::open(&key, k, body).ok_or_else(|| undecryptable(k))?;
+        Ok(Some(Timer {
+            due: from_millis(layout::due_from(&k[1..9])),
+            person: person.to_string(),
+            instance: String::from_utf8_lossy(&inst).into_owned(),
+            step: u32::from_be_bytes(k[41..45].try_into().unwrap()),
+        }))
+    }
+
+    fn read_outbox(&self, keys: &KeyDir, message_id: &str) -> Result<Option<OutboxEntry>> {
+        let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
+        let Some(v) = self.db.get(&k)? else {
+            return Ok(None);
+        };
+        let o = decode_out(&k, &v)?;
+        let Some((person, key)) = keys.resolve(&o.tag) else {
+            return Ok(None);
+        };
+        let message = keys::open(&key, &k, &o.sealed).ok_or_else(|| undecryptable(&k))?;
+        Ok(Some(OutboxEntry {
+            message_id: message_id.to_string(),
+            person: person.to_string(),
+            flow: o.flow,
+            step: o.step,
+            message,
+            status: o.status,
+            attempts: o.attempts,
+            provider_id: o.provider_id,
+        }))
+    }
+
+    /// Delete every live record of an erased tag (its key is already destroyed) and mark the
+    /// erasure done. Also drops retired event keys' markers (the key rewrite removed them).
+    fn finish_erasure(&self, tag: &Tag) -> Result<(u64, u64, u64)> {
+        let mut b = Batch::default();
+        b.remove(&layout::tagged(layout::PEOPLE, tag)[..]);
+        let (mut ev, mut ti, mut ms) = (0, 0, 0);
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_EVENTS, tag))
+            .keys()
+        {
+            b.remove(k?);
+            ev += 1;
+        }
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_TIMERS, tag))
+            .keys()
+        {
+            let k = k?;
+            b.remove(&layout::timer_from_person_timer(&k)[..]);
+            b.remove(k);
+            ti += 1;
+        }
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_OUTBOX, tag))
+            .keys()
+        {
+            let k = k?;
+            let mid = &k[17..];
+            let ok = layout::prefixed(layout::OUTBOX, mid);
+            // Only if the message is still this person's (the index is derived; trust the record).
+            if let Some(v) = self.db.get(&ok)? {
+                if decode_out(&ok, &v)?.tag == *tag {
+                    b.remove(ok);
+                    b.remove(layout::prefixed(layout::PENDING, mid));
+                    ms += 1;
+                }
+            }
+            b.remove(k);
+        }
+        let zk = layout::tagged(layout::ERASURES, tag);
+        b.insert(&zk[..], frame(&zk, &[ERASED]));
+        self.db.apply_batch(b)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok((ev, ti, ms))
+    }
+
+    /// Rewrite keys.bin without retired event keys (after a flush made their retirement
+    /// durable), then drop the markers.
+    fn purge_retired(&self, keys: &mut KeyDir, also: &[&str]) -> Result<()> {
+        let retired: HashSet<Tag> = self
+            .markers()?
+            .into_iter()
+            .filter(|(_, s)| *s == RETIRED)
+            .map(|(t, _)| t)
+            .collect();
+        if retired.is_empty() && also.is_empty() {
+            return Ok(());
+        }
+        keys.destroy(also, &retired)?;
+        let mut b = Batch::default();
+        for t in &retired {
+            b.remove(&layout::tagged(layout::ERASURES, t)[..]);
+        }
+        self.db.apply_batch(b)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Test and repair hooks: raw access to the one tree, bypassing checksums. Not part of the
+    /// API; the corruption tests use them to damage records as a crash would.
+    #[doc(hidden)]
+    pub fn debug_raw_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.db.get(key).ok().flatten().map(|v| v.to_vec())
+    }
+
+    #[doc(hidden)]
+    pub fn debug_raw_insert(&self, key: &[u8], value: &[u8]) {
+        self.db.insert(key, value).expect("raw insert");
+        self.db.flush().expect("raw flush");
+    }
+
+    #[doc(hidden)]
+    pub fn debug_raw_remove(&self, key: &[u8]) {
+        self.db.remove(key).expect("raw remove");
+        self.db.flush().expect("raw flush");
+    }
+}
+
+impl Store for SledStore {
+    fn append(&self, events: &[NewEvent]) -> Result<Vec<AppendResult>> {
+        let mut last = self.writer.lock().unwrap();
+        let mut keys = self.keys.write().unwrap();
+        let mut b = Batch::default();
+        let mut out = Vec::with_capacity(events.len());
+        let mut seen: HashMap<[u8; 17], Seq> = HashMap::new();
+        let mut counters: HashMap<String, i64> = HashMap::new();
+        let mut next = *last;
+        for ev in events {
+            let dk = layout::dedup(&ev.source, &ev.source_id);
+            let dup = match seen.get(&dk) {
+                Some(s) => Some(*s),
+                None => match self.db.get(dk)? {
+                    Some(v) => Some(u64_value(&dk, &v)?),
+                    None => None,
+                },
+            };
+            if let Some(s) = dup {
+                *counters
+                    .entry(format!("events.duplicate.{}", ev.source))
+                    .or_default() += 1;
+                out.push(AppendResult::Duplicate(s));
+                continue;
+            }
+            next += 1;
+            let subject = match &ev.person {
+                Some(p) => p.clone(),
+                None => format!("#{next}"),
+            };
+            let (tag, key) = keys.ensure(&subject)?;
+            let lk = layout::log(next);
+            let sealed = keys::seal(&key, &lk, &log_plain(&ev.source_id, &ev.payload))?;
+            let rec = LogRec {
+                received_ms: millis(ev.received_at),
+                source: ev.source.clone(),
+                dedup: dk[1..].try_into().unwrap(),
+                tag,
+                sealed,
+            };
+            b.insert(&lk[..], frame(&lk, &encode_log(&rec)));
+            b.insert(&dk[..], framed_u64(&dk, next));
+            if ev.person.is_some() {
+                let ek = layout::person_event(&tag, next);
+                b.insert(ek.clone(), frame(&ek, b""));
+            }
+            seen.insert(dk, next);
+            *counters
+                .entry(format!("events.accepted.{}", ev.source))
+                .or_default() += 1;
+            out.push(AppendResult::Accepted(next));
+        }
+        self.add_counters(&mut b, counters)?;
+        self.apply(&mut keys, b)?;
+        *last = next;
+        Ok(out)
+    }
+
+    fn commit(&self, c: CommitBatch) -> Result<()> {
+        let last = self.writer.lock().unwrap();
+        let mut keys = self.keys.write().unwrap();
+        let mut b = Batch::default();
+        let mut counters: HashMap<String, i64> = HashMap::new();
+        for p in &c.people_remove {
+            if let Some((tag, _)) = keys.get(p) {
+                b.remove(&layout::tagged(layout::PEOPLE, &tag)[..]);
+            }
+        }
+        for (p, state) in &c.people_put {
+            let (tag, key) = keys.ensure(p)?;
+            let k = layout::tagged(layout::PEOPLE, &tag);
+            b.insert(&k[..], frame(&k, &keys::seal(&key, &k, state)?));
+        }
+        for t in &c.timers_remove {
+            if let Some((tag, key)) = keys.get(&t.person) {
+                let tk = layout::timer(
+                    millis(t.due),
+                    &tag,
+                    &keys::instance_hash(&key, &t.instance),
+                    t.step,
+                );
+                b.remove(&tk[..]);
+                b.remove(&layout::person_timer(&tk)[..]);
+            }
+        }
+        for t in &c.timers_add {
+            let (tag, key) = keys.ensure(&t.person)?;
+            let tk = layout::timer(
+                millis(t.due),
+                &tag,
+                &keys::instance_hash(&key, &t.instance),
+                t.step,
+            );
+            let sealed = keys::seal(&key, &tk, t.instance.as_bytes())?;
+            b.insert(&tk[..], frame(&tk, &sealed));
+            let pk = layout::person_timer(&tk);
+            b.insert(&pk[..], frame(&pk, b""));
+        }
+        // Outbox records written earlier in this batch, so updates see them.
+        let mut overlay: HashMap<String, OutRec> = HashMap::new();
+        for o in &c.outbox_put {
+            let (tag, key) = keys.ensure(&o.person)?;
+            let k = layout::prefixed(layout::OUTBOX, o.message_id.as_bytes());
+            let old = match overlay.remove(&o.message_id) {
+                Some(r) => Some((r.status, r.tag)),
+                None => match self.db.get(&k)? {
+                    Some(v) => decode_out(&k, &v).map(|r| Some((r.status, r.tag)))?,
+                    None => None,
+                },
+            };
+            // A message id re-used for another person leaves the old person's index.
+            if let Some((_, old_tag)) = old.filter(|(_, t)| *t != tag) {
+                b.remove(layout::person_outbox(&old_tag, &o.message_id));
+            }
+            if old.map(|(s, _)| s) != Some(o.status) {
+                *counters
+                    .entry(format!("messages.{}.{}", o.flow, o.status.as_str()))
+                    .or_default() += 1;
+            }
+            let rec = OutRec {
+                tag,
+                status: o.status,
+                attempts: o.attempts,
+                provider_id: o.provider_id.clone(),
+                flow: o.flow.clone(),
+                step: o.step,
+                sealed: keys::seal(&key, &k, &o.message)?,
+            };
+            b.insert(k.clone(), frame(&k, &encode_out(&rec)));
+            let qk = layout::prefixed(layout::PENDING, o.message_id.as_bytes());
+            if o.status == OutboxStatus::Pending {
+                b.insert(qk.clone(), frame(&qk, b""));
+            } else {
+                b.remove(qk);
+            }
+            let ok = layout::person_outbox(&tag, &o.message_id);
+            b.insert(ok.clone(), frame(&ok, b""));
+            overlay.insert(o.message_id.clone(), rec);
+        }
+        for u in &c.outbox_update {
+            let k = layout::prefixed(layout::OUTBOX, u.message_id.as_bytes());
+            let mut rec = match overlay.remove(&u.message_id) {
+                Some(r) => r,
+                None => match self.db.get(&k)? {
+                    Some(v) => decode_out(&k, &v)?,
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "outbox update for unknown message {}",
+                            u.message_id
+                        )))
+                    }
+                },
+            };
+            if rec.status != u.status {
+                *counters
+                    .entry(format!("messages.{}.{}", rec.flow, u.status.as_str()))
+                    .or_default() += 1;
+            }
+            rec.status = u.status;
+            rec.attempts = u.attempts;
+            rec.provider_id = u.provider_id.clone();
+            b.insert(k.clone(), frame(&k, &encode_out(&rec)));
+            let qk = layout::prefixed(layout::PENDING, u.message_id.as_bytes());
+            if u.status == OutboxStatus::Pending {
+                b.insert(qk.clone(), frame(&qk, b""));
+            } else {
+                b.remove(qk);
+            }
+            overlay.insert(u.message_id.clone(), rec);
+        }
+        for (seq, person) in &c.attribute {
+            let lk = layout::log(*seq);
+            let Some(v) = self.db.get(lk)? else {
+                return Err(StoreError::Invalid(format!(
+                    "attribute: seq {seq} is not in the log"
+                )));
+            };
+            let mut rec = decode_log(&lk, &v)?;
+            let Some((name, old_key)) = keys.resolve(&rec.tag).map(|(n, k)| (n.to_string(), k))
+            else {
+                continue; // erased meanwhile: nothing left to move
+            };
+            if !is_event_subject(&name) {
+                if &name == person {
+                    continue;
+                }
+                return Err(StoreError::Invalid(format!(
+                    "attribute: seq {seq} already belongs to another person"
+                )));
+            }
+            let plain = keys::open(&old_key, &lk, &rec.sealed).ok_or_else(|| undecryptable(&lk))?;
+            let old_tag = rec.tag;
+            let (tag, key) = keys.ensure(person)?;
+            rec.tag = tag;
+            rec.sealed = keys::seal(&key, &lk, &plain)?;
+            b.insert(&lk[..], frame(&lk, &encode_log(&rec)));
+            let ek = layout::person_event(&tag, *seq);
+            b.insert(ek.clone(), frame(&ek, b""));
+            // The event's own key can decrypt the old copy still in sled's segments: retire it
+            // so the next key-file rewrite destroys it.
+            let zk = layout::tagged(layout::ERASURES, &old_tag);
+            b.insert(&zk[..], frame(&zk, &[RETIRED]));
+        }
+        for (name, d) in &c.counters {
+            *counters.entry(name.clone()).or_default() += d;
+        }
+        if let Some(cur) = c.cursor {
+            if cur > *last {
+                return Err(StoreError::Invalid(format!(
+                    "cursor {cur} is past the end of the log ({})",
+                    *last
+                )));
+            }
+            b.insert(layout::CURSOR, framed_u64(layout::CURSOR, cur));
+        }
+        self.add_counters(&mut b, counters)?;
+        self.apply(&mut keys, b)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.flush_inner()
+    }
+
+    fn last_seq(&self) -> Result<Seq> {
+        Ok(*self.writer.lock().unwrap())
+    }
+
+    fn first_seq(&self) -> Result<Seq> {
+        Ok(self.get_u64(layout::FIRST)?.unwrap_or(1))
+    }
+
+    fn cursor(&self) -> Result<Seq> {
+        Ok(self.get_u64(layout::CURSOR)?.unwrap_or(0))
+    }
+
+    fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogEntry>> {
+        let keys = self.keys.read().unwrap();
+        let mut out = Vec::new();
+        let end = layout::log(u64::MAX);
+        for kv in self.db.range(layout::log(from)..=end).take(limit) {
+            let (k, v) = kv?;
+            out.push(self.read_entry(&keys, &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn person(&self, person: &str) -> Result<Option<Vec<u8>>> {
+        let keys = self.keys.read().unwrap();
+        let Some((tag, key)) = keys.get(person) else {
+            return Ok(None);
+        };
+        let k = layout::tagged(layout::PEOPLE, &tag);
+        match self.db.get(k)? {
+            None => Ok(None),
+            Some(v) => {
+                let body = unframe(&k, &v)?;
+                Ok(Some(
+                    keys::open(&key, &k, body).ok_or_else(|| undecryptable(&k))?,
+                ))
+            }
+        }
+    }
+
+    fn people(&self) -> Result<Vec<String>> {
+        let keys = self.keys.read().unwrap();
+        let mut out = Vec::new();
+        for k in self.db.scan_prefix([layout::PEOPLE]).keys() {
+            let k = k?;
+            if let Some((name, _)) = k[1..].try_into().ok().and_then(|t| keys.resolve(&t)) {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>> {
+        let keys = self.keys.read().unwrap();
+        let mut hi = vec![layout::TIMERS];
+        hi.extend_from_slice(&layout::due_bytes(millis(now)));
+        hi.push(0xff);
+        let mut out = Vec::new();
+        for kv in self.db.range(vec![layout::TIMERS]..hi) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if let Some(t) = self.read_timer(&keys, &k, &v)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let keys = self.keys.read().unwrap();
+        for kv in self.db.scan_prefix([layout::TIMERS]) {
+            let (k, v) = kv?;
+            if let Some(t) = self.read_timer(&keys, &k, &v)? {
+                return Ok(Some(t.due));
+            }
+        }
+        Ok(None)
+    }
+
+    fn timers_of(&self, person: &str) -> Result<Vec<Timer>> {
+        let keys = self.keys.read().unwrap();
+        let Some((tag, _)) = keys.get(person) else {
+            return Ok(vec![]);
+        };
+        let mut out = Vec::new();
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_TIMERS, &tag))
+            .keys()
+        {
+            let tk = layout::timer_from_person_timer(&k?);
+            let Some(v) = self.db.get(tk)? else {
+                return Err(StoreError::Corrupt {
+                    what: layout::describe(&tk),
+                    detail: "in the person-timer index but missing".into(),
+                });
+            };
+            out.extend(self.read_timer(&keys, &tk, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn outbox(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
+        let keys = self.keys.read().unwrap();
+        self.read_outbox(&keys, message_id)
+    }
+
+    fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let keys = self.keys.read().unwrap();
+        let mut out = Vec::new();
+        for k in self.db.scan_prefix([layout::PENDING]).keys() {
+            if out.len() >= limit {
+                break;
+            }
+            let k = k?;
+            let mid = String::from_utf8_lossy(&k[1..]).into_owned();
+            out.extend(self.read_outbox(&keys, &mid)?);
+        }
+        Ok(out)
+    }
+
+    fn deploy(&self, hash: &str, program: &[u8]) -> Result<()> {
+        let _w = self.writer.lock().unwrap();
+        let mut b = Batch::default();
+        let k = layout::prefixed(layout::PROGRAMS, hash.as_bytes());
+        b.insert(k.clone(), frame(&k, program));
+        b.insert(layout::DEPLOYED, frame(layout::DEPLOYED, hash.as_bytes()));
+        self.db.apply_batch(b)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        drop(_w);
+        self.flush_inner()
+    }
+
+    fn program(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        let k = layout::prefixed(layout::PROGRAMS, hash.as_bytes());
+        match self.db.get(&k)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(unframe(&k, &v)?.to_vec())),
+        }
+    }
+
+    fn deployed(&self) -> Result<Option<String>> {
+        match self.db.get(layout::DEPLOYED)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                String::from_utf8_lossy(unframe(layout::DEPLOYED, &v)?).into_owned(),
+            )),
+        }
+    }
+
+    fn counters(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for kv in self.db.scan_prefix([layout::COUNTERS]) {
+            let (k, v) = kv?;
+            out.insert(
+                String::from_utf8_lossy(&k[1..]).into_owned(),
+                u64_value(&k, &v)?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn export(&self, person: &str) -> Result<serde_json::Value> {
+        use serde_json::json;
+        let state = self.person(person)?;
+        let timers = self.timers_of(person)?;
+        let keys = self.keys.read().unwrap();
+        let Some((tag, _)) = keys.get(person) else {
+            return Ok(json!({ "person": person, "found": false }));
+        };
+        let mut events = Vec::new();
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_EVENTS, &tag))
+            .keys()
+        {
+            let k = k?;
+            let seq = u64::from_be_bytes(k[17..25].try_into().unwrap());
+            let lk = layout::log(seq);
+            // Compacted entries are gone from the log; the index entry went with them.
+            if let Some(v) = self.db.get(lk)? {
+                let e = self.read_entry(&keys, &lk, &v)?;
+                events.push(json!({
+                    "seq": e.seq,
+                    "received_at": e.received_at.to_rfc3339(),
+                    "source": e.source,
+                    "source_id": e.source_id,
+                    "payload": e.payload.as_deref().map(bytes_json),
+                }));
+            }
+        }
+        let mut outbox = Vec::new();
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_OUTBOX, &tag))
+            .keys()
+        {
+            let k = k?;
+            let mid = String::from_utf8_lossy(&k[17..]).into_owned();
+            if let Some(o) = self.read_outbox(&keys, &mid)? {
+                outbox.push(json!({
+                    "message_id": o.message_id,
+                    "flow": o.flow,
+                    "step": o.step,
+                    "status": o.status.as_str(),
+                    "attempts": o.attempts,
+                    "provider_id": o.provider_id,
+                    "message": bytes_json(&o.message),
+                }));
+            }
+        }
+        Ok(json!({
+            "person": person,
+            "found": true,
+            "state": state.as_deref().map(bytes_json),
+            "events": events,
+            "timers": timers.iter().map(|t| json!({
+                "due": t.due.to_rfc3339(), "instance": t.instance, "step": t.step,
+            })).collect::<Vec<_>>(),
+            "outbox": outbox,
+        }))
+    }
+
+    fn forget(&self, person: &str) -> Result<ForgetReport> {
+        let _w = self.writer.lock().unwrap();
+        let mut keys = self.keys.write().unwrap();
+        let Some((tag, _)) = keys.get(person) else {
+            return Ok(ForgetReport::default());
+        };
+        // 1. Everything written so far durable (attributions whose retired keys we will drop),
+        //    plus a marker so a crash after the key is gone still finishes the deletion.
+        let zk = layout::tagged(layout::ERASURES, &tag);
+        self.db.insert(&zk[..], frame(&zk, &[ERASING]))?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        self.flush_inner()?;
+        // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
+        self.purge_retired(&mut keys, &[person])?;
+        // 3. Delete the live records, mark the erasure done.
+        let (events, timers, messages) = self.finish_erasure(&tag)?;
+        self.flush_inner()?;
+        Ok(ForgetReport {
+            found: true,
+            events,
+            timers,
+            messages,
+        })
+    }
+
+    fn compact(&self, before: DateTime<Utc>) -> Result<CompactReport> {
+        let last = self.writer.lock().unwrap();
+        let mut keys = self.keys.write().unwrap();
+        let cursor = self.get_u64(layout::CURSOR)?.unwrap_or(0);
+        let mut first = self.get_u64(layout::FIRST)?.unwrap_or(1);
+        let limit = millis(before);
+        let mut dropped = 0;
+        loop {
+            // Chunks bound the batch size; each chunk is atomic and leaves a contiguous log.
+            let mut b = Batch::default();
+            let mut n = 0;
+            let mut stop = false;
+            for kv in self.db.range(layout::log(first)..=layout::log(u64::MAX)) {
+                let (k, v) = kv?;
+                let seq = layout::seq_of_log(&k).unwrap_or(0);
+                let rec = decode_log(&k, &v)?;
+                if seq > cursor || rec.received_ms >= limit {
+                    stop = true;
+                    break;
+                }
+                b.remove(k);
+                b.remove(layout::prefixed(layout::DEDUP, &rec.dedup));
+                b.remove(layout::person_event(&rec.tag, seq));
+                if keys
+                    .resolve(&rec.tag)
+                    .is_some_and(|(name, _)| is_event_subject(name))
+                {
+                    let zk = layout::tagged(layout::ERASURES, &rec.tag);
+                    b.insert(&zk[..], frame(&zk, &[RETIRED]));
+                }
+                first = seq + 1;
+                n += 1;
+                if n == 10_000 {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            b.insert(layout::FIRST, framed_u64(layout::FIRST, first));
+            self.db.apply_batch(b)?;
+            self.written.fetch_add(1, Ordering::SeqCst);
+            dropped += n;
+            if stop || n < 10_000 {
+                break;
+            }
+        }
+        self.flush_inner()?;
+        self.purge_retired(&mut keys, &[])?;
+        self.flush_inner()?;
+        debug_assert!(first <= *last + 1);
+        Ok(CompactReport {
+            dropped,
+            first_seq: first,
+        })
+    }
+}

@@ -1,0 +1,929 @@
+//! Storage layer tests: the log and dedup, atomic commits, reopen, timers, outbox, erasure with a
+//! raw byte scan of the data directory, export, refusal of foreign or damaged stores, a
+//! model-based property test against `MemStore`, and a SIGKILL crash test.
+
+use aftercart::store::{
+    self, AppendResult, CommitBatch, MemStore, NewEvent, OutboxEntry, OutboxStatus, OutboxUpdate,
+    SledStore, Store, StoreError, Timer,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use std::path::{Path, PathBuf};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("aftercart-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
+}
+
+fn ev(id: &str, person: Option<&str>, payload: &str) -> NewEvent {
+    NewEvent {
+        received_at: t(0),
+        source: "shopify".into(),
+        source_id: id.into(),
+        person: person.map(Into::into),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+fn timer(secs: i64, person: &str, inst: &str, step: u32) -> Timer {
+    Timer {
+        due: t(secs),
+        person: person.into(),
+        instance: inst.into(),
+        step,
+    }
+}
+
+fn msg(id: &str, person: &str, body: &str) -> OutboxEntry {
+    OutboxEntry {
+        message_id: id.into(),
+        person: person.into(),
+        flow: "review".into(),
+        step: 2,
+        message: serde_json::to_vec(&serde_json::json!({"to": "+15550001111", "body": body}))
+            .unwrap(),
+        status: OutboxStatus::Pending,
+        attempts: 0,
+        provider_id: None,
+    }
+}
+
+/// Every file under `dir`, recursively, as raw bytes.
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn append_dedups_across_batches_and_within_one() {
+    let dir = tmp("dedup");
+    let s = store::open(&dir).unwrap();
+    let r = s
+        .append(&[
+            ev("e1", Some("customer:1"), "{}"),
+            ev("e2", None, "{}"),
+            ev("e1", None, "{}"),
+        ])
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![
+            AppendResult::Accepted(1),
+            AppendResult::Accepted(2),
+            AppendResult::Duplicate(1)
+        ]
+    );
+    let r = s
+        .append(&[ev("e2", None, "{}"), ev("e3", None, "{}")])
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![AppendResult::Duplicate(2), AppendResult::Accepted(3)]
+    );
+    // Same id from another source is another event.
+    let mut other = ev("e1", None, "{}");
+    other.source = "custom".into();
+    assert_eq!(s.append(&[other]).unwrap(), vec![AppendResult::Accepted(4)]);
+    let log = s.read_log(1, 10).unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(log[0].person.as_deref(), Some("customer:1"));
+    assert_eq!(log[1].person, None);
+    assert_eq!(log[1].source_id.as_deref(), Some("e2"));
+    let c = s.counters().unwrap();
+    assert_eq!(c["events.accepted.shopify"], 3);
+    assert_eq!(c["events.duplicate.shopify"], 2);
+    assert_eq!(c["events.accepted.custom"], 1);
+}
+
+#[test]
+fn reopen_sees_everything_flushed() {
+    let dir = tmp("reopen");
+    {
+        let s = store::open(&dir).unwrap();
+        assert!(s.integrity().created);
+        s.append(&[ev("a", Some("customer:1"), "{\"x\":1}")])
+            .unwrap();
+        s.commit(CommitBatch {
+            cursor: Some(1),
+            people_put: vec![("customer:1".into(), b"state-1".to_vec())],
+            timers_add: vec![timer(60, "customer:1", "i1", 3)],
+            outbox_put: vec![msg("m1", "customer:1", "hi")],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        s.deploy("abc123", b"program").unwrap();
+        s.flush().unwrap();
+    }
+    let s = store::open(&dir).unwrap();
+    let i = s.integrity().clone();
+    assert!(!i.created);
+    assert_eq!((i.first_seq, i.last_seq, i.cursor), (1, 1, 1));
+    assert_eq!(i.log_records_verified, 1);
+    assert_eq!(s.cursor().unwrap(), 1);
+    assert_eq!(s.person("customer:1").unwrap().unwrap(), b"state-1");
+    assert_eq!(
+        s.due(t(60), 10).unwrap(),
+        vec![timer(60, "customer:1", "i1", 3)]
+    );
+    assert_eq!(
+        s.outbox("m1").unwrap().unwrap().status,
+        OutboxStatus::Pending
+    );
+    assert_eq!(s.deployed().unwrap().as_deref(), Some("abc123"));
+    assert_eq!(s.program("abc123").unwrap().unwrap(), b"program");
+    assert_eq!(
+        s.append(&[ev("b", None, "{}")]).unwrap(),
+        vec![AppendResult::Accepted(2)]
+    );
+    assert_eq!(s.people().unwrap(), vec!["customer:1".to_string()]);
+}
+
+#[test]
+fn commit_is_all_or_nothing() {
+    let dir = tmp("atomic");
+    let s = store::open(&dir).unwrap();
+    s.append(&[ev("a", Some("p"), "{}")]).unwrap();
+    // The update names an unknown message: the whole commit is refused, nothing applied.
+    let bad = CommitBatch {
+        cursor: Some(1),
+        people_put: vec![("p".into(), b"s".to_vec())],
+        timers_add: vec![timer(5, "p", "i", 1)],
+        outbox_update: vec![OutboxUpdate {
+            message_id: "nope".into(),
+            status: OutboxStatus::Sent,
+            attempts: 1,
+            provider_id: None,
+        }],
+        ..CommitBatch::default()
+    };
+    assert!(matches!(s.commit(bad.clone()), Err(StoreError::Invalid(_))));
+    assert_eq!(s.cursor().unwrap(), 0);
+    assert_eq!(s.person("p").unwrap(), None);
+    assert!(s.due(t(100), 10).unwrap().is_empty());
+    let mut too_far = CommitBatch {
+        cursor: Some(9),
+        ..CommitBatch::default()
+    };
+    too_far.people_put = bad.people_put.clone();
+    assert!(s.commit(too_far).is_err());
+    assert_eq!(s.person("p").unwrap(), None);
+}
+
+#[test]
+fn timers_come_back_in_due_order_across_people() {
+    let s = store::open(tmp("timers")).unwrap();
+    s.commit(CommitBatch {
+        timers_add: vec![
+            timer(300, "a", "ia", 1),
+            timer(100, "b", "ib", 1),
+            timer(200, "c", "ic", 4),
+            timer(-50, "a", "ia2", 2),
+            timer(100, "a", "ia", 7),
+        ],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.next_due().unwrap(), Some(t(-50)));
+    let due = s.due(t(200), 100).unwrap();
+    let secs: Vec<i64> = due
+        .iter()
+        .map(|x| x.due.timestamp() - t(0).timestamp())
+        .collect();
+    assert_eq!(secs, vec![-50, 100, 100, 200]);
+    assert_eq!(s.due(t(200), 2).unwrap().len(), 2);
+    s.commit(CommitBatch {
+        timers_remove: vec![timer(-50, "a", "ia2", 2), timer(100, "b", "ib", 1)],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.next_due().unwrap(), Some(t(100)));
+    assert_eq!(s.timers_of("a").unwrap().len(), 2);
+    assert!(s.timers_of("b").unwrap().is_empty());
+}
+
+#[test]
+fn outbox_status_transitions_and_counters() {
+    let s = store::open(tmp("outbox")).unwrap();
+    s.commit(CommitBatch {
+        outbox_put: vec![msg("m1", "p", "one"), msg("m2", "q", "two")],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.pending(10).unwrap().len(), 2);
+    let up = |id: &str, st, n, pid: Option<&str>| OutboxUpdate {
+        message_id: id.into(),
+        status: st,
+        attempts: n,
+        provider_id: pid.map(Into::into),
+    };
+    s.commit(CommitBatch {
+        outbox_update: vec![up("m1", OutboxStatus::Sent, 1, Some("SM1"))],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    let p = s.pending(10).unwrap();
+    assert_eq!(
+        p.iter().map(|o| o.message_id.as_str()).collect::<Vec<_>>(),
+        vec!["m2"]
+    );
+    s.commit(CommitBatch {
+        outbox_update: vec![
+            up("m1", OutboxStatus::Delivered, 1, Some("SM1")),
+            up("m2", OutboxStatus::Failed, 3, None),
+        ],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    let m1 = s.outbox("m1").unwrap().unwrap();
+    assert_eq!(m1.status, OutboxStatus::Delivered);
+    assert_eq!(m1.provider_id.as_deref(), Some("SM1"));
+    assert_eq!(m1.message, msg("m1", "p", "one").message);
+    assert!(s.pending(10).unwrap().is_empty());
+    let c = s.counters().unwrap();
+    assert_eq!(c["messages.review.pending"], 2);
+    assert_eq!(c["messages.review.sent"], 1);
+    assert_eq!(c["messages.review.delivered"], 1);
+    assert_eq!(c["messages.review.failed"], 1);
+}
+
+#[test]
+fn forget_leaves_no_identifier_in_any_file() {
+    let dir = tmp("forget");
+    let phone = "+15557654321";
+    let email = "zelda.quartermain@example.org";
+    let name = "Zelda Quartermain";
+    let person = format!("phone:{phone}");
+    let payload = format!(
+        r#"{{"customer":{{"first_name":"Zelda","last_name":"Quartermain","name":"{name}","email":"{email}","phone":"{phone}"}},"shipping_address":{{"address1":"17 Wobbly Lane"}}}}"#
+    );
+    {
+        let s = store::open(&dir).unwrap();
+        // Many versions of the same records so sled holds several stale copies.
+        for round in 0..20 {
+            s.append(&[
+                ev(&format!("z{round}"), Some(&person), &payload),
+                ev(
+                    &format!("o{round}"),
+                    Some("customer:other"),
+                    r#"{"name":"Otto Other"}"#,
+                ),
+                ev(&format!("u{round}"), None, r#"{"tracking":"1Z999"}"#),
+            ])
+            .unwrap();
+            s.commit(CommitBatch {
+                cursor: Some(s.last_seq().unwrap()),
+                people_put: vec![
+                    (
+                        person.clone(),
+                        format!("{{\"name\":\"{name}\",\"r\":{round}}}").into_bytes(),
+                    ),
+                    (
+                        "customer:other".into(),
+                        b"{\"name\":\"Otto Other\"}".to_vec(),
+                    ),
+                ],
+                timers_add: vec![timer(round, &person, &format!("inst-{phone}"), 1)],
+                outbox_put: vec![msg(&format!("m{round}"), &person, &format!("Hi {name}"))],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+            s.flush().unwrap();
+        }
+        // An unattributed event joined to the person later: its old copy must go too.
+        let r = s.append(&[ev("late", None, &payload)]).unwrap();
+        s.commit(CommitBatch {
+            attribute: vec![(r[0].seq(), person.clone())],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+        let export = s.export(&person).unwrap();
+        assert_eq!(export["events"].as_array().unwrap().len(), 21);
+        assert!(export.to_string().contains(email));
+        // Sanity: before erasure the identifiers are on disk (the key file names the person).
+        assert!(all_bytes(&dir)
+            .iter()
+            .any(|(_, b)| contains(b, phone.as_bytes())));
+        let before = s.counters().unwrap();
+        let rep = s.forget(&person).unwrap();
+        assert!(rep.found);
+        assert_eq!((rep.events, rep.timers, rep.messages), (21, 20, 20));
+        s.flush().unwrap();
+        // Others untouched; counters unchanged; the person's log records stay, unreadable.
+        assert_eq!(s.counters().unwrap(), before);
+        assert!(s.person("customer:other").unwrap().is_some());
+        assert_eq!(s.person(&person).unwrap(), None);
+        assert!(s.timers_of(&person).unwrap().is_empty());
+        assert!(s.pending(100).unwrap().is_empty());
+        let log = s.read_log(1, 1000).unwrap();
+        assert_eq!(log.len(), 61);
+        assert!(log.iter().filter(|e| e.payload.is_none()).count() == 21);
+        assert!(log
+            .iter()
+            .any(|e| e.person.as_deref() == Some("customer:other") && e.payload.is_some()));
+        assert_eq!(s.export(&person).unwrap()["found"], false);
+    }
+    let needles: [&[u8]; 5] = [
+        phone.as_bytes(),
+        email.as_bytes(),
+        name.as_bytes(),
+        b"Quartermain",
+        b"Wobbly Lane",
+    ];
+    let files = all_bytes(&dir);
+    assert!(files.len() >= 2);
+    for (path, bytes) in &files {
+        for n in needles {
+            assert!(
+                !contains(bytes, n),
+                "{} still holds {:?}",
+                path.display(),
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+    // And the store still opens, with the other person's data intact.
+    let s = store::open(&dir).unwrap();
+    assert!(s.person("customer:other").unwrap().is_some());
+}
+
+#[test]
+fn export_holds_the_persons_events_state_timers_and_messages() {
+    let s = store::open(tmp("export")).unwrap();
+    s.append(&[
+        ev("1", Some("customer:7"), r#"{"order":1}"#),
+        ev("2", Some("customer:8"), r#"{"order":2}"#),
+        ev("3", Some("customer:7"), r#"{"order":3}"#),
+    ])
+    .unwrap();
+    s.commit(CommitBatch {
+        people_put: vec![("customer:7".into(), br#"{"consent":"subscribed"}"#.to_vec())],
+        timers_add: vec![timer(10, "customer:7", "inst", 2)],
+        outbox_put: vec![msg("m7", "customer:7", "hello")],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    let x = s.export("customer:7").unwrap();
+    let orders: Vec<i64> = x["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"]["order"].as_i64().unwrap())
+        .collect();
+    assert_eq!(orders, vec![1, 3]);
+    assert_eq!(x["state"]["consent"], "subscribed");
+    assert_eq!(x["timers"][0]["instance"], "inst");
+    assert_eq!(x["outbox"][0]["message"]["body"], "hello");
+    let m = MemStore::new();
+    m.append(&[
+        ev("1", Some("customer:7"), r#"{"order":1}"#),
+        ev("2", Some("customer:8"), r#"{"order":2}"#),
+        ev("3", Some("customer:7"), r#"{"order":3}"#),
+    ])
+    .unwrap();
+    m.commit(CommitBatch {
+        people_put: vec![("customer:7".into(), br#"{"consent":"subscribed"}"#.to_vec())],
+        timers_add: vec![timer(10, "customer:7", "inst", 2)],
+        outbox_put: vec![msg("m7", "customer:7", "hello")],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    assert_eq!(m.export("customer:7").unwrap(), x);
+}
+
+#[test]
+fn compaction_drops_a_processed_prefix_only() {
+    let dir = tmp("compact");
+    let s = store::open(&dir).unwrap();
+    let mut evs: Vec<NewEvent> = (0..10)
+        .map(|i| {
+            let mut e = ev(
+                &format!("c{i}"),
+                if i % 2 == 0 { Some("p") } else { None },
+                "{}",
+            );
+            e.received_at = t(i);
+            e
+        })
+        .collect();
+    evs[3].received_at = t(100); // a late clock stops the prefix
+    s.append(&evs).unwrap();
+    s.commit(CommitBatch {
+        cursor: Some(8),
+        people_put: vec![("p".into(), b"keep".to_vec())],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    let r = s.compact(t(50)).unwrap();
+    assert_eq!((r.dropped, r.first_seq), (3, 4));
+    evs[3].received_at = t(100);
+    assert_eq!(s.first_seq().unwrap(), 4);
+    assert_eq!(s.read_log(0, 100).unwrap().first().unwrap().seq, 4);
+    assert_eq!(s.person("p").unwrap().unwrap(), b"keep");
+    // A dropped event's id is accepted again (retention), a kept one is still a duplicate.
+    assert_eq!(
+        s.append(&[ev("c0", None, "{}")]).unwrap(),
+        vec![AppendResult::Accepted(11)]
+    );
+    assert_eq!(
+        s.append(&[ev("c5", None, "{}")]).unwrap(),
+        vec![AppendResult::Duplicate(6)]
+    );
+    drop(s);
+    let s = store::open(&dir).unwrap();
+    assert_eq!(s.integrity().first_seq, 4);
+    assert_eq!(s.integrity().last_seq, 11);
+}
+
+#[test]
+fn schema_version_mismatch_is_refused_naming_both_versions() {
+    let dir = tmp("schema");
+    {
+        let s = store::open(&dir).unwrap();
+        let meta = br#"{"magic":"aftercart-store","schema_version":7}"#;
+        // Re-frame with a valid checksum so only the version is wrong.
+        let mut h = crc32fast_free(b"m", meta);
+        h.extend_from_slice(meta);
+        s.debug_raw_insert(b"m", &h);
+    }
+    let e = store::open(&dir).err().expect("refused");
+    assert!(matches!(
+        e,
+        StoreError::SchemaMismatch {
+            found: 7,
+            supported: 1,
+            ..
+        }
+    ));
+    let text = e.to_string();
+    assert!(
+        text.contains("version 7") && text.contains("version 1"),
+        "{text}"
+    );
+}
+
+/// crc32 (IEEE) of key ++ body, big-endian, as the store frames values: computed here
+/// independently so the test does not lean on the store's own code.
+fn crc32fast_free(key: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut crc: u32 = 0xffff_ffff;
+    for &b in key.iter().chain(body) {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    (!crc).to_be_bytes().to_vec()
+}
+
+#[test]
+fn missing_meta_or_foreign_directory_is_refused() {
+    let dir = tmp("nometa");
+    {
+        let s = store::open(&dir).unwrap();
+        s.append(&[ev("a", None, "{}")]).unwrap();
+        s.debug_raw_remove(b"m");
+    }
+    let e = store::open(&dir).err().expect("refused");
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    assert!(e.to_string().contains("meta"));
+
+    let foreign = tmp("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let e = store::open(&foreign).err().expect("refused");
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    // Nothing was created in it.
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1);
+
+    let nokeys = tmp("nokeys");
+    drop(store::open(&nokeys).unwrap());
+    std::fs::remove_file(nokeys.join("keys.bin")).unwrap();
+    assert!(matches!(
+        store::open(&nokeys),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn corrupted_log_record_is_detected_with_its_seq() {
+    let dir = tmp("corrupt");
+    let key3 = {
+        let mut k = vec![b'l'];
+        k.extend_from_slice(&3u64.to_be_bytes());
+        k
+    };
+    {
+        let s = store::open(&dir).unwrap();
+        s.append(&[
+            ev("a", Some("p"), "{}"),
+            ev("b", Some("p"), "{}"),
+            ev("c", Some("p"), "{\"v\":1}"),
+        ])
+        .unwrap();
+        s.flush().unwrap();
+        let mut v = s.debug_raw_get(&key3).unwrap();
+        let n = v.len();
+        v[n - 3] ^= 0x55;
+        s.debug_raw_insert(&key3, &v);
+        assert!(matches!(s.read_log(3, 1), Err(StoreError::Corrupt { .. })));
+    }
+    let e = store::open(&dir).err().expect("refused");
+    assert!(e.to_string().contains("log record seq 3"), "{e}");
+
+    // A hole in the log is reported as such.
+    let dir = tmp("gap");
+    {
+        let s = store::open(&dir).unwrap();
+        s.append(&[
+            ev("a", None, "{}"),
+            ev("b", None, "{}"),
+            ev("c", None, "{}"),
+        ])
+        .unwrap();
+        let mut k2 = vec![b'l'];
+        k2.extend_from_slice(&2u64.to_be_bytes());
+        s.debug_raw_remove(&k2);
+    }
+    let e = store::open(&dir).err().expect("refused");
+    assert!(e.to_string().contains("not contiguous"), "{e}");
+}
+
+#[test]
+fn opening_a_store_does_not_grow_it_or_reuse_seqs_after_restart() {
+    let dir = tmp("seqs");
+    for round in 0..3u64 {
+        let s = SledStore::open(&dir).unwrap();
+        let r = s.append(&[ev(&format!("r{round}"), None, "{}")]).unwrap();
+        assert_eq!(r, vec![AppendResult::Accepted(round + 1)]);
+        s.flush().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model-based property test: the sled store against `MemStore`, with restarts.
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        Append(Vec<(u8, Option<u8>, i64)>),
+        Commit {
+            cursor: bool,
+            people: Vec<(u8, u8)>,
+            remove_person: Option<u8>,
+            add: Vec<(i64, u8, u8, u32)>,
+            remove: Vec<(i64, u8, u8, u32)>,
+            put: Vec<(u8, u8, u8)>,
+            update: Vec<(u8, u8)>,
+            attribute: Option<(u8, u8)>,
+        },
+        Forget(u8),
+        Compact(i64),
+        Restart,
+    }
+
+    fn person(p: u8) -> String {
+        format!("phone:+1555000{p:04}")
+    }
+
+    fn status(s: u8) -> OutboxStatus {
+        [
+            OutboxStatus::Pending,
+            OutboxStatus::Sent,
+            OutboxStatus::Delivered,
+            OutboxStatus::Failed,
+        ][s as usize % 4]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let tm = || (0i64..20, 0u8..4, 0u8..3, 0u32..3);
+        prop_oneof![
+            4 => prop::collection::vec((0u8..40, prop::option::of(0u8..4), 0i64..20), 1..6)
+                .prop_map(Op::Append),
+            4 => (
+                any::<bool>(),
+                prop::collection::vec((0u8..4, any::<u8>()), 0..3),
+                prop::option::of(0u8..4),
+                prop::collection::vec(tm(), 0..4),
+                prop::collection::vec(tm(), 0..3),
+                prop::collection::vec((0u8..8, 0u8..4, 0u8..4), 0..3),
+                prop::collection::vec((0u8..8, 0u8..4), 0..3),
+                prop::option::of((0u8..30, 0u8..4)),
+            )
+                .prop_map(|(cursor, people, remove_person, add, remove, put, update, attribute)| {
+                    Op::Commit { cursor, people, remove_person, add, remove, put, update, attribute }
+                }),
+            1 => (0u8..4).prop_map(Op::Forget),
+            1 => (0i64..25).prop_map(Op::Compact),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn observe(s: &dyn Store) -> String {
+        let mut due = s.due(t(1000), 10_000).unwrap();
+        due.sort();
+        let mut people = s.people().unwrap();
+        people.sort();
+        let states: Vec<_> = (0..4).map(|p| s.person(&person(p)).unwrap()).collect();
+        let mut timers_of: Vec<_> = (0..4).map(|p| s.timers_of(&person(p)).unwrap()).collect();
+        timers_of.iter_mut().for_each(|v| v.sort());
+        let outbox: Vec<_> = (0..8)
+            .map(|m| s.outbox(&format!("m{m}")).unwrap())
+            .collect();
+        let pending: Vec<_> = s
+            .pending(100)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.message_id)
+            .collect();
+        format!(
+            "log={:?}\nfirst={} last={} cursor={}\npeople={people:?}\nstates={states:?}\n\
+             due={due:?}\nnext={:?}\ntimers_of={timers_of:?}\noutbox={outbox:?}\n\
+             pending={pending:?}\ncounters={:?}",
+            s.read_log(0, 10_000).unwrap(),
+            s.first_seq().unwrap(),
+            s.last_seq().unwrap(),
+            s.cursor().unwrap(),
+            s.next_due().unwrap(),
+            s.counters().unwrap(),
+        )
+    }
+
+    fn to_batch(op: &Op, model: &MemStore) -> CommitBatch {
+        let Op::Commit {
+            cursor,
+            people,
+            remove_person,
+            add,
+            remove,
+            put,
+            update,
+            attribute,
+        } = op
+        else {
+            unreachable!()
+        };
+        let tm = |&(d, p, i, st): &(i64, u8, u8, u32)| timer(d, &person(p), &format!("i{i}"), st);
+        let puts: Vec<OutboxEntry> = put
+            .iter()
+            .map(|&(m, p, st)| {
+                let mut e = msg(&format!("m{m}"), &person(p), &format!("body {m}"));
+                e.status = status(st);
+                e
+            })
+            .collect();
+        // Updates only for messages that exist: an invalid commit is tested elsewhere.
+        let update = update
+            .iter()
+            .map(|&(m, st)| OutboxUpdate {
+                message_id: format!("m{m}"),
+                status: status(st),
+                attempts: st as u32,
+                provider_id: Some(format!("SM{m}")),
+            })
+            .filter(|u| {
+                model.outbox(&u.message_id).unwrap().is_some()
+                    || puts.iter().any(|p| p.message_id == u.message_id)
+            })
+            .collect();
+        let last = model.last_seq().unwrap();
+        // Only unattributed, in-log events are offered for attribution.
+        let attribute = attribute
+            .and_then(|(s, p)| {
+                let seq = s as u64 % (last + 1);
+                let e = model.read_log(seq, 1).unwrap().into_iter().next()?;
+                (e.seq == seq && e.person.is_none()).then(|| (seq, person(p)))
+            })
+            .into_iter()
+            .collect();
+        CommitBatch {
+            cursor: cursor.then_some(last),
+            people_remove: remove_person.iter().map(|&p| person(p)).collect(),
+            people_put: people
+                .iter()
+                .map(|&(p, v)| (person(p), vec![v; 3]))
+                .collect(),
+            timers_remove: remove.iter().map(tm).collect(),
+            timers_add: add.iter().map(tm).collect(),
+            outbox_put: puts,
+            outbox_update: update,
+            attribute,
+            counters: vec![("entered.review".into(), 1)],
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn sled_store_behaves_like_the_model(ops in prop::collection::vec(op(), 1..30)) {
+            let dir = tmp(&format!("model-{}", std::thread::current().name().unwrap_or("x").len()));
+            let mut sled = Some(store::open(&dir).unwrap());
+            let model = MemStore::new();
+            for op in &ops {
+                let s = sled.as_ref().unwrap();
+                match op {
+                    Op::Append(evs) => {
+                        let evs: Vec<NewEvent> = evs
+                            .iter()
+                            .map(|&(id, p, at)| {
+                                let mut e = ev(&format!("e{id}"), None, &format!("{{\"id\":{id}}}"));
+                                e.person = p.map(person);
+                                e.received_at = t(at);
+                                e
+                            })
+                            .collect();
+                        prop_assert_eq!(s.append(&evs).unwrap(), model.append(&evs).unwrap());
+                    }
+                    Op::Commit { .. } => {
+                        let b = to_batch(op, &model);
+                        let (a, m) = (s.commit(b.clone()), model.commit(b));
+                        prop_assert_eq!(a.is_ok(), m.is_ok());
+                    }
+                    Op::Forget(p) => {
+                        prop_assert_eq!(s.forget(&person(*p)).unwrap(), model.forget(&person(*p)).unwrap());
+                    }
+                    Op::Compact(at) => {
+                        prop_assert_eq!(s.compact(t(*at)).unwrap(), model.compact(t(*at)).unwrap());
+                    }
+                    Op::Restart => {
+                        s.flush().unwrap();
+                        drop(sled.take());
+                        sled = Some(store::open(&dir).unwrap());
+                    }
+                }
+                prop_assert_eq!(observe(sled.as_ref().unwrap()), observe(&model));
+            }
+            drop(sled);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash test: the test binary re-runs itself as a child that appends and commits in a loop,
+// printing each acknowledged (flushed) seq; the parent SIGKILLs it at random instants.
+
+const CHILD_ENV: &str = "AFTERCART_STORE_CHILD";
+const PEOPLE: u64 = 5;
+
+fn crash_payload(source_id: &str) -> Vec<u8> {
+    format!("{{\"id\":\"{source_id}\",\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes()
+}
+
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return; // only runs as the crash test's child
+    };
+    use std::io::Write;
+    let s = store::open(&dir).unwrap();
+    let pid = std::process::id();
+    let mut out = std::io::stdout().lock();
+    for round in 0u64.. {
+        let evs: Vec<NewEvent> = (0..20)
+            .map(|j| {
+                let id = format!("k{pid}-{round}-{j}");
+                NewEvent {
+                    received_at: t(round as i64),
+                    source: "shopify".into(),
+                    person: (j % 4 != 3).then(|| format!("customer:{}", j % PEOPLE)),
+                    payload: crash_payload(&id),
+                    source_id: id,
+                }
+            })
+            .collect();
+        s.append(&evs).unwrap();
+        let last = s.last_seq().unwrap();
+        s.commit(CommitBatch {
+            cursor: Some(last),
+            people_put: (0..PEOPLE)
+                .map(|p| {
+                    (
+                        format!("customer:{p}"),
+                        format!("state-{last}").into_bytes(),
+                    )
+                })
+                .collect(),
+            timers_add: vec![timer(last as i64, "customer:0", &format!("i{last}"), 1)],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+        writeln!(out, "ACK {last}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn survives_sigkill_at_random_instants() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let kills: u32 = std::env::var("AFTERCART_STORE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let dir = tmp("crash");
+    drop(store::open(&dir).unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut acked = 0u64;
+    for _ in 0..kills {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(30 + rng % 300));
+        child.kill().unwrap(); // SIGKILL on unix
+        child.wait().unwrap();
+        let mut text = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("ACK ") {
+                acked = acked.max(n.trim().parse().unwrap());
+            }
+        }
+        // After each kill: the store opens, and everything acknowledged is there and intact.
+        let s = store::open(&dir).unwrap_or_else(|e| panic!("reopen after kill: {e}"));
+        let last = s.last_seq().unwrap();
+        let cursor = s.cursor().unwrap();
+        assert!(
+            last >= acked,
+            "acknowledged seq {acked} lost (log ends at {last})"
+        );
+        assert!(
+            cursor >= acked,
+            "acknowledged commit lost: cursor {cursor} < {acked}"
+        );
+        let log = s.read_log(1, usize::MAX).unwrap();
+        assert_eq!(log.len() as u64, last, "log not contiguous from 1");
+        for (i, e) in log.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1);
+            let id = e.source_id.as_deref().unwrap();
+            assert_eq!(
+                e.payload.as_deref(),
+                Some(&crash_payload(id)[..]),
+                "seq {}",
+                e.seq
+            );
+        }
+        // A commit is all or nothing: every person's state names the same cursor.
+        if cursor > 0 {
+            for p in 0..PEOPLE {
+                let st = s.person(&format!("customer:{p}")).unwrap().unwrap();
+                assert_eq!(st, format!("state-{cursor}").into_bytes());
+            }
+            assert_eq!(
+                s.due(t(cursor as i64), usize::MAX)
+                    .unwrap()
+                    .last()
+                    .unwrap()
+                    .due,
+                t(cursor as i64)
+            );
+        }
+    }
+    assert!(acked > 0, "the child never acknowledged anything");
+}
