@@ -478,7 +478,19 @@ fn cmd_simulate(
             pb.set_position(done as u64);
         }
     };
-    let out = crate::sim::simulate(program, schemas, &text, &opts, &progress);
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let mut write_failed = false;
+    let out = if format == SimFormat::Json {
+        // Stream: records are written as they happen and never all held in memory.
+        crate::sim::simulate_with(program, schemas, &text, &opts, &progress, &mut |r| {
+            if !write_failed && crate::sim::shown(&r.effect) {
+                write_failed = w.write_all(crate::sim::json_line(&r).as_bytes()).is_err();
+            }
+        })
+    } else {
+        crate::sim::simulate(program, schemas, &text, &opts, &progress)
+    };
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
@@ -489,16 +501,19 @@ fn cmd_simulate(
             eprintln!("refused {}", r.reason);
         }
     }
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
-    let text = match format {
-        SimFormat::Text => crate::sim::render_text(&out),
-        SimFormat::Json => crate::sim::render_json(&out.records),
-    };
-    if lock.write_all(text.as_bytes()).is_err() {
-        return 2;
+    if format == SimFormat::Text {
+        write_failed |= w
+            .write_all(crate::sim::render_text(&out).as_bytes())
+            .is_err();
     }
-    0
+    write_failed |= w.flush().is_err();
+    // Freeing a large simulation's state record by record takes longer than the process exit.
+    std::mem::forget(out);
+    if write_failed {
+        2
+    } else {
+        0
+    }
 }
 
 fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i32 {

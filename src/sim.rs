@@ -2,6 +2,8 @@
 //! to timer to input, and renders each person's timeline as text or JSON lines. Same input,
 //! same output, byte for byte (the engine is pure and the host orders timers deterministically).
 
+pub mod synthetic;
+
 use crate::engine::Effect;
 use crate::host::{parse_line, Envelope, Host, Record};
 use crate::ir::Program;
@@ -57,6 +59,7 @@ pub fn read_events(text: &str) -> (Vec<Envelope>, Vec<Refused>) {
     (envs, refused)
 }
 
+/// Run the simulation, keeping the shown records (see [`shown`]) in the outcome.
 pub fn simulate(
     program: Program,
     schemas: Schemas,
@@ -64,9 +67,28 @@ pub fn simulate(
     opts: &Options,
     progress: &dyn Fn(usize, usize),
 ) -> Outcome {
+    let mut records = Vec::new();
+    let mut out = simulate_with(program, schemas, text, opts, progress, &mut |r| {
+        if shown(&r.effect) {
+            records.push(r)
+        }
+    });
+    out.records = records;
+    out
+}
+
+/// Run the simulation, handing every record to `sink` as it happens (nothing is kept): the
+/// JSON output streams, so memory does not grow with the number of records.
+pub fn simulate_with(
+    program: Program,
+    schemas: Schemas,
+    text: &str,
+    opts: &Options,
+    progress: &dyn Fn(usize, usize),
+    sink: &mut dyn FnMut(Record),
+) -> Outcome {
     let (envs, mut refused) = read_events(text);
     let mut host = Host::new(program, schemas);
-    let mut records = Vec::new();
     let total = envs.len();
     let mut inputs = 0;
     for (i, env) in envs.iter().enumerate() {
@@ -76,11 +98,11 @@ pub fn simulate(
         if opts.until.is_some_and(|u| env.at > u) {
             break;
         }
-        records.extend(host.fire_until(env.at));
+        host.fire_until(env.at).into_iter().for_each(&mut *sink);
         match host.ingest(env, env.at) {
             Ok(r) => {
                 inputs += 1;
-                records.extend(r);
+                r.into_iter().for_each(&mut *sink);
             }
             Err(reason) => refused.push(Refused {
                 line: 0,
@@ -98,9 +120,9 @@ pub fn simulate(
             .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap())
             + Duration::days(HORIZON_DAYS)
     });
-    records.extend(host.fire_until(end));
+    host.fire_until(end).into_iter().for_each(&mut *sink);
     Outcome {
-        records,
+        records: Vec::new(),
         refused,
         inputs,
         host,
@@ -153,9 +175,15 @@ pub fn record_json(r: &Record) -> Json {
 pub fn render_json(records: &[Record]) -> String {
     let mut s = String::new();
     for r in records.iter().filter(|r| shown(&r.effect)) {
-        s.push_str(&record_json(r).to_string());
-        s.push('\n');
+        s.push_str(&json_line(r));
     }
+    s
+}
+
+/// One record as a JSON line (with its newline).
+pub fn json_line(r: &Record) -> String {
+    let mut s = record_json(r).to_string();
+    s.push('\n');
     s
 }
 
