@@ -2,11 +2,13 @@
 //! `syntax` (parse) -> `check` (diagnostics) -> `ir` (lowered, hashed) -> `engine` (pure steps).
 //! Only `cli` prints.
 
+pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod compliance;
 pub mod diagnostic;
 pub mod ir;
+pub mod plugins;
 pub mod project;
 pub mod schema;
 pub mod sms;
