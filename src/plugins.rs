@@ -174,7 +174,11 @@ impl Host {
             .total_tables(config.max_concurrent_calls)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
-            .max_memory_size(config.max_memory_bytes);
+            .max_memory_size(config.max_memory_bytes)
+            // Reset small memories and tables with memset instead of madvise: a plugin call
+            // touches a few pages, and a syscall per call would dominate its cost.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
         let mut c = Config::new();
         // Fuel bounds work deterministically; the epoch is only a wall-clock backstop (its
         // firing depends on machine load, which is why fuel is the primary limit).
