@@ -2,6 +2,7 @@
 //! `syntax` (parse) -> `check` (diagnostics) -> `ir` (lowered, hashed) -> `engine` (pure steps).
 //! Only `cli` prints.
 
+pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod compliance;
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod flowtest;
 pub mod host;
 pub mod ir;
+pub mod plugins;
 pub mod project;
 pub mod schema;
 pub mod sim;
