@@ -11,6 +11,7 @@ pub mod flowtest;
 pub mod host;
 pub mod ir;
 pub mod project;
+pub mod runtime;
 pub mod schema;
 pub mod sim;
 pub mod sms;
