@@ -303,7 +303,7 @@ fn survives_sigkill_at_random_instants() {
         let mut child = run().spawn().unwrap();
         // Mostly short delays (startup, ingest, the first batches), sometimes longer ones (the
         // timer tail and dispatch).
-        let ms = if rng.next() % 4 == 0 {
+        let ms = if rng.next().is_multiple_of(4) {
             rng.next() % 1500
         } else {
             rng.next() % 400
