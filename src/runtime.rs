@@ -199,6 +199,32 @@ pub struct Runtime {
     counters: BTreeMap<String, i64>,
 }
 
+/// Open the store in `dir`, creating a new one atomically: `SledStore::open` creates a missing
+/// directory in several steps (keys file, database, meta), and a kill between them leaves a
+/// directory that is neither empty nor a store, which it rightly refuses forever after. So a
+/// new store is built in `DIR.creating` and renamed into place (a leftover from a killed
+/// creation is removed first): `dir` is either absent or a complete store.
+pub fn open_store(dir: &std::path::Path) -> Result<crate::store::SledStore> {
+    if !dir.exists() {
+        let mut tmp = dir.as_os_str().to_owned();
+        tmp.push(".creating");
+        let tmp = std::path::PathBuf::from(tmp);
+        let io =
+            |e: std::io::Error| Error::Store(StoreError::Io(format!("{}: {e}", tmp.display())));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        drop(crate::store::open(&tmp)?);
+        std::fs::rename(&tmp, dir).map_err(io)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+    }
+    Ok(crate::store::open(dir)?)
+}
+
 /// Store the program under its content hash and point `deployed` at it, unless it already is.
 pub fn deploy(store: &dyn Store, program: &Program) -> Result<bool> {
     if store.deployed()?.as_deref() == Some(program.hash.as_str()) {
@@ -375,12 +401,19 @@ impl Runtime {
                 Clock::Wall => Utc::now(),
             };
             fired += self.fire(now, usize::MAX)?;
+            self.host.state.last_owner = None;
+            self.host.state.first_touched = None;
             match self.host.process(&env, now) {
                 Ok(records) => {
                     self.check()?;
+                    // Attribute the event to its person (so erasure finds it): the first person
+                    // it reached, else the owner of the payload it filed for later joins.
+                    let owner = self.host.state.last_owner.take();
+                    let first = self.host.state.first_touched.take();
                     if e.person.is_none() {
-                        if let Some(p) = records.iter().map(|r| &r.person).find(|p| !p.is_empty()) {
-                            self.attribute.push((e.seq, p.clone()));
+                        let p = first.or(owner);
+                        if let Some(p) = p {
+                            self.attribute.push((e.seq, p));
                         }
                     }
                     self.count("runtime.events_processed", 1);

@@ -100,6 +100,12 @@ pub struct StoreState {
     /// Timers added / removed since the last commit.
     pub(crate) added: BTreeSet<TimerKey>,
     pub(crate) removed: BTreeSet<TimerKey>,
+    /// The person the last remembered order/fulfillment was filed under: an envelope that
+    /// starts no engine input (a `fulfillments/create`) is still attributed to them.
+    pub(crate) last_owner: Option<String>,
+    /// The first person stepped since the runtime reset it (before each log entry): whom the
+    /// entry is about, even when the engine had nothing to say.
+    pub(crate) first_touched: Option<String>,
     /// The first store error met inside a trait call (they cannot return one): the runtime
     /// checks it after every step and abandons the batch.
     error: Option<StoreError>,
@@ -120,6 +126,8 @@ impl StoreState {
             orphan_fulfillments: BTreeMap::new(),
             added: BTreeSet::new(),
             removed: BTreeSet::new(),
+            last_owner: None,
+            first_touched: None,
             error: None,
         }
     }
@@ -278,6 +286,9 @@ impl HostState for StoreState {
     }
 
     fn touched(&mut self, person: &str) {
+        if self.first_touched.is_none() {
+            self.first_touched = Some(person.to_string());
+        }
         self.dirty.insert(person.to_string());
     }
 
@@ -332,6 +343,7 @@ impl HostState for StoreState {
             j.orders.insert(id.to_string(), payload);
             self.dirty.insert(owner.to_string());
         }
+        self.last_owner = Some(owner.to_string());
     }
 
     fn remember_fulfillment(
@@ -362,8 +374,9 @@ impl HostState for StoreState {
         }
         if let Some(j) = self.joins_of(&owner) {
             j.fulfillments.insert(id.to_string(), payload);
-            self.dirty.insert(owner);
+            self.dirty.insert(owner.clone());
         }
+        self.last_owner = Some(owner);
     }
 
     fn schedule(&mut self, mut t: TimerKey) {
