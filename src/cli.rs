@@ -37,6 +37,30 @@ enum SimFormat {
     Json,
 }
 
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum ClockArg {
+    Wall,
+    Virtual,
+}
+
+#[derive(Subcommand)]
+enum InspectWhat {
+    /// A person's timeline: events, state, timers, messages.
+    Person { id: String },
+    /// Who waits where.
+    Instances {
+        #[arg(long)]
+        flow: Option<String>,
+    },
+    /// What is due next.
+    Timers {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Counts.
+    Stats,
+}
+
 #[derive(Copy, Clone, ValueEnum)]
 enum GraphFormat {
     Mermaid,
@@ -105,6 +129,60 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: SimFormat,
     },
+    /// Append events (JSON lines) durably to the store's log, de-duplicated by source id.
+    Ingest {
+        #[arg(long)]
+        data: PathBuf,
+        /// JSON lines: Shopify webhook envelopes or aftercart events (`-` reads stdin).
+        file: PathBuf,
+    },
+    /// The durable runtime: process the log, fire timers, dispatch messages.
+    Run {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+        /// Ingest this file first (as `aftercart ingest` does).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "wall")]
+        clock: ClockArg,
+        /// Stop when the log is processed, no timer is left and the outbox is empty.
+        #[arg(long)]
+        until_idle: bool,
+        /// `file:PATH` (JSON lines, de-duplicated by message id) or `stdout`.
+        #[arg(long, default_value = "stdout")]
+        provider: String,
+    },
+    /// Look inside a data directory.
+    Inspect {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(subcommand)]
+        what: InspectWhat,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Drop processed events received before DATE (RFC 3339 or YYYY-MM-DD) from the log.
+    Compact {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        before: String,
+    },
+    /// Erase everything held on a person (`customer:ID` or `phone:+E164`).
+    Forget {
+        #[arg(long)]
+        data: PathBuf,
+        person: String,
+    },
+    /// Print everything held on a person as JSON.
+    Export {
+        #[arg(long)]
+        data: PathBuf,
+        person: String,
+    },
     /// Count SMS encoding, units and segments of a text (`-` reads stdin).
     SmsCount {
         text: String,
@@ -146,6 +224,19 @@ pub fn main() -> i32 {
             format,
         } => cmd_graph(flow, flows, format),
         Command::SmsCount { text, json } => cmd_sms_count(text, json),
+        Command::Ingest { data, file } => cmd_ingest(data, file),
+        Command::Run {
+            data,
+            flows,
+            events,
+            clock,
+            until_idle,
+            provider,
+        } => cmd_run(data, flows, events, clock, until_idle, provider),
+        Command::Inspect { data, what, json } => cmd_inspect(data, what, json),
+        Command::Compact { data, before } => cmd_compact(data, before),
+        Command::Forget { data, person } => cmd_forget(data, person),
+        Command::Export { data, person } => cmd_export(data, person),
         Command::Test {
             paths,
             flows,
@@ -570,5 +661,336 @@ fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i
         0
     } else {
         1
+    }
+}
+
+// ------------------------------------------------------------------ the durable runtime
+
+fn open_store(data: &std::path::Path) -> Result<std::sync::Arc<dyn crate::store::Store>, i32> {
+    crate::runtime::open_store(data)
+        .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::store::Store>)
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            2
+        })
+}
+
+fn ingest_and_report(store: &dyn crate::store::Store, file: &std::path::Path) -> i32 {
+    let text = match read_input(file) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    let pb = progress_bar(text.lines().count() as u64);
+    let progress = |done: usize, _total: usize| {
+        if let Some(pb) = &pb {
+            pb.set_position(done as u64);
+        }
+    };
+    let report = crate::runtime::ingest_text(store, &text, &progress);
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    for r in &report.refused {
+        eprintln!("refused line {}: {}", r.line, r.reason);
+    }
+    // Re-ingesting a whole file is normal (replays, `run --events` on restart): name a few.
+    for (line, seq) in report.duplicates.iter().take(5) {
+        eprintln!("duplicate line {line}: already stored as event {seq}");
+    }
+    if report.duplicates.len() > 5 {
+        eprintln!("... and {} more duplicates", report.duplicates.len() - 5);
+    }
+    let seqs = match (
+        report.accepted.iter().map(|a| a.1).min(),
+        report.accepted.iter().map(|a| a.1).max(),
+    ) {
+        (Some(a), Some(b)) => format!(" (events {a}..={b})"),
+        _ => String::new(),
+    };
+    eprintln!(
+        "ingested {}: {} accepted{seqs}, {} duplicate, {} refused",
+        file.display(),
+        report.accepted.len(),
+        report.duplicates.len(),
+        report.refused.len()
+    );
+    0
+}
+
+fn cmd_ingest(data: PathBuf, file: PathBuf) -> i32 {
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    ingest_and_report(&*store, &file)
+}
+
+fn cmd_run(
+    data: PathBuf,
+    flows: PathBuf,
+    events: Option<PathBuf>,
+    clock: ClockArg,
+    until_idle: bool,
+    provider: String,
+) -> i32 {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let (program, schemas) = match load_program(&flows) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let provider = match crate::runtime::provider::from_spec(&provider) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    // SIGINT/SIGTERM set a flag; the loop finishes its batch (commit + flush) and returns.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("error: cannot install a signal handler: {e}");
+            return 2;
+        }
+    }
+    if let Some(file) = &events {
+        let code = ingest_and_report(&*store, file);
+        if code != 0 {
+            return code;
+        }
+    }
+    let opts = crate::runtime::Options {
+        clock: match clock {
+            ClockArg::Wall => crate::runtime::Clock::Wall,
+            ClockArg::Virtual => crate::runtime::Clock::Virtual,
+        },
+        ..Default::default()
+    };
+    let mut rt = match crate::runtime::Runtime::new(store.clone(), program, schemas, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let result = if until_idle || clock == ClockArg::Virtual {
+        // The virtual clock has no "later": it runs to idle (the horizon bounds it).
+        rt.run_until_idle(&*provider, &stop).map(|p| {
+            eprintln!(
+                "run: {} events, {} timers fired, {} messages sent, {} failed",
+                p.entries, p.timers, p.sent, p.failed
+            );
+        })
+    } else {
+        eprintln!("running (wall clock); SIGINT or SIGTERM stops after the current batch");
+        rt.run_forever(
+            &*provider,
+            &stop,
+            std::time::Duration::from_millis(200),
+            &mut |p| {
+                eprintln!(
+                    "{} events, {} timers, {} sent, {} failed",
+                    p.entries, p.timers, p.sent, p.failed
+                )
+            },
+        )
+    };
+    match result {
+        Ok(()) => {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("stopped cleanly; the next run resumes from the store's cursor");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_inspect(data: PathBuf, what: InspectWhat, json: bool) -> i32 {
+    use crate::runtime::inspect;
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let out = match what {
+        InspectWhat::Person { id } => inspect::person(&*store, &id).map(|v| {
+            if json {
+                return format!("{v:#}\n");
+            }
+            let mut s = format!("== {id}");
+            if v["found"] != serde_json::json!(true) {
+                return s + " (nothing stored)\n";
+            }
+            s += &format!("  consent {}\n", v["consent"].as_str().unwrap_or("?"));
+            s += "events:\n";
+            for e in v["events"].as_array().into_iter().flatten() {
+                s += &format!(
+                    "  #{:<6} {}  {}\n",
+                    e["seq"],
+                    e["received_at"].as_str().unwrap_or(""),
+                    e["what"].as_str().unwrap_or("")
+                );
+            }
+            s += "instances:\n";
+            for i in v["instances"].as_array().into_iter().flatten() {
+                s += &format!(
+                    "  {} step {} waiting {}\n",
+                    i["flow"].as_str().unwrap_or(""),
+                    i["step"],
+                    i["waiting"]
+                );
+            }
+            s += "timers:\n";
+            for t in v["timers"].as_array().into_iter().flatten() {
+                s += &format!("  {} step {}\n", t["due"].as_str().unwrap_or(""), t["step"]);
+            }
+            s += "messages:\n";
+            for m in v["messages"].as_array().into_iter().flatten() {
+                s += &format!(
+                    "  {} {} {} step {} [{}]: {}\n",
+                    m["at"].as_str().unwrap_or(""),
+                    m["message_id"].as_str().unwrap_or(""),
+                    m["flow"].as_str().unwrap_or(""),
+                    m["step"],
+                    m["status"].as_str().unwrap_or(""),
+                    m["body"]
+                );
+            }
+            s
+        }),
+        InspectWhat::Instances { flow } => inspect::instances(&*store, flow.as_deref()).map(|v| {
+            let mut s = String::new();
+            for i in &v {
+                if json {
+                    s += &format!("{i}\n");
+                } else {
+                    s += &format!(
+                        "{}  {}  step {}  {} until {}\n",
+                        i["person"].as_str().unwrap_or(""),
+                        i["flow"].as_str().unwrap_or(""),
+                        i["step"],
+                        i["waiting"].as_str().unwrap_or("-"),
+                        i["due"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+            if !json {
+                s += &format!("-- {} live instances\n", v.len());
+            }
+            s
+        }),
+        InspectWhat::Timers { limit } => inspect::timers(&*store, limit).map(|(v, total)| {
+            let mut s = String::new();
+            for t in &v {
+                if json {
+                    s += &format!("{t}\n");
+                } else {
+                    s += &format!(
+                        "{}  {}  step {}  {}\n",
+                        t["due"].as_str().unwrap_or(""),
+                        t["person"].as_str().unwrap_or(""),
+                        t["step"],
+                        t["instance"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            if !json {
+                s += &format!("-- {total} timers in all\n");
+            }
+            s
+        }),
+        InspectWhat::Stats => inspect::stats(&*store).map(|v| format!("{v:#}\n")),
+    };
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_compact(data: PathBuf, before: String) -> i32 {
+    let t = if before.len() == 10 {
+        parse_time(&format!("{before}T00:00:00Z"), "before")
+    } else {
+        parse_time(&before, "before")
+    };
+    let Ok(t) = t else { return 2 };
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match store.compact(t) {
+        Ok(r) => {
+            eprintln!(
+                "compacted: dropped {} events; the log now starts at {}",
+                r.dropped, r.first_seq
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_forget(data: PathBuf, person: String) -> i32 {
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match crate::runtime::forget(&store, &person) {
+        Ok(r) if r.found => {
+            eprintln!(
+                "forgot {person}: {} events made unreadable, {} timers and {} messages deleted",
+                r.events, r.timers, r.messages
+            );
+            0
+        }
+        Ok(_) => {
+            eprintln!("nothing stored on {person}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_export(data: PathBuf, person: String) -> i32 {
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match crate::runtime::export(&*store, &person) {
+        Ok(v) => {
+            println!("{v:#}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
     }
 }

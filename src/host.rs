@@ -5,9 +5,10 @@
 //! state. It never reads a clock: every call takes `now`.
 
 pub mod envelope;
+pub mod state;
 
 use crate::engine::{self, Effect, Input, PersonState};
-use crate::ir::{Program, StepId};
+use crate::ir::Program;
 use crate::schema::Schemas;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,6 +16,7 @@ use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use envelope::{parse_line, Envelope, Payload};
+pub use state::{HostState, MemState, TimerKey};
 
 /// One thing that happened, for timelines and the simulator's output.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -24,23 +26,16 @@ pub struct Record {
     pub effect: Effect,
 }
 
-/// A pending timer, ordered by due time then by the order it was set (deterministic).
-type TimerKey = (DateTime<Utc>, u64, String, String, StepId);
-
-pub struct Host {
+/// The host: the program, the people it has touched, and the state between people `S` (in
+/// memory for the simulator, over the store for the runtime).
+pub struct Host<S: HostState = MemState> {
     pub program: Program,
     pub schemas: Schemas,
+    /// People touched in this process (the runtime loads them lazily through `S`).
     pub people: BTreeMap<String, PersonState>,
-    /// Phone (E.164) -> person, so replies and phone-only events reach the right person.
-    phones: BTreeMap<String, String>,
-    /// Raw order payloads by order id, for joining fulfillments and shipment events.
-    orders: BTreeMap<String, Json>,
-    /// Raw fulfillment payloads by fulfillment id (shipment events carry only its id).
-    fulfillments: BTreeMap<String, Json>,
-    timers: BTreeSet<TimerKey>,
-    timer_index: BTreeMap<(String, String, StepId), (DateTime<Utc>, u64)>,
-    seq: u64,
-    /// Source event ids already processed (Shopify delivers at least once).
+    pub state: S,
+    /// Source event ids already processed (Shopify delivers at least once). The runtime
+    /// de-duplicates in the store instead and calls [`Host::process`].
     seen: BTreeSet<String>,
 }
 
@@ -52,18 +47,19 @@ fn text(j: Option<&Json>) -> Option<String> {
     }
 }
 
-impl Host {
-    pub fn new(program: Program, schemas: Schemas) -> Host {
+impl Host<MemState> {
+    pub fn new(program: Program, schemas: Schemas) -> Host<MemState> {
+        Host::with_state(program, schemas, MemState::default())
+    }
+}
+
+impl<S: HostState> Host<S> {
+    pub fn with_state(program: Program, schemas: Schemas, state: S) -> Host<S> {
         Host {
             program,
             schemas,
             people: BTreeMap::new(),
-            phones: BTreeMap::new(),
-            orders: BTreeMap::new(),
-            fulfillments: BTreeMap::new(),
-            timers: BTreeSet::new(),
-            timer_index: BTreeMap::new(),
-            seq: 0,
+            state,
             seen: BTreeSet::new(),
         }
     }
@@ -74,14 +70,17 @@ impl Host {
         let phone = text(data.get("phone"));
         let person = match text(data.get("customer_id")) {
             Some(id) => format!("customer:{id}"),
-            None => match phone.as_ref().and_then(|p| self.phones.get(p)) {
-                Some(p) => p.clone(),
+            None => match phone.as_ref().and_then(|p| self.state.phone_owner(p)) {
+                Some(p) => p,
                 None => engine::person_key(data)?,
             },
         };
         if let Some(p) = phone {
-            // The latest owner of a number wins (numbers are recycled).
-            self.phones.insert(p, person.clone());
+            // The latest owner of a number wins (numbers are recycled). Only a change is
+            // written, so the runtime does not rewrite its index on every event.
+            if self.state.phone_owner(&p).as_deref() != Some(person.as_str()) {
+                self.state.set_phone_owner(&p, &person);
+            }
         }
         Some(person)
     }
@@ -97,15 +96,16 @@ impl Host {
             } => {
                 let mut body = body.clone();
                 // Joins: fulfillments and shipment events know only ids; attach what we stored.
-                if let Some(oid) = text(body.get("order_id")) {
-                    if let Some(order) = self.orders.get(&oid) {
-                        body["order"] = order.clone();
+                let order_id = text(body.get("order_id"));
+                if let Some(oid) = &order_id {
+                    if let Some(order) = self.state.order(oid) {
+                        body["order"] = order;
                     }
                 }
                 if topic == "fulfillment_events/create" {
                     if let Some(fid) = text(body.get("fulfillment_id")) {
-                        if let Some(f) = self.fulfillments.get(&fid) {
-                            body["fulfillment"] = f.clone();
+                        if let Some(f) = self.state.fulfillment(order_id.as_deref(), &fid) {
+                            body["fulfillment"] = f;
                         }
                     }
                 }
@@ -135,14 +135,23 @@ impl Host {
                 }
                 // Remember orders and fulfillments for later joins (after normalising: a bad
                 // payload is refused whole).
+                // The owner is the person the payload was routed to: the runtime files the
+                // payload (which holds names, phones, addresses) inside that person's record.
+                let owner = out.first().map(|(p, _)| p.as_str());
                 if topic.starts_with("orders/") {
                     if let Some(id) = text(body.get("id")) {
-                        self.orders.insert(id, strip_joins(body.clone()));
+                        self.state
+                            .remember_order(&id, owner, strip_joins(body.clone()));
                     }
                 }
                 if topic.starts_with("fulfillments/") {
                     if let Some(id) = text(body.get("id")) {
-                        self.fulfillments.insert(id, strip_joins(body.clone()));
+                        self.state.remember_fulfillment(
+                            &id,
+                            order_id.as_deref(),
+                            owner,
+                            strip_joins(body.clone()),
+                        );
                     }
                 }
                 Ok(out)
@@ -151,14 +160,14 @@ impl Host {
                 "sms.replied" => {
                     let from = text(data.get("from")).ok_or("sms.replied needs `from`")?;
                     let body = text(data.get("body")).unwrap_or_default();
-                    let person = self
-                        .phones
-                        .get(&from)
-                        .cloned()
-                        .unwrap_or_else(|| format!("phone:{from}"));
-                    self.phones
-                        .entry(from.clone())
-                        .or_insert_with(|| person.clone());
+                    let person = match self.state.phone_owner(&from) {
+                        Some(p) => p,
+                        None => {
+                            let p = format!("phone:{from}");
+                            self.state.set_phone_owner(&from, &p);
+                            p
+                        }
+                    };
                     let message_sid = text(data.get("message_sid"));
                     Ok(vec![(person, Input::Reply { body, message_sid })])
                 }
@@ -222,13 +231,17 @@ impl Host {
                 effect: Effect::Duplicate { id: key },
             }]);
         }
-        let inputs = match self.inputs(env) {
-            Ok(i) => i,
-            Err(e) => {
-                self.seen.remove(&key);
-                return Err(e);
-            }
-        };
+        let out = self.process(env, now);
+        if out.is_err() {
+            self.seen.remove(&key);
+        }
+        out
+    }
+
+    /// Run one envelope at `now` without the in-memory de-duplication (the runtime's store
+    /// refuses a duplicate at append, so what reaches this is new).
+    pub fn process(&mut self, env: &Envelope, now: DateTime<Utc>) -> Result<Vec<Record>, String> {
+        let inputs = self.inputs(env)?;
         let mut out = Vec::new();
         for (person, input) in inputs {
             out.extend(self.apply(&person, &input, now));
@@ -236,31 +249,39 @@ impl Host {
         Ok(out)
     }
 
+    /// A person's state, loading it through `S` the first time this process touches them.
+    pub fn person_mut(&mut self, person: &str) -> &mut PersonState {
+        if !self.people.contains_key(person) {
+            let st = self
+                .state
+                .load_person(person)
+                .unwrap_or_else(|| PersonState::new(person));
+            self.people.insert(person.to_string(), st);
+        }
+        self.people.get_mut(person).expect("just inserted")
+    }
+
     /// Step one person with one input and apply the timer effects.
     pub fn apply(&mut self, person: &str, input: &Input, now: DateTime<Utc>) -> Vec<Record> {
-        let state = self
-            .people
-            .entry(person.to_string())
-            .or_insert_with(|| PersonState::new(person));
+        self.person_mut(person);
+        let state = self.people.get_mut(person).expect("loaded");
         let effects = engine::step_mut(&self.program, state, input, now);
+        self.state.touched(person);
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {
             match &e {
-                Effect::ScheduleTimer { instance, step, at } => {
-                    self.seq += 1;
-                    let k = (person.to_string(), instance.clone(), *step);
-                    if let Some((due, seq)) = self.timer_index.insert(k.clone(), (*at, self.seq)) {
-                        self.timers
-                            .remove(&(due, seq, k.0.clone(), k.1.clone(), k.2));
-                    }
-                    self.timers.insert((*at, self.seq, k.0, k.1, k.2));
-                }
-                Effect::CancelTimer { instance, step, .. } => {
-                    let k = (person.to_string(), instance.clone(), *step);
-                    if let Some((due, seq)) = self.timer_index.remove(&k) {
-                        self.timers.remove(&(due, seq, k.0, k.1, k.2));
-                    }
-                }
+                Effect::ScheduleTimer { instance, step, at } => self.state.schedule(TimerKey {
+                    due: *at,
+                    person: person.to_string(),
+                    instance: instance.clone(),
+                    step: *step,
+                }),
+                Effect::CancelTimer { instance, step, at } => self.state.cancel(&TimerKey {
+                    due: *at,
+                    person: person.to_string(),
+                    instance: instance.clone(),
+                    step: *step,
+                }),
                 _ => {}
             }
             out.push(Record {
@@ -272,31 +293,49 @@ impl Host {
         out
     }
 
-    pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.timers.iter().next().map(|t| t.0)
+    pub fn next_due(&mut self) -> Option<DateTime<Utc>> {
+        self.state.next_due()
     }
 
     pub fn pending_timers(&self) -> usize {
-        self.timers.len()
+        self.state.pending_timers()
     }
 
-    /// Fire every timer due at or before `until`, in due order, each at its own due time.
+    /// Fire the first timer (in [`TimerKey`] order) due at or before `until`, at `now` (its
+    /// own due time when `None`: the virtual clock). `None` when nothing is due.
+    pub fn fire_next(
+        &mut self,
+        until: DateTime<Utc>,
+        now: Option<DateTime<Utc>>,
+    ) -> Option<Vec<Record>> {
+        let t = self.state.pop_due(until)?;
+        // A store may keep dues at millisecond precision: the engine's instance knows the
+        // exact instant, and a stale timer must stay stale, so take it only when they agree.
+        let mut due = t.due;
+        if let Some(w) = self
+            .person_mut(&t.person)
+            .instances
+            .get(&t.instance)
+            .and_then(|i| i.waiting.as_ref())
+        {
+            if w.due().timestamp_millis() == t.due.timestamp_millis() {
+                due = w.due();
+            }
+        }
+        let input = Input::Timer {
+            instance: t.instance,
+            step: t.step,
+            due,
+        };
+        Some(self.apply(&t.person, &input, now.unwrap_or(due)))
+    }
+
+    /// Fire every timer due at or before `until`, in [`TimerKey`] order, each at its own due
+    /// time.
     pub fn fire_until(&mut self, until: DateTime<Utc>) -> Vec<Record> {
         let mut out = Vec::new();
-        while let Some(first) = self.timers.iter().next().cloned() {
-            if first.0 > until {
-                break;
-            }
-            self.timers.remove(&first);
-            let (due, _, person, instance, step) = first;
-            self.timer_index
-                .remove(&(person.clone(), instance.clone(), step));
-            let input = Input::Timer {
-                instance,
-                step,
-                due,
-            };
-            out.extend(self.apply(&person, &input, due));
+        while let Some(r) = self.fire_next(until, None) {
+            out.extend(r);
         }
         out
     }

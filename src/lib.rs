@@ -13,6 +13,7 @@ pub mod host;
 pub mod ir;
 pub mod plugins;
 pub mod project;
+pub mod runtime;
 pub mod schema;
 pub mod sim;
 pub mod sms;

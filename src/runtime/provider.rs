@@ -1,0 +1,152 @@
+//! SMS providers behind one trait. The message id is the idempotency key: dispatch is
+//! at-least-once (a crash between the provider call and marking the message sent re-sends it),
+//! so a provider must drop an id it has already taken. The embedded default appends JSON lines
+//! to a file and de-duplicates by id; `stdout` prints; Twilio comes with the edges issue.
+
+use crate::engine::Message;
+use serde_json::json;
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProviderReceipt {
+    /// The provider's own id for the message (Twilio's SID), if any.
+    pub provider_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderError {
+    pub message: String,
+    /// Worth trying again later (network, rate limit) rather than failing the message.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub trait Provider {
+    /// Send one message. `msg.message_id` is the idempotency key: sending an id twice must
+    /// deliver it once.
+    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError>;
+}
+
+/// The JSON line the file sink writes for a message.
+pub fn message_line(msg: &Message) -> serde_json::Value {
+    json!({
+        "message_id": msg.message_id,
+        "to": msg.to,
+        "body": msg.body,
+        "flow": msg.flow,
+        "step": msg.step,
+        "sent_at": msg.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "person": msg.person,
+        "segments": msg.segments,
+        "encoding": msg.encoding,
+        "variant": msg.variant,
+        "local_time": msg.local_time,
+    })
+}
+
+/// `file:PATH`: one JSON object per line, fsync'ed before `send` returns, each id once.
+pub struct FileProvider {
+    path: PathBuf,
+    inner: Mutex<(File, HashSet<String>)>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> ProviderError {
+    ProviderError {
+        message: format!("{}: {e}", path.display()),
+        retryable: true,
+    }
+}
+
+impl FileProvider {
+    /// Open (or create) the sink and read the ids it already holds. A last line cut by a crash
+    /// (no newline) is dropped: its message was not marked sent, so it is sent again.
+    pub fn open(path: &Path) -> Result<FileProvider, ProviderError> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        let mut text = String::new();
+        f.read_to_string(&mut text).map_err(|e| io(path, e))?;
+        let complete = match text.rfind('\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if complete < text.len() {
+            f.set_len(complete as u64).map_err(|e| io(path, e))?;
+            f.sync_all().map_err(|e| io(path, e))?;
+        }
+        f.seek(SeekFrom::End(0)).map_err(|e| io(path, e))?;
+        let mut ids = HashSet::new();
+        for line in text[..complete].lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if let Some(id) = v.get("message_id").and_then(|v| v.as_str()) {
+                    ids.insert(id.to_string());
+                }
+            }
+        }
+        Ok(FileProvider {
+            path: path.to_path_buf(),
+            inner: Mutex::new((f, ids)),
+        })
+    }
+}
+
+impl Provider for FileProvider {
+    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (f, ids) = &mut *g;
+        if !ids.contains(&msg.message_id) {
+            let mut line = message_line(msg).to_string();
+            line.push('\n');
+            // One write call per line: a kill lands before or after it, and `open` drops a
+            // torn tail anyway.
+            f.write_all(line.as_bytes())
+                .map_err(|e| io(&self.path, e))?;
+            f.sync_data().map_err(|e| io(&self.path, e))?;
+            ids.insert(msg.message_id.clone());
+        }
+        Ok(ProviderReceipt {
+            provider_id: Some(format!("file:{}", msg.message_id)),
+        })
+    }
+}
+
+/// `stdout`: prints each message (no de-duplication across restarts: a development aid).
+pub struct StdoutProvider;
+
+impl Provider for StdoutProvider {
+    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", message_line(msg)).map_err(|e| ProviderError {
+            message: format!("stdout: {e}"),
+            retryable: false,
+        })?;
+        Ok(ProviderReceipt { provider_id: None })
+    }
+}
+
+/// Parse `--provider`: `file:PATH` or `stdout`.
+pub fn from_spec(spec: &str) -> Result<Box<dyn Provider>, String> {
+    if spec == "stdout" {
+        return Ok(Box::new(StdoutProvider));
+    }
+    if let Some(path) = spec.strip_prefix("file:") {
+        return FileProvider::open(Path::new(path))
+            .map(|p| Box::new(p) as Box<dyn Provider>)
+            .map_err(|e| e.message);
+    }
+    Err(format!(
+        "unknown provider `{spec}`: use `file:PATH` or `stdout`"
+    ))
+}

@@ -1,0 +1,431 @@
+//! The host's between-people state over the store ([`StoreState`]): people loaded lazily, the
+//! join tables persisted without personal data outside per-person sealed records, and the timer
+//! queue on disk with an in-memory overlay for the batch being processed.
+//!
+//! Persistence of the join tables (see docs/storage.md, "Runtime"):
+//! - a person's record (`p` ++ tag, sealed under their key) is a [`PersonRecord`]: the engine's
+//!   state plus the order and fulfillment payloads routed to them and the phones they used;
+//! - two indexes find the owner: `idx:o:{h}` (order id) and `idx:p:{h}` (phone) are records of
+//!   their own, `h` = SHA-256(index key ++ kind ++ value)[..16] with a random index key kept in
+//!   the record `idx:key`; their value is the owner's person id, sealed under the index
+//!   record's own key. So sled and keys.bin only ever see keyed hashes, and
+//!   [`super::forget`] destroys the index records that point to the person with the person.
+
+use crate::engine::PersonState;
+use crate::host::{HostState, TimerKey};
+use crate::store::{Store, StoreError, Timer};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Subject of the record that holds the index key (never a person, never forgotten).
+pub const INDEX_KEY: &str = "idx:key";
+
+/// Is this store subject one of the runtime's index records rather than a person?
+pub fn is_index(subject: &str) -> bool {
+    subject.starts_with("idx:")
+}
+
+/// What the runtime keeps per person besides the engine state: the payloads it may need to
+/// join later events to. They hold names, phones and addresses, hence they live here, sealed
+/// under the person's key, and die with it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Joins {
+    #[serde(default)]
+    pub orders: BTreeMap<String, Json>,
+    #[serde(default)]
+    pub fulfillments: BTreeMap<String, Json>,
+    #[serde(default)]
+    pub phones: BTreeSet<String>,
+}
+
+/// A person's persisted record (JSON, sealed by the store).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersonRecord {
+    pub state: PersonState,
+    #[serde(default)]
+    pub joins: Joins,
+}
+
+pub fn decode_record(person: &str, bytes: &[u8]) -> Result<PersonRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: format!("person record {person}"),
+        detail: format!("cannot decode: {e}"),
+    })
+}
+
+/// Timers are kept at millisecond precision by the store: normalise before comparing.
+fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+fn key_of(t: &Timer) -> TimerKey {
+    TimerKey {
+        due: t.due,
+        person: t.person.clone(),
+        instance: t.instance.clone(),
+        step: t.step,
+    }
+}
+
+pub fn timer_of(t: &TimerKey) -> Timer {
+    Timer {
+        due: t.due,
+        person: t.person.clone(),
+        instance: t.instance.clone(),
+        step: t.step,
+    }
+}
+
+pub struct StoreState {
+    store: Arc<dyn Store>,
+    index_key: Option<[u8; 32]>,
+    index_key_new: bool,
+    /// Join data of people read in this process.
+    pub(crate) joins: BTreeMap<String, Joins>,
+    /// States read while looking up joins, handed to the host when it first touches them.
+    pub(crate) loaded: BTreeMap<String, PersonState>,
+    /// People whose record must be written in the next commit.
+    pub(crate) dirty: BTreeSet<String>,
+    /// Index subject -> owner (cached reads and pending writes).
+    index: BTreeMap<String, Option<String>>,
+    pub(crate) dirty_index: BTreeSet<String>,
+    /// Payloads nobody could be routed to: kept for this process only (there is no person to
+    /// file them under; the simulator would keep them, so joins work within a run).
+    orphan_orders: BTreeMap<String, Json>,
+    orphan_fulfillments: BTreeMap<String, Json>,
+    /// Timers added / removed since the last commit.
+    pub(crate) added: BTreeSet<TimerKey>,
+    pub(crate) removed: BTreeSet<TimerKey>,
+    /// The person the last remembered order/fulfillment was filed under: an envelope that
+    /// starts no engine input (a `fulfillments/create`) is still attributed to them.
+    pub(crate) last_owner: Option<String>,
+    /// The first person stepped since the runtime reset it (before each log entry): whom the
+    /// entry is about, even when the engine had nothing to say.
+    pub(crate) first_touched: Option<String>,
+    /// The first store error met inside a trait call (they cannot return one): the runtime
+    /// checks it after every step and abandons the batch.
+    error: Option<StoreError>,
+}
+
+impl StoreState {
+    pub fn new(store: Arc<dyn Store>) -> StoreState {
+        StoreState {
+            store,
+            index_key: None,
+            index_key_new: false,
+            joins: BTreeMap::new(),
+            loaded: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            index: BTreeMap::new(),
+            dirty_index: BTreeSet::new(),
+            orphan_orders: BTreeMap::new(),
+            orphan_fulfillments: BTreeMap::new(),
+            added: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            last_owner: None,
+            first_touched: None,
+            error: None,
+        }
+    }
+
+    pub fn take_error(&mut self) -> Option<StoreError> {
+        self.error.take()
+    }
+
+    fn fail<T>(&mut self, e: StoreError) -> Option<T> {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        None
+    }
+
+    /// Forget everything cached (after a commit, to bound memory): the store has it all.
+    pub fn evict(&mut self) {
+        debug_assert!(self.dirty.is_empty() && self.added.is_empty());
+        self.joins.clear();
+        self.loaded.clear();
+        self.index.clear();
+    }
+
+    fn index_key(&mut self) -> Option<[u8; 32]> {
+        if let Some(k) = self.index_key {
+            return Some(k);
+        }
+        let k = match self.store.person(INDEX_KEY) {
+            Ok(Some(b)) if b.len() == 32 => b.try_into().expect("32 bytes"),
+            Ok(Some(_)) => {
+                return self.fail(StoreError::Corrupt {
+                    what: "runtime index key".into(),
+                    detail: "not 32 bytes".into(),
+                })
+            }
+            Ok(None) => {
+                let mut k = [0u8; 32];
+                if let Err(e) = getrandom::getrandom(&mut k) {
+                    return self.fail(StoreError::Io(format!("random: {e}")));
+                }
+                // Written with the first commit that uses it: a crash before that loses
+                // nothing that depends on it.
+                self.index_key_new = true;
+                k
+            }
+            Err(e) => return self.fail(e),
+        };
+        self.index_key = Some(k);
+        Some(k)
+    }
+
+    /// The index record's subject for (kind, value): a keyed hash, never the value.
+    pub fn index_subject(&mut self, kind: &str, value: &str) -> Option<String> {
+        let key = self.index_key()?;
+        let mut h = Sha256::new();
+        h.update(key);
+        h.update(kind.as_bytes());
+        h.update([0]);
+        h.update(value.as_bytes());
+        let d = h.finalize();
+        let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("idx:{kind}:{hex}"))
+    }
+
+    fn index_get(&mut self, subject: &str) -> Option<String> {
+        if let Some(v) = self.index.get(subject) {
+            return v.clone();
+        }
+        let v = match self.store.person(subject) {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => return self.fail(e),
+        };
+        self.index.insert(subject.to_string(), v.clone());
+        v
+    }
+
+    fn index_set(&mut self, subject: String, person: &str) {
+        self.index.insert(subject.clone(), Some(person.to_string()));
+        self.dirty_index.insert(subject);
+    }
+
+    /// A person's join data, reading their record once per process.
+    fn joins_of(&mut self, person: &str) -> Option<&mut Joins> {
+        if !self.joins.contains_key(person) {
+            match self.store.person(person) {
+                Ok(Some(b)) => match decode_record(person, &b) {
+                    Ok(r) => {
+                        self.loaded.insert(person.to_string(), r.state);
+                        self.joins.insert(person.to_string(), r.joins);
+                    }
+                    Err(e) => return self.fail(e),
+                },
+                Ok(None) => {
+                    self.joins.insert(person.to_string(), Joins::default());
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+        self.joins.get_mut(person)
+    }
+
+    /// The writes of this batch besides people states: (subject, bytes) of index records.
+    pub(crate) fn take_index_puts(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        if self.index_key_new && !self.dirty_index.is_empty() {
+            out.push((INDEX_KEY.to_string(), self.index_key.expect("set").to_vec()));
+            self.index_key_new = false;
+        }
+        for s in std::mem::take(&mut self.dirty_index) {
+            if let Some(Some(p)) = self.index.get(&s) {
+                out.push((s, p.clone().into_bytes()));
+            }
+        }
+        out
+    }
+
+    /// The first live store timer due at or before `until` in [`TimerKey`] order, skipping
+    /// the ones removed in this batch. The store orders equal dues by a random tag, so every
+    /// timer at the first due instant is read and the smallest taken.
+    fn store_first(&mut self, until: DateTime<Utc>) -> Option<TimerKey> {
+        let mut limit = self.removed.len() + 16;
+        loop {
+            let ts = match self.store.due(until, limit) {
+                Ok(t) => t,
+                Err(e) => return self.fail(e),
+            };
+            let full = ts.len() == limit;
+            let live: Vec<TimerKey> = ts
+                .iter()
+                .map(key_of)
+                .filter(|k| !self.removed.contains(k))
+                .collect();
+            let Some(first_due) = live.iter().map(|k| k.due).min() else {
+                if full {
+                    limit *= 4;
+                    continue;
+                }
+                return None;
+            };
+            if full && ts.last().is_some_and(|t| t.due <= first_due) {
+                limit *= 4;
+                continue;
+            }
+            return live.into_iter().filter(|k| k.due == first_due).min();
+        }
+    }
+}
+
+impl HostState for StoreState {
+    fn load_person(&mut self, person: &str) -> Option<PersonState> {
+        if let Some(s) = self.loaded.remove(person) {
+            return Some(s);
+        }
+        self.joins_of(person)?;
+        self.loaded.remove(person)
+    }
+
+    fn touched(&mut self, person: &str) {
+        if self.first_touched.is_none() {
+            self.first_touched = Some(person.to_string());
+        }
+        self.dirty.insert(person.to_string());
+    }
+
+    fn phone_owner(&mut self, phone: &str) -> Option<String> {
+        let s = self.index_subject("p", phone)?;
+        self.index_get(&s)
+    }
+
+    fn set_phone_owner(&mut self, phone: &str, person: &str) {
+        let Some(s) = self.index_subject("p", phone) else {
+            return;
+        };
+        self.index_set(s, person);
+        if let Some(j) = self.joins_of(person) {
+            if j.phones.insert(phone.to_string()) {
+                self.dirty.insert(person.to_string());
+            }
+        }
+    }
+
+    fn order(&mut self, id: &str) -> Option<Json> {
+        if let Some(o) = self.orphan_orders.get(id) {
+            return Some(o.clone());
+        }
+        let s = self.index_subject("o", id)?;
+        let owner = self.index_get(&s)?;
+        self.joins_of(&owner)?.orders.get(id).cloned()
+    }
+
+    fn fulfillment(&mut self, order_id: Option<&str>, id: &str) -> Option<Json> {
+        if let Some(f) = self.orphan_fulfillments.get(id) {
+            return Some(f.clone());
+        }
+        // Fulfillments are filed under their order's owner.
+        let s = self.index_subject("o", order_id?)?;
+        let owner = self.index_get(&s)?;
+        self.joins_of(&owner)?.fulfillments.get(id).cloned()
+    }
+
+    fn remember_order(&mut self, id: &str, owner: Option<&str>, payload: Json) {
+        let Some(owner) = owner else {
+            self.orphan_orders.insert(id.to_string(), payload);
+            return;
+        };
+        let Some(s) = self.index_subject("o", id) else {
+            return;
+        };
+        if self.index_get(&s).as_deref() != Some(owner) {
+            self.index_set(s, owner);
+        }
+        if let Some(j) = self.joins_of(owner) {
+            j.orders.insert(id.to_string(), payload);
+            self.dirty.insert(owner.to_string());
+        }
+        self.last_owner = Some(owner.to_string());
+    }
+
+    fn remember_fulfillment(
+        &mut self,
+        id: &str,
+        order_id: Option<&str>,
+        owner: Option<&str>,
+        payload: Json,
+    ) {
+        // Filed under the order's owner (that is where `fulfillment` looks), else the
+        // routed person with an order index pointing to them.
+        let order_owner = order_id.and_then(|o| {
+            let s = self.index_subject("o", o)?;
+            self.index_get(&s)
+        });
+        let Some(owner) = order_owner.or(owner.map(String::from)) else {
+            self.orphan_fulfillments.insert(id.to_string(), payload);
+            return;
+        };
+        let Some(order_id) = order_id else {
+            self.orphan_fulfillments.insert(id.to_string(), payload);
+            return;
+        };
+        if let Some(s) = self.index_subject("o", order_id) {
+            if self.index_get(&s).as_deref() != Some(owner.as_str()) {
+                self.index_set(s, &owner);
+            }
+        }
+        if let Some(j) = self.joins_of(&owner) {
+            j.fulfillments.insert(id.to_string(), payload);
+            self.dirty.insert(owner.clone());
+        }
+        self.last_owner = Some(owner);
+    }
+
+    fn schedule(&mut self, mut t: TimerKey) {
+        t.due = ms(t.due);
+        // Replace an earlier timer of the same (person, instance, step) set in this batch.
+        self.added
+            .retain(|a| !(a.person == t.person && a.instance == t.instance && a.step == t.step));
+        self.added.insert(t);
+    }
+
+    fn cancel(&mut self, t: &TimerKey) {
+        let mut t = t.clone();
+        t.due = ms(t.due);
+        if !self.added.remove(&t) {
+            self.removed.insert(t);
+        }
+    }
+
+    fn pop_due(&mut self, until: DateTime<Utc>) -> Option<TimerKey> {
+        let from_store = self.store_first(until);
+        let from_batch = self.added.first().filter(|t| t.due <= until).cloned();
+        let t = match (from_store, from_batch) {
+            (Some(s), Some(b)) => s.min(b),
+            (s, b) => s.or(b)?,
+        };
+        if !self.added.remove(&t) {
+            self.removed.insert(t.clone());
+        }
+        Some(t)
+    }
+
+    fn next_due(&mut self) -> Option<DateTime<Utc>> {
+        let far = DateTime::<Utc>::MAX_UTC;
+        let s = if self.removed.is_empty() {
+            match self.store.next_due() {
+                Ok(d) => d,
+                Err(e) => return self.fail(e),
+            }
+        } else {
+            self.store_first(far).map(|t| t.due)
+        };
+        let b = self.added.first().map(|t| t.due);
+        match (s, b) {
+            (Some(s), Some(b)) => Some(s.min(b)),
+            (s, b) => s.or(b),
+        }
+    }
+
+    fn pending_timers(&self) -> usize {
+        self.added.len()
+    }
+}

@@ -1,0 +1,379 @@
+//! Durable runtime tests: the runtime against the simulator on the example week (same message
+//! ids, recipients, bodies and send times), in-process restarts after every batch (MemStore and
+//! SledStore), ingest reports, erasure through the runtime's join indexes, and a crash test that
+//! SIGKILLs `aftercart run` at random instants and checks the file sink against the simulator.
+
+use aftercart::engine::Message;
+use aftercart::ir::Program;
+use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::schema::Schemas;
+use aftercart::store::{MemStore, SledStore, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+const WEEK: &str = "examples/events/week.jsonl";
+
+type Sent = (String, String, String, String);
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("aftercart-rt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn load() -> (Program, Schemas) {
+    let checked = aftercart::check::check_paths(&[PathBuf::from("flows")]).unwrap();
+    assert!(!checked.has_errors(), "the example flows must check clean");
+    let schemas = Schemas::builtin()
+        .with_custom(&checked.project.custom_events)
+        .unwrap();
+    (checked.program.unwrap(), schemas)
+}
+
+fn rfc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The simulator's answer: (message_id, to, body, at) of every send.
+fn simulated(text: &str) -> BTreeSet<Sent> {
+    let (program, schemas) = load();
+    let out = aftercart::sim::simulate(program, schemas, text, &Default::default(), &|_, _| {});
+    out.records
+        .iter()
+        .filter_map(|r| match &r.effect {
+            aftercart::engine::Effect::Send(m) => Some((
+                m.message_id.clone(),
+                m.to.clone(),
+                m.body.clone(),
+                rfc(m.at),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A provider that keeps what it was given (and counts repeats).
+#[derive(Default)]
+struct Collect(Mutex<Vec<Message>>);
+
+impl Provider for Collect {
+    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
+        self.0.lock().unwrap().push(msg.clone());
+        Ok(ProviderReceipt::default())
+    }
+}
+
+impl Collect {
+    fn sent(&self) -> BTreeSet<Sent> {
+        let v = self.0.lock().unwrap();
+        let set: BTreeSet<Sent> = v
+            .iter()
+            .map(|m| {
+                (
+                    m.message_id.clone(),
+                    m.to.clone(),
+                    m.body.clone(),
+                    rfc(m.at),
+                )
+            })
+            .collect();
+        assert_eq!(set.len(), v.len(), "a message was dispatched twice");
+        set
+    }
+}
+
+fn opts(batch: usize) -> Options {
+    Options {
+        clock: Clock::Virtual,
+        batch,
+        ..Options::default()
+    }
+}
+
+/// Run to idle, restarting (a new Runtime over the same store: every cache is gone) after
+/// each step when `restart` is set.
+fn run_virtual(store: Arc<dyn Store>, batch: usize, restart: bool) -> BTreeSet<Sent> {
+    let text = std::fs::read_to_string(WEEK).unwrap();
+    let rep = runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
+    assert_eq!(rep.accepted.len(), 107);
+    assert_eq!(rep.duplicates.len(), 1, "Ava's re-delivered order");
+    let provider = Collect::default();
+    let stop = AtomicBool::new(false);
+    let (program, schemas) = load();
+    let mut rt =
+        Runtime::new(store.clone(), program.clone(), schemas.clone(), opts(batch)).unwrap();
+    if restart {
+        let mut rounds = 0;
+        loop {
+            let p = rt.step(&provider).unwrap();
+            if p.idle() {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds < 10_000);
+            rt =
+                Runtime::new(store.clone(), program.clone(), schemas.clone(), opts(batch)).unwrap();
+        }
+    } else {
+        rt.run_until_idle(&provider, &stop).unwrap();
+    }
+    assert_eq!(store.pending(10).unwrap().len(), 0);
+    assert_eq!(store.next_due().unwrap(), None, "no timer left");
+    provider.sent()
+}
+
+#[test]
+fn runtime_matches_simulator_on_the_week() {
+    let expected = simulated(&std::fs::read_to_string(WEEK).unwrap());
+    assert!(expected.len() > 50);
+    let dir = tmp("week");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+    let got = run_virtual(store, 256, false);
+    assert_eq!(got, expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn restart_after_every_batch_changes_nothing() {
+    let expected = simulated(&std::fs::read_to_string(WEEK).unwrap());
+    // Small batches so restarts land between an order and its fulfillment, inside timer runs.
+    for batch in [1, 3, 17] {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        assert_eq!(
+            run_virtual(store, batch, true),
+            expected,
+            "MemStore batch {batch}"
+        );
+    }
+    let dir = tmp("restart-sled");
+    let got = {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+        run_virtual(store, 5, true)
+    };
+    assert_eq!(got, expected, "SledStore batch 5");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ingest_reports_accepted_duplicates_and_refused_lines() {
+    let store = MemStore::new();
+    let good = r#"{"source":"aftercart","type":"sms.replied","at":"2026-03-02T10:00:00Z","id":"r1","data":{"from":"+12125550100","body":"hi"}}"#;
+    let text = format!("{good}\nnot json\n\n{{\"topic\":\"orders/create\"}}\n{good}\n");
+    let rep = runtime::ingest_text(&store, &text, &|_, _| {}).unwrap();
+    assert_eq!(rep.accepted, vec![(1, 1)]);
+    assert_eq!(rep.duplicates, vec![(5, 1)]);
+    assert_eq!(
+        rep.refused.iter().map(|r| r.line).collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    assert!(rep.refused[0].reason.contains("not valid JSON"));
+    // Nothing already stored is touched by a second ingest.
+    let rep = runtime::ingest_text(&store, good, &|_, _| {}).unwrap();
+    assert_eq!(rep.duplicates, vec![(1, 1)]);
+    assert_eq!(store.last_seq().unwrap(), 1);
+}
+
+/// Every file under `dir`, recursively.
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn join_tables_persist_and_are_erased_with_the_person() {
+    let dir = tmp("forget");
+    {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+        run_virtual(store.clone(), 7, true);
+        // Every event was attributed to a person while processing (so erasure finds it),
+        // including fulfillments/create, which starts no flow but files its payload.
+        for e in store.read_log(1, 1000).unwrap() {
+            assert!(e.person.is_some(), "event {} not attributed", e.seq);
+        }
+        // No phone number in any index: the runtime's index subjects are keyed hashes.
+        for p in store.people().unwrap() {
+            assert!(!p.contains("+1"), "index subject with a phone: {p}");
+        }
+    }
+    // Grace (phone +1...0107 in the week) is a customer with orders and fulfillments.
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+    let person = store
+        .people()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.starts_with("customer:"))
+        .max_by_key(|p| {
+            let rec: runtime::PersonRecord =
+                serde_json::from_slice(&store.person(p).unwrap().unwrap()).unwrap();
+            rec.joins.orders.len() + rec.joins.fulfillments.len()
+        })
+        .unwrap();
+    let rec: runtime::PersonRecord =
+        serde_json::from_slice(&store.person(&person).unwrap().unwrap()).unwrap();
+    assert!(!rec.joins.orders.is_empty() && !rec.joins.fulfillments.is_empty());
+    let phone = rec.state.profile.phone.clone().unwrap();
+    let email = rec.state.profile.email.clone();
+    let report = runtime::forget(&store, &person).unwrap();
+    assert!(report.found);
+    drop(store);
+    for (path, bytes) in all_bytes(&dir) {
+        assert!(
+            !contains(&bytes, phone.as_bytes()),
+            "{} still holds {phone}",
+            path.display()
+        );
+        if let Some(e) = &email {
+            assert!(
+                !contains(&bytes, e.as_bytes()),
+                "{} holds {e}",
+                path.display()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------------------ crash test
+
+/// A small deterministic generator (xorshift) so a failing run can be repeated by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// SIGKILL `aftercart run --clock virtual --until-idle` at random instants, restart it each
+/// time, let it finish, and compare the file sink with the simulator: every message exactly
+/// once, none missing, none extra. `AFTERCART_RUNTIME_KILLS` sets the number of kills (default
+/// 50), `AFTERCART_RUNTIME_SEED` the seed.
+#[test]
+fn survives_sigkill_at_random_instants() {
+    let kills: usize = std::env::var("AFTERCART_RUNTIME_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("AFTERCART_RUNTIME_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash test: {kills} kills, seed {seed}");
+    let mut rng = Rng(seed);
+    let dir = tmp("crash");
+    let out = dir.with_extension("sink.jsonl");
+    let _ = std::fs::remove_file(&out);
+    let run = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_aftercart"));
+        c.args(["run", "--data"])
+            .arg(&dir)
+            .args(["--flows", "flows", "--events", WEEK])
+            .args(["--clock", "virtual", "--until-idle", "--provider"])
+            .arg(format!("file:{}", out.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let started = std::time::Instant::now();
+    let mut killed = 0;
+    let mut finished_early = 0;
+    let mut delays = Vec::new();
+    while killed < kills {
+        let mut child = run().spawn().unwrap();
+        // Mostly short delays (startup, ingest, the first batches), sometimes longer ones (the
+        // timer tail and dispatch).
+        let ms = if rng.next().is_multiple_of(4) {
+            rng.next() % 1500
+        } else {
+            rng.next() % 400
+        };
+        delays.push(ms);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // It finished before the kill: check it did not fail, start over on a new
+                // directory so later kills still hit work.
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                assert!(status.success(), "run failed after restart: {err}");
+                finished_early += 1;
+                check_sink(&out);
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_file(&out);
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL on Unix
+                child.wait().unwrap();
+                killed += 1;
+            }
+        }
+    }
+    let o = run().output().unwrap();
+    assert!(
+        o.status.success(),
+        "final run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    check_sink(&out);
+    eprintln!(
+        "crash test: {killed} kills ({finished_early} runs finished before their kill), {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir.with_extension("creating"));
+    let _ = std::fs::remove_file(&out);
+}
+
+/// The file sink holds exactly the simulator's messages, each once.
+fn check_sink(out: &Path) {
+    let expected = simulated(&std::fs::read_to_string(WEEK).unwrap());
+    let text = std::fs::read_to_string(out).unwrap();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut got = BTreeSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("sink lines are JSON");
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        *seen.entry(s("message_id")).or_default() += 1;
+        got.insert((s("message_id"), s("to"), s("body"), s("sent_at")));
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    let missing: Vec<_> = expected.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+}
