@@ -2,6 +2,7 @@
 //! Produced by `check::lower` (which cannot fail); it holds no spans, no comments and no
 //! layout, so its hash changes only when behaviour can.
 
+pub mod diff;
 pub mod graph;
 pub mod types;
 pub use types::Ty;
