@@ -183,6 +183,18 @@ enum Command {
         data: PathBuf,
         person: String,
     },
+    /// Deploy the flows to a data folder: people inside a flow stay on their version (default),
+    /// are migrated where their step survives (--migrate), or are ended (--end).
+    Deploy {
+        #[arg(long)]
+        data: PathBuf,
+        /// The flows folder.
+        flows: PathBuf,
+        #[arg(long, conflicts_with = "end")]
+        migrate: bool,
+        #[arg(long)]
+        end: bool,
+    },
     /// Semantic diff of two program versions: flows, headers and steps added, removed or changed,
     /// and the step map a runtime uses to migrate waiting people. Exit 0: same, 1: changes.
     Diff {
@@ -248,6 +260,12 @@ pub fn main() -> i32 {
         Command::Forget { data, person } => cmd_forget(data, person),
         Command::Export { data, person } => cmd_export(data, person),
         Command::Diff { old, new, format } => cmd_diff(old, new, format),
+        Command::Deploy {
+            data,
+            flows,
+            migrate,
+            end,
+        } => cmd_deploy(data, flows, migrate, end),
         Command::Test {
             paths,
             flows,
@@ -1055,5 +1073,33 @@ fn cmd_diff(old: PathBuf, new: PathBuf, format: SimFormat) -> i32 {
         1
     } else {
         0
+    }
+}
+
+fn cmd_deploy(data: PathBuf, flows: PathBuf, migrate: bool, end: bool) -> i32 {
+    let (program, _) = match load_program(&flows) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let plan = if migrate {
+        crate::runtime::deploy::Plan::Migrate
+    } else if end {
+        crate::runtime::deploy::Plan::End
+    } else {
+        crate::runtime::deploy::Plan::Keep
+    };
+    match crate::runtime::deploy::deploy(&*store, program, plan) {
+        Ok(report) => {
+            print!("{}", crate::runtime::deploy::render(&report, plan));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! the batch commit are atomic, message ids are stable, and the provider de-duplicates by id.
 //! The commit protocol and what lives where are in docs/storage.md ("Runtime").
 
+pub mod deploy;
 pub mod inspect;
 pub mod provider;
 pub mod state;
@@ -243,6 +244,9 @@ impl Runtime {
         schemas: Schemas,
         opts: Options,
     ) -> Result<Runtime> {
+        // Old flow versions stay deployed while people may be inside them (see `deploy`).
+        let old = deploy::deployed(&*store)?;
+        let (program, _) = deploy::with_old_versions(old.as_ref(), program);
         deploy(&*store, &program)?;
         let state = StoreState::new(store.clone());
         Ok(Runtime {

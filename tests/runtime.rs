@@ -377,3 +377,95 @@ fn check_sink(out: &Path) {
         "missing {missing:?}\nextra {extra:?}"
     );
 }
+
+/// The example flows with one edit applied to every file's text.
+fn load_edited(from: &str, to: &str) -> Program {
+    let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    let project = std::fs::read_to_string(flows.join("aftercart.toml")).unwrap();
+    let mut sources = Vec::new();
+    for e in std::fs::read_dir(&flows).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "flow") {
+            let text = std::fs::read_to_string(&p).unwrap().replace(from, to);
+            sources.push((p.file_name().unwrap().to_string_lossy().to_string(), text));
+        }
+    }
+    sources.sort();
+    aftercart::check::check_sources(Some(("aftercart.toml".into(), project)), sources)
+        .program
+        .unwrap()
+}
+
+/// People waiting in the week's flows when a new version is deployed: kept, migrated or ended.
+#[test]
+fn deploy_keeps_migrates_or_ends_old_versions() {
+    use aftercart::runtime::deploy::{self, Plan};
+    let text = std::fs::read_to_string(WEEK).unwrap();
+    let (a, schemas) = load();
+    let b = load_edited("wait 75d", "wait 80d");
+    let win_back_a = a.flow("win_back").unwrap().version.clone();
+    let win_back_b = b.flow("win_back").unwrap().version.clone();
+    assert_ne!(win_back_a, win_back_b);
+    for plan in [Plan::Keep, Plan::Migrate, Plan::End] {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
+        let mut rt = Runtime::new(store.clone(), a.clone(), schemas.clone(), opts(64)).unwrap();
+        // Inputs only, no timers: everyone who entered win_back waits at its first step.
+        rt.process_log().unwrap();
+        drop(rt);
+        let before = deploy::waiting(&*store).unwrap();
+        let on_a: usize = before
+            .iter()
+            .filter(|((f, v, _), _)| f == "win_back" && *v == win_back_a)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(on_a > 0, "people wait in win_back");
+        let report = deploy::deploy(&*store, b.clone(), plan).unwrap();
+        assert!(report.changed);
+        let deployed = deploy::deployed(&*store).unwrap().unwrap();
+        let versions: Vec<&str> = deployed
+            .flows
+            .iter()
+            .filter(|f| f.name == "win_back")
+            .map(|f| f.version.as_str())
+            .collect();
+        let after = deploy::waiting(&*store).unwrap();
+        let count = |v: &str| -> usize {
+            after
+                .iter()
+                .filter(|((f, ver, _), _)| f == "win_back" && ver == v)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        match plan {
+            Plan::Keep => {
+                assert_eq!(
+                    versions,
+                    [win_back_b.as_str(), win_back_a.as_str()],
+                    "new first, old kept"
+                );
+                assert_eq!(
+                    count(&win_back_a),
+                    on_a,
+                    "people stay on the version they entered"
+                );
+            }
+            Plan::Migrate => {
+                assert!(
+                    report.migrated >= on_a,
+                    "every waiting win_back instance moved"
+                );
+                assert_eq!(
+                    count(&win_back_b),
+                    on_a,
+                    "waiting people moved: the wait step survives"
+                );
+                assert_eq!(count(&win_back_a), 0);
+            }
+            Plan::End => assert_eq!(versions, [win_back_b.as_str()], "old versions dropped"),
+        }
+        // The text names what changed.
+        let text = deploy::render(&report, plan);
+        assert!(text.contains("wait 75d -> wait 80d"), "{text}");
+    }
+}
