@@ -74,6 +74,12 @@ impl Normalizer<'_> {
                 }
                 None => Value::Null,
             };
+            // Phones arrive as typed by the customer ("(303) 555-0105"); SMS providers take
+            // E.164 (Twilio: the `To` parameter), and routing compares numbers exactly.
+            let value = match (name.ends_with("phone"), value) {
+                (true, Value::String(p)) => Value::String(e164(&p)),
+                (_, v) => v,
+            };
             out.insert(name.clone(), value);
         }
         Ok(Value::Object(out))
@@ -209,5 +215,22 @@ fn short(v: &Value) -> String {
         format!("{}...", s.chars().take(40).collect::<String>())
     } else {
         s
+    }
+}
+
+/// E.164 for North American numbers written loosely: 10 digits, or 11 starting with 1, become
+/// `+1...`; a number already starting with `+` keeps its digits; anything else (too short,
+/// letters such as Shopify's sample `555-555-SHIP`) is kept as written and will not be routable.
+pub fn e164(raw: &str) -> String {
+    let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+    let plus = raw.trim_start().starts_with('+');
+    if raw.chars().any(|c| c.is_ascii_alphabetic()) {
+        return raw.to_string();
+    }
+    match (plus, digits.len()) {
+        (true, 8..=15) => format!("+{digits}"),
+        (false, 10) => format!("+1{digits}"),
+        (false, 11) if digits.starts_with('1') => format!("+{digits}"),
+        _ => raw.to_string(),
     }
 }
