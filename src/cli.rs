@@ -31,6 +31,19 @@ enum FailLevel {
     Error,
 }
 
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Run a plugin (.wasm or .wat) on sample input: the answer, fuel used and peak memory;
+    /// exits 1 naming the reason when it fails (out of fuel, memory limit, trap, forbidden
+    /// import, ABI version, bad output).
+    Test {
+        plugin: PathBuf,
+        /// Input JSON (default: a built-in sample profile and order).
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+}
+
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
 enum SimFormat {
     Text,
@@ -205,6 +218,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: SimFormat,
     },
+    /// Work with WebAssembly plugins.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Count SMS encoding, units and segments of a text (`-` reads stdin).
     SmsCount {
         text: String,
@@ -260,6 +278,7 @@ pub fn main() -> i32 {
         Command::Forget { data, person } => cmd_forget(data, person),
         Command::Export { data, person } => cmd_export(data, person),
         Command::Diff { old, new, format } => cmd_diff(old, new, format),
+        Command::Plugin { action: PluginAction::Test { plugin, input } } => cmd_plugin_test(plugin, input),
         Command::Deploy {
             data,
             flows,
@@ -1100,6 +1119,29 @@ fn cmd_deploy(data: PathBuf, flows: PathBuf, migrate: bool, end: bool) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             2
+        }
+    }
+}
+
+fn cmd_plugin_test(plugin: PathBuf, input: Option<PathBuf>) -> i32 {
+    let input = match input {
+        Some(p) => match read_input(&p) {
+            Ok(t) => Some(t),
+            Err(c) => return c,
+        },
+        None => None,
+    };
+    match crate::plugins::plugin_test_report(&plugin, input.as_deref()) {
+        Ok(report) => {
+            print!("{report}");
+            0
+        }
+        Err(report) => {
+            eprint!("{report}");
+            if !report.ends_with('\n') {
+                eprintln!();
+            }
+            1
         }
     }
 }

@@ -188,3 +188,25 @@ fn sms_count_json_matches_fixture_rules() {
         .join("tests/fixtures/sms/segment_vectors.json")
         .exists());
 }
+
+#[test]
+fn plugin_test_reports_answer_or_reason() {
+    let o = run(&["plugin", "test", "examples/plugins/vip_segment.wat"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    assert!(t.contains("segment: true") || t.contains("segment: false"), "{t}");
+    assert!(t.contains("fuel used"));
+    let dir = std::env::temp_dir().join(format!("aftercart-cli-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let looping = dir.join("loop.wat");
+    std::fs::write(
+        &looping,
+        r#"(module (func (export "abi_version") (result i32) i32.const 1) (memory (export "memory") 1)
+           (func (export "alloc") (param i32) (result i32) i32.const 0)
+           (func (export "segment") (param i32 i32) (result i32) (loop $l br $l) i32.const 0))"#,
+    )
+    .unwrap();
+    let o = run(&["plugin", "test", looping.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fuel"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -53,6 +53,38 @@ fn ui_golden() {
             );
         }
     }
+    // Cases that need their own project file: tests/ui/projects/NAME/{aftercart.toml, *.flow},
+    // rendered to tests/ui/projects/NAME.out.
+    let mut projects: Vec<_> = std::fs::read_dir(dir.join("projects"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    projects.sort();
+    for proj in &projects {
+        let pname = proj.file_name().unwrap().to_string_lossy().to_string();
+        let toml = std::fs::read_to_string(proj.join("aftercart.toml")).unwrap();
+        let mut sources = Vec::new();
+        for e in std::fs::read_dir(proj).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "flow") {
+                let n = format!("ui/projects/{pname}/{}", p.file_name().unwrap().to_string_lossy());
+                sources.push((n, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+        sources.sort();
+        let checked =
+            check_sources(Some((format!("ui/projects/{pname}/aftercart.toml"), toml)), sources);
+        let got = render(Format::Human, &checked.map, &checked.diagnostics, false);
+        let out = dir.join("projects").join(format!("{pname}.out"));
+        let code = format!("AC{}", &pname[2..6]);
+        assert!(checked.diagnostics.iter().any(|d| d.code == code), "{pname} does not produce {code}");
+        if update {
+            std::fs::write(&out, &got).unwrap();
+        } else if std::fs::read_to_string(&out).unwrap_or_default() != got {
+            failures.push(format!("--- {pname}: got\n{got}"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}",

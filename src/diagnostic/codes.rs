@@ -25,7 +25,6 @@ use Severity::{Error as E, Note as N, Warning as W};
 pub const CODES: &[CodeInfo] = &[
     // 00xx: reading and parsing
     c("AC0001", E, "syntax error"),
-    c("AC0002", E, "cannot read a source file"),
     c("AC0003", E, "invalid project file (aftercart.toml)"),
     c("AC0004", E, "invalid template syntax"),
     c(
