@@ -7,6 +7,7 @@ mod budget;
 mod exprs;
 mod flows;
 pub mod lower;
+mod plugins;
 mod suppress;
 
 use crate::diagnostic::{Diagnostic, FileId, Severity, SourceMap, Span};
@@ -142,6 +143,7 @@ pub fn check_sources(project: Option<(String, String)>, sources: Vec<(String, St
     // Names: segments and flows share one namespace across every file.
     let mut segments: BTreeMap<String, &ast::SegmentDef> = BTreeMap::new();
     let mut flow_defs: Vec<&ast::FlowDef> = Vec::new();
+    let mut plugin_defs: Vec<&ast::PluginDef> = Vec::new();
     let mut seen: BTreeMap<String, Span> = BTreeMap::new();
     for (_, f) in &files {
         for item in &f.items {
@@ -161,11 +163,13 @@ pub fn check_sources(project: Option<(String, String)>, sources: Vec<(String, St
                     segments.insert(s.name.name.clone(), s);
                 }
                 Item::Flow(fl) => flow_defs.push(fl),
+                Item::Plugin(p) => plugin_defs.push(p),
             }
         }
     }
 
-    let ctx = exprs::Ctx::new(&schemas, &project, &segments);
+    let plugins = plugins::load_all(&plugin_defs, &map, &mut diags);
+    let ctx = exprs::Ctx::new(&schemas, &project, &segments, &plugins);
     ctx.check_segments(&mut diags);
     let mut summaries = Vec::new();
     for fl in &flow_defs {

@@ -278,7 +278,9 @@ pub fn main() -> i32 {
         Command::Forget { data, person } => cmd_forget(data, person),
         Command::Export { data, person } => cmd_export(data, person),
         Command::Diff { old, new, format } => cmd_diff(old, new, format),
-        Command::Plugin { action: PluginAction::Test { plugin, input } } => cmd_plugin_test(plugin, input),
+        Command::Plugin {
+            action: PluginAction::Test { plugin, input },
+        } => cmd_plugin_test(plugin, input),
         Command::Deploy {
             data,
             flows,

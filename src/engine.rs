@@ -91,6 +91,10 @@ pub fn step_mut(
             state.clicks.drain(..excess);
         }
     }
+    // Plugin calls that failed during this step (their fallback applied) go on the timeline.
+    for (plugin, reason) in crate::plugins::take_failures() {
+        cx.effects.push(Effect::PluginFailed { plugin, reason });
+    }
     cx.effects
 }
 

@@ -23,7 +23,25 @@ pub struct Program {
     pub shopify_api_version: String,
     pub shop: Shop,
     pub policy: Policy,
+    /// WebAssembly plugins the flows call, pinned by module hash.
+    #[serde(default)]
+    pub plugins: Vec<PluginDecl>,
     pub flows: Vec<Flow>,
+}
+
+/// A declared plugin (docs/plugins.md). The module hash pins the exact code: a changed module
+/// changes the program's hash and every version that uses it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginDecl {
+    pub name: String,
+    pub path: String,
+    pub module_hash: String,
+    /// `segment` or `recommend`.
+    pub kind: String,
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    /// A segment's answer when a call fails (trap, out of fuel, memory limit, bad output).
+    pub fallback: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -262,6 +280,8 @@ pub enum Expr {
     List(Vec<Expr>),
     /// A built-in function (`link`, `len`, `lower`, `upper`, `days`).
     Call(String, Vec<Expr>),
+    /// A segment plugin's answer, by plugin name (see `Program::plugins`).
+    Plugin(String),
     /// The type the checker proved for `expr`, where a conversion matters at run time.
     Typed(Ty, Box<Expr>),
 }

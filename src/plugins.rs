@@ -768,3 +768,68 @@ pub fn plugin_test_report(path: &Path, input_json: Option<&str>) -> Result<Strin
     }
     Ok(report)
 }
+
+// ---- the process-wide registry the engine calls through ------------------------------------
+
+static SHARED: std::sync::OnceLock<std::result::Result<Host, String>> = std::sync::OnceLock::new();
+static REGISTRY: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<String, LoadedPlugin>>,
+> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// Failed calls since the last `take_failures` on this thread: the engine turns them into
+    /// timeline effects after each step (a failing plugin never fails the flow).
+    static FAILURES: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One host (one wasmtime `Engine`) per process, shared by the checker and the engine.
+pub fn shared_host() -> std::result::Result<&'static Host, String> {
+    SHARED
+        .get_or_init(|| Host::new().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn registry() -> &'static std::sync::Mutex<std::collections::HashMap<String, LoadedPlugin>> {
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Make a loaded plugin callable by its module hash.
+pub fn register(module_hash: &str, plugin: LoadedPlugin) {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(module_hash.to_string(), plugin);
+}
+
+/// Call a registered segment plugin; on any failure (or when the module is not loaded in this
+/// process) the fallback applies and the reason is recorded for `take_failures`.
+pub fn call_segment(name: &str, module_hash: &str, input_json: &str, fallback: bool) -> bool {
+    let plugin = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(module_hash)
+        .cloned();
+    let (value, err) = match plugin {
+        Some(p) => p.segment_or_fallback(input_json),
+        None => (
+            fallback,
+            Some(CallError::Unavailable(format!(
+                "module {module_hash} is not loaded"
+            ))),
+        ),
+    };
+    let value = if err.is_some() { fallback } else { value };
+    if let Some(e) = err {
+        FAILURES.with(|f| {
+            f.borrow_mut()
+                .push((name.to_string(), format!("{}: {e}", e.reason())))
+        });
+    }
+    value
+}
+
+/// The failed calls recorded on this thread since the last call.
+pub fn take_failures() -> Vec<(String, String)> {
+    FAILURES.with(|f| std::mem::take(&mut *f.borrow_mut()))
+}

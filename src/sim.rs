@@ -279,6 +279,9 @@ fn describe(e: &Effect) -> String {
         }
         Effect::ClickRecorded { message_id } => format!("clicked {message_id}"),
         Effect::Duplicate { id } => format!("duplicate input {id} ignored"),
+        Effect::PluginFailed { plugin, reason } => {
+            format!("plugin {plugin} failed ({reason}); fallback used")
+        }
         Effect::Step { op, step, .. } => format!("step {step} {op}"),
         Effect::CancelTimer { step, .. } => format!("timer for step {step} cancelled"),
     }

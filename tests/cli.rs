@@ -194,7 +194,10 @@ fn plugin_test_reports_answer_or_reason() {
     let o = run(&["plugin", "test", "examples/plugins/vip_segment.wat"]);
     assert_eq!(o.status.code(), Some(0));
     let t = stdout(&o);
-    assert!(t.contains("segment: true") || t.contains("segment: false"), "{t}");
+    assert!(
+        t.contains("segment: true") || t.contains("segment: false"),
+        "{t}"
+    );
     assert!(t.contains("fuel used"));
     let dir = std::env::temp_dir().join(format!("aftercart-cli-plugin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -208,5 +211,44 @@ fn plugin_test_reports_answer_or_reason() {
     .unwrap();
     let o = run(&["plugin", "test", looping.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("fuel"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("fuel"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn plugin_project_checks_tests_and_records_fallbacks() {
+    assert_eq!(
+        run(&["check", "tests/plugin_project"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["test", "tests/plugin_project"]).status.code(),
+        Some(0)
+    );
+    let o = run(&[
+        "simulate",
+        "--flows",
+        "tests/plugin_project",
+        "--events",
+        "examples/events/tiny.jsonl",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    let failed = t
+        .lines()
+        .find(|l| l.contains("\"type\":\"plugin_failed\""))
+        .expect("the looping plugin's failure is on the timeline");
+    assert!(
+        failed.contains("broken_model") && failed.contains("out_of_fuel"),
+        "{failed}"
+    );
+    assert!(
+        t.contains("\"flow\":\"fallback_thanks\""),
+        "the fallback (true) lets the flow run"
+    );
 }

@@ -1,6 +1,7 @@
 //! Golden tests of rendered diagnostics: each `tests/ui/*.flow` is checked on its own (with
 //! `tests/ui/aftercart.toml`) and the full human rendering, without colour, must equal the
-//! `.out` file beside it. `UPDATE_GOLDEN=1 cargo test --test ui` rewrites the `.out` files.
+//! `.out` file beside it (cases under `projects/` are named by their path from the package
+//! root, since plugin paths are read relative to the declaring file). `UPDATE_GOLDEN=1 cargo test --test ui` rewrites the `.out` files.
 
 use aftercart::check::check_sources;
 use aftercart::diagnostic::render::{render, Format};
@@ -68,17 +69,25 @@ fn ui_golden() {
         for e in std::fs::read_dir(proj).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "flow") {
-                let n = format!("ui/projects/{pname}/{}", p.file_name().unwrap().to_string_lossy());
+                let n = format!(
+                    "tests/ui/projects/{pname}/{}",
+                    p.file_name().unwrap().to_string_lossy()
+                );
                 sources.push((n, std::fs::read_to_string(&p).unwrap()));
             }
         }
         sources.sort();
-        let checked =
-            check_sources(Some((format!("ui/projects/{pname}/aftercart.toml"), toml)), sources);
+        let checked = check_sources(
+            Some((format!("tests/ui/projects/{pname}/aftercart.toml"), toml)),
+            sources,
+        );
         let got = render(Format::Human, &checked.map, &checked.diagnostics, false);
         let out = dir.join("projects").join(format!("{pname}.out"));
         let code = format!("AC{}", &pname[2..6]);
-        assert!(checked.diagnostics.iter().any(|d| d.code == code), "{pname} does not produce {code}");
+        assert!(
+            checked.diagnostics.iter().any(|d| d.code == code),
+            "{pname} does not produce {code}"
+        );
         if update {
             std::fs::write(&out, &got).unwrap();
         } else if std::fs::read_to_string(&out).unwrap_or_default() != got {

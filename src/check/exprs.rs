@@ -15,6 +15,7 @@ pub struct Ctx<'a> {
     pub schemas: &'a Schemas,
     pub project: &'a Project,
     pub segments: &'a BTreeMap<String, &'a ast::SegmentDef>,
+    pub plugins: &'a super::plugins::Plugins,
     /// Segments being expanded (to report a segment defined in terms of itself).
     expanding: RefCell<Vec<String>>,
 }
@@ -75,11 +76,13 @@ impl<'a> Ctx<'a> {
         schemas: &'a Schemas,
         project: &'a Project,
         segments: &'a BTreeMap<String, &'a ast::SegmentDef>,
+        plugins: &'a super::plugins::Plugins,
     ) -> Self {
         Ctx {
             schemas,
             project,
             segments,
+            plugins,
             expanding: RefCell::new(Vec::new()),
         }
     }
@@ -131,6 +134,26 @@ impl<'a> Ctx<'a> {
             ExprKind::Duration(_) => Ty::Duration,
             ExprKind::TimeOfDay(_) => Ty::TimeOfDay,
             ExprKind::Paren(inner) => self.expr(inner, scope, diags),
+            ExprKind::Plugin(id) => {
+                match self.plugins.get(&id.name) {
+                    Some(p) if p.kind == "segment" => {}
+                    Some(p) => diags.push(
+                        Diagnostic::new(
+                            "AC0502",
+                            format!("plugin `{}` is a {} plugin, not a segment", id.name, p.kind),
+                        )
+                        .primary(id.span, "used as a condition here")
+                        .help("declare it with `kind segment`, or use a segment plugin"),
+                    ),
+                    None => self.unknown(
+                        id,
+                        "plugin",
+                        &self.plugins.keys().map(|s| s.as_str()).collect::<Vec<_>>(),
+                        diags,
+                    ),
+                }
+                Ty::Bool
+            }
             ExprKind::List(items) => {
                 let mut elem = Ty::Unknown;
                 for it in items {

@@ -22,6 +22,7 @@ pub fn lower(ctx: &Ctx, flows: &[&ast::FlowDef]) -> ir::Program {
         shopify_api_version: ctx.schemas.api_version.clone(),
         shop,
         policy: ctx.project.policy.clone(),
+        plugins: ctx.plugins.values().cloned().collect(),
         flows: out,
     };
     p.hash = p.compute_hash();
@@ -377,6 +378,7 @@ impl L<'_, '_> {
                 minute: t.minute,
             }),
             ExprKind::Paren(inner) => self.expr(inner, event_name, vars),
+            ExprKind::Plugin(id) => IExpr::Plugin(id.name.clone()),
             ExprKind::List(items) => IExpr::List(
                 items
                     .iter()

@@ -70,6 +70,9 @@ pub const CODES: &[CodeInfo] = &[
     ),
     c("AC0406", W, "transactional message carries a promotion"),
     c("AC0407", W, "tracked link without a link base URL"),
+    // 05xx: plugins
+    c("AC0501", E, "plugin cannot be loaded"),
+    c("AC0502", E, "plugin used as the wrong kind"),
 ];
 
 pub fn lookup(code: &str) -> Option<&'static CodeInfo> {

@@ -20,6 +20,8 @@ pub struct Scope<'a> {
     pub now: DateTime<Utc>,
     /// Set while rendering a message: `link()` then shortens and records links.
     pub links: Option<LinkCtx<'a>>,
+    /// The program's plugins, for `plugin NAME` conditions.
+    pub plugins: &'a [crate::ir::PluginDecl],
 }
 
 pub struct LinkCtx<'a> {
@@ -130,6 +132,24 @@ impl Scope<'_> {
                 self.call(name, args)
             }
             Expr::Typed(ty, x) => convert(ty, self.ev(x, vars)),
+            Expr::Plugin(name) => {
+                // ABI v1 input: the profile, and the event as the order. The call is
+                // deterministic (fuel, no clock, no randomness), so replays agree; a failure
+                // applies the declared fallback and is recorded for the timeline.
+                let Some(decl) = self.plugins.iter().find(|p| &p.name == name) else {
+                    return Value::Null;
+                };
+                let input = crate::plugins::plugin_input(
+                    &self.profile.to_json(),
+                    Some(&self.event.to_json()),
+                );
+                Value::Bool(crate::plugins::call_segment(
+                    &decl.name,
+                    &decl.module_hash,
+                    &input,
+                    decl.fallback,
+                ))
+            }
         }
     }
 

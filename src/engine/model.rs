@@ -177,6 +177,12 @@ pub enum Effect {
     ClickRecorded {
         message_id: String,
     },
+    /// A plugin call failed (trap, out of fuel, memory limit, bad output, not loaded); the
+    /// plugin's declared fallback was used and the flow went on.
+    PluginFailed {
+        plugin: String,
+        reason: String,
+    },
     /// An event id seen before: nothing else happened.
     Duplicate {
         id: String,

@@ -143,6 +143,7 @@ fn matches(
         profile: &profile,
         flow: &flow,
         shop: &cx.shop,
+        plugins: &cx.program.plugins,
         now: cx.now,
         links: None,
     };
@@ -302,6 +303,7 @@ fn enter(cx: &mut Cx, state: &mut PersonState, flow: &Flow, name: &str, id: &str
                 profile: &profile,
                 flow: &Value::Null,
                 shop: &cx.shop,
+                plugins: &cx.program.plugins,
                 now: cx.now,
                 links: None,
             };
@@ -676,6 +678,7 @@ fn eval_in<R>(cx: &Cx, state: &PersonState, inst: &Instance, f: impl FnOnce(&mut
         profile: &profile,
         flow: &flow,
         shop: &cx.shop,
+        plugins: &cx.program.plugins,
         now: cx.now,
         links: None,
     };
@@ -873,6 +876,7 @@ fn send(
             profile: &profile,
             flow: &fv,
             shop: &cx.shop,
+            plugins: &cx.program.plugins,
             now: cx.now,
             links: Some(LinkCtx {
                 base: cx.program.shop.link_base.as_deref(),

@@ -44,6 +44,25 @@ impl Value {
         }
     }
 
+    /// Back to JSON (decimals and times as strings, as the plugin ABI wants them).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(n) => J::from(*n),
+            Value::Decimal(d) => J::String(d.to_string()),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Duration(d) => J::from(*d),
+            Value::Time(t) => J::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            Value::List(l) => J::Array(l.iter().map(Value::to_json).collect()),
+            Value::Record(m) => {
+                J::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+            other => J::String(other.display()),
+        }
+    }
+
     pub fn field_ref(&self, name: &str) -> Option<&Value> {
         match self {
             Value::Record(m) => m.get(name),

@@ -1043,6 +1043,7 @@ fn prec(op: super::BinOp) -> u8 {
 
 fn expr_prec(e: &Expr, outer: u8) -> String {
     match e {
+        Expr::Plugin(name) => format!("plugin {name}"),
         Expr::Lit(l) => match l {
             Lit::Bool(b) => b.to_string(),
             Lit::Int(n) => n.to_string(),

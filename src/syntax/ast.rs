@@ -12,6 +12,20 @@ pub struct File {
 pub enum Item {
     Segment(SegmentDef),
     Flow(FlowDef),
+    Plugin(PluginDef),
+}
+
+/// `plugin NAME = "path" kind segment|recommend [fuel N] [memory NMiB] [fallback BOOL]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginDef {
+    pub name: Ident,
+    pub path: StrLit,
+    /// `segment` or `recommend`.
+    pub kind: String,
+    pub fuel: Option<u64>,
+    pub memory_bytes: Option<usize>,
+    pub fallback: Option<bool>,
+    pub span: Span,
 }
 
 impl Item {
@@ -19,12 +33,14 @@ impl Item {
         match self {
             Item::Segment(s) => s.span,
             Item::Flow(f) => f.span,
+            Item::Plugin(p) => p.span,
         }
     }
     pub fn name(&self) -> &Ident {
         match self {
             Item::Segment(s) => &s.name,
             Item::Flow(f) => &f.name,
+            Item::Plugin(p) => &p.name,
         }
     }
 }
@@ -331,6 +347,8 @@ pub enum ExprKind {
     List(Vec<Expr>),
     /// Parenthesised (kept so the formatter can keep the user's grouping).
     Paren(Box<Expr>),
+    /// `plugin NAME`: a segment plugin's answer.
+    Plugin(Ident),
 }
 
 impl Expr {

@@ -295,6 +295,7 @@ impl Printer<'_> {
         for (n, item) in f.items.iter().enumerate() {
             let head_end = match item {
                 Item::Segment(s) => self.eff_end(s.span.end),
+                Item::Plugin(p) => self.eff_end(p.span.end),
                 Item::Flow(fl) => self.open_brace(fl.name.span.end),
             };
             let lead = self.take_before(0, head_end);
@@ -309,6 +310,32 @@ impl Printer<'_> {
                     self.out.push_str(" = ");
                     let e = self.expr(&s.expr);
                     self.out.push_str(&e);
+                    self.trailing(head_end);
+                    self.out.push('\n');
+                }
+                Item::Plugin(p) => {
+                    self.out.push_str("plugin ");
+                    self.out.push_str(&p.name.name);
+                    self.out.push_str(" = ");
+                    let path = self
+                        .string_src(p.path.span.start, p.path.span.end)
+                        .map_or_else(|| quote(&p.path.value), str::to_string);
+                    self.out.push_str(&path);
+                    self.out.push_str(" kind ");
+                    self.out.push_str(&p.kind);
+                    if let Some(f) = p.fuel {
+                        self.out.push_str(&format!(" fuel {f}"));
+                    }
+                    if let Some(m) = p.memory_bytes {
+                        if m % (1 << 20) == 0 {
+                            self.out.push_str(&format!(" memory {}MiB", m >> 20));
+                        } else {
+                            self.out.push_str(&format!(" memory {}KiB", m >> 10));
+                        }
+                    }
+                    if let Some(b) = p.fallback {
+                        self.out.push_str(&format!(" fallback {b}"));
+                    }
                     self.trailing(head_end);
                     self.out.push('\n');
                 }
@@ -703,6 +730,7 @@ impl Printer<'_> {
                 .string_src(e.span.start, e.span.end)
                 .map_or_else(|| quote(v), str::to_string),
             ExprKind::Bool(b) => b.to_string(),
+            ExprKind::Plugin(id) => format!("plugin {}", id.name),
             ExprKind::Duration(d) => d.text.clone(),
             ExprKind::TimeOfDay(t) => self.time(t),
             ExprKind::Name(id) => id.name.clone(),

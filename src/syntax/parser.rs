@@ -48,6 +48,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                     match p.as_rule() {
                         Rule::segment_def => items.push(Item::Segment(b.segment(p))),
                         Rule::flow_def => items.push(Item::Flow(b.flow(p))),
+                        Rule::plugin_def => items.push(Item::Plugin(b.plugin(p))),
                         _ => {}
                     }
                 }
@@ -125,6 +126,10 @@ fn describe(rule: &Rule) -> Option<&'static str> {
     Some(match rule {
         EOI => "end of file",
         segment_def | kw_segment => "`segment`",
+        plugin_def | plugin_call | kw_plugin => "`plugin`",
+        plugin_kind => "`segment` or `recommend`",
+        plugin_opt | kw_fuel | kw_memory | kw_fallback => "`fuel`, `memory` or `fallback`",
+        mem_size => "a size such as `16MiB`",
         flow_def | kw_flow => "`flow`",
         description | kw_description => "`description`",
         kind_decl | kw_kind => "`kind`",
@@ -293,6 +298,37 @@ impl Builder<'_> {
         let name = self.ident(it.next().unwrap());
         let expr = self.expr(it.next().unwrap());
         SegmentDef { name, expr, span }
+    }
+
+    fn plugin(&mut self, p: P) -> PluginDef {
+        let span = self.span(&p);
+        let mut it = kids(p);
+        let name = self.ident(it.next().unwrap());
+        let path = self.str_lit(it.next().unwrap());
+        let kind = it.next().unwrap().as_str().to_string();
+        let mut def = PluginDef {
+            name,
+            path,
+            kind,
+            fuel: None,
+            memory_bytes: None,
+            fallback: None,
+            span,
+        };
+        for opt in it {
+            let v = kids(opt).next().unwrap();
+            match v.as_rule() {
+                Rule::int => def.fuel = v.as_str().parse().ok(),
+                Rule::mem_size => {
+                    let t = v.as_str();
+                    let (n, unit) = t.split_at(t.len() - 3);
+                    let mult = if unit == "MiB" { 1 << 20 } else { 1 << 10 };
+                    def.memory_bytes = n.parse::<usize>().ok().and_then(|n| n.checked_mul(mult));
+                }
+                _ => def.fallback = Some(v.as_str() == "true"),
+            }
+        }
+        def
     }
 
     fn flow(&mut self, p: P) -> FlowDef {
@@ -854,6 +890,13 @@ impl Builder<'_> {
                 let args = it.map(|a| self.expr(a)).collect();
                 Expr {
                     kind: ExprKind::Call(name, args),
+                    span,
+                }
+            }
+            Rule::plugin_call => {
+                let id = self.ident(kids(p).next().unwrap());
+                Expr {
+                    kind: ExprKind::Plugin(id),
                     span,
                 }
             }
