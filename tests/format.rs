@@ -26,7 +26,7 @@ fn norm_expr(e: &mut Expr) {
     match &mut e.kind {
         ExprKind::Duration(d) => norm_dur(d),
         ExprKind::TimeOfDay(t) => z(&mut t.span),
-        ExprKind::Name(i) => norm_ident(i),
+        ExprKind::Name(i) | ExprKind::Plugin(i) => norm_ident(i),
         ExprKind::Field(b, f) => {
             norm_expr(b);
             norm_ident(f);
@@ -166,6 +166,11 @@ fn normalise(mut f: File) -> File {
                 z(&mut s.span);
                 norm_ident(&mut s.name);
                 norm_expr(&mut s.expr);
+            }
+            Item::Plugin(p) => {
+                z(&mut p.span);
+                norm_ident(&mut p.name);
+                z(&mut p.path.span);
             }
             Item::Flow(fl) => {
                 z(&mut fl.span);
