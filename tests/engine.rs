@@ -86,6 +86,7 @@ fn program(flows: Vec<Flow>) -> Program {
         ir_version: IR_VERSION,
         hash: String::new(),
         shopify_api_version: "2025-01".into(),
+        plugins: Vec::new(),
         shop: Shop {
             name: "Juniper".into(),
             zone: "America/New_York".into(),
