@@ -217,6 +217,9 @@ enum Command {
         new: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: SimFormat,
+        /// A data folder: show how many people wait at each affected step.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Work with WebAssembly plugins.
     Plugin {
@@ -277,7 +280,12 @@ pub fn main() -> i32 {
         Command::Compact { data, before } => cmd_compact(data, before),
         Command::Forget { data, person } => cmd_forget(data, person),
         Command::Export { data, person } => cmd_export(data, person),
-        Command::Diff { old, new, format } => cmd_diff(old, new, format),
+        Command::Diff {
+            old,
+            new,
+            format,
+            data,
+        } => cmd_diff(old, new, format, data),
         Command::Plugin {
             action: PluginAction::Test { plugin, input },
         } => cmd_plugin_test(plugin, input),
@@ -1071,15 +1079,30 @@ fn load_version(path: &std::path::Path) -> Result<crate::ir::Program, i32> {
     Ok(program)
 }
 
-fn cmd_diff(old: PathBuf, new: PathBuf, format: SimFormat) -> i32 {
+fn cmd_diff(old: PathBuf, new: PathBuf, format: SimFormat, data: Option<PathBuf>) -> i32 {
     let (a, b) = match (load_version(&old), load_version(&new)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(c), _) | (_, Err(c)) => return c,
     };
     let mut d = crate::ir::diff::diff(&a, &b);
-    // Hook for the runtime's `--data DIR`: fill `waiting` with the people waiting at each
-    // (flow, old version, step); the text and JSON then show them beside each affected step.
-    let waiting: Option<crate::ir::diff::Waiting> = None;
+    // With a data folder: the people waiting at each (flow, old version, step), shown beside
+    // each affected step.
+    let waiting: Option<crate::ir::diff::Waiting> = match &data {
+        None => None,
+        Some(dir) => {
+            let store = match open_store(dir) {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            match crate::runtime::deploy::waiting(&*store) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 2;
+                }
+            }
+        }
+    };
     if let Some(w) = &waiting {
         d.attach_waiting(w);
     }
