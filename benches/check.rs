@@ -5,6 +5,10 @@
 use aftercart::check::check_sources;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+// The binary's allocator (src/main.rs), so the figure is what `aftercart check` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PROJECT: &str = include_str!("../flows/aftercart.toml");
 
 /// A realistic flow of about 25 lines, renamed per copy so names stay unique.

@@ -208,10 +208,17 @@ impl QuietHours {
     /// that passed its tests; if it somehow does, fall back to the federal window alone
     /// rather than panic in a running system.
     pub fn builtin() -> QuietHours {
-        QuietHours::from_toml(BUILTIN).unwrap_or_else(|_| QuietHours {
-            federal: federal_fallback(),
-            states: BTreeMap::new(),
-        })
+        // Parsed once per process: the checker asks for it per flow and parsing the TOML
+        // table (times and dates) showed up in the check benchmark's profile.
+        static TABLE: std::sync::OnceLock<QuietHours> = std::sync::OnceLock::new();
+        TABLE
+            .get_or_init(|| {
+                QuietHours::from_toml(BUILTIN).unwrap_or_else(|_| QuietHours {
+                    federal: federal_fallback(),
+                    states: BTreeMap::new(),
+                })
+            })
+            .clone()
     }
 
     /// Parse a table in the format of `quiet_hours.toml`. Errors name the offending row.
