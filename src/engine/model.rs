@@ -7,6 +7,40 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Event payloads held by instances are shared, not copied: one event is kept by every live
+/// instance that may `wait for` it and by each instance it starts. Deep-cloning the payload for
+/// each of them was most of the simulator's allocations and memory growth (docs/performance.md).
+/// Serialised as the plain JSON value, so the stored state has the same shape as before (a
+/// helper instead of serde's `rc` feature, which would rebuild every serde dependent).
+pub type SharedJson = Arc<serde_json::Value>;
+
+mod shared_json {
+    use super::SharedJson;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &SharedJson, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SharedJson, D::Error> {
+        serde_json::Value::deserialize(d).map(SharedJson::new)
+    }
+
+    pub mod opt {
+        use super::SharedJson;
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &Option<SharedJson>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_deref().serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SharedJson>, D::Error> {
+            Option::<serde_json::Value>::deserialize(d).map(|o| o.map(SharedJson::new))
+        }
+    }
+}
 
 /// SMS marketing consent. `Unknown` is not consent: marketing needs `Subscribed`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -249,7 +283,8 @@ impl Waiting {
 pub struct SeenEvent {
     pub name: String,
     pub at: DateTime<Utc>,
-    pub data: serde_json::Value,
+    #[serde(with = "shared_json")]
+    pub data: SharedJson,
 }
 
 /// One person inside one flow (version).
@@ -261,12 +296,14 @@ pub struct Instance {
     pub kind: FlowKind,
     pub entry_key: String,
     pub entry_event: String,
-    pub entry: serde_json::Value,
+    #[serde(with = "shared_json")]
+    pub entry: SharedJson,
     pub entered_at: DateTime<Utc>,
     pub step: StepId,
     pub waiting: Option<Waiting>,
     /// The event that resumed the latest `wait for` (what `event` means in later steps).
-    pub last_event: Option<serde_json::Value>,
+    #[serde(default, with = "shared_json::opt")]
+    pub last_event: Option<SharedJson>,
     pub seen: Vec<SeenEvent>,
     pub replies: Vec<String>,
     /// Split step -> chosen arm.
@@ -290,7 +327,8 @@ pub struct LastMessage {
     pub step: StepId,
     pub variant: Option<String>,
     pub at: DateTime<Utc>,
-    pub entry: serde_json::Value,
+    #[serde(with = "shared_json")]
+    pub entry: SharedJson,
 }
 
 /// Everything the engine remembers about one person.

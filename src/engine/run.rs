@@ -153,6 +153,8 @@ fn matches(
 // ---------------------------------------------------------------- events
 
 pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data: &Json) {
+    // One shared copy of the payload for every instance that keeps it (made on first need).
+    let mut shared: Option<SharedJson> = None;
     if state.seen_event_ids.iter().any(|s| s == id) {
         cx.effects.push(Effect::Duplicate { id: id.to_string() });
         return;
@@ -223,7 +225,7 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
             let mut inst = state.instances.remove(iid).expect("present");
             cancel_timer(cx, &inst);
             inst.waiting = None;
-            inst.last_event = Some(data.clone());
+            inst.last_event = Some(share(&mut shared, data));
             inst.step = next;
             advance(cx, state, inst);
         } else if flow
@@ -235,7 +237,7 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
             inst.seen.push(SeenEvent {
                 name: name.to_string(),
                 at: cx.now,
-                data: data.clone(),
+                data: share(&mut shared, data),
             });
             let excess = inst.seen.len().saturating_sub(SEEN_EVENTS_PER_INSTANCE);
             inst.seen.drain(..excess);
@@ -248,8 +250,14 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
         {
             continue;
         }
-        enter(cx, state, flow, name, id, data);
+        enter(cx, state, flow, name, id, data, &mut shared);
     }
+}
+
+/// The event's payload as one shared allocation, cloned from `data` the first time.
+fn share(slot: &mut Option<SharedJson>, data: &Json) -> SharedJson {
+    slot.get_or_insert_with(|| SharedJson::new(data.clone()))
+        .clone()
 }
 
 fn conversions(cx: &mut Cx, state: &PersonState, name: &str, data: &Json) {
@@ -285,7 +293,15 @@ fn conversions(cx: &mut Cx, state: &PersonState, name: &str, data: &Json) {
     });
 }
 
-fn enter(cx: &mut Cx, state: &mut PersonState, flow: &Flow, name: &str, id: &str, data: &Json) {
+fn enter(
+    cx: &mut Cx,
+    state: &mut PersonState,
+    flow: &Flow,
+    name: &str,
+    id: &str,
+    data: &Json,
+    shared: &mut Option<SharedJson>,
+) {
     let hist = state.entries.get(&flow.name).cloned().unwrap_or_default();
     let refuse = |cx: &mut Cx, reason: String| {
         cx.effects.push(Effect::NotEntered {
@@ -359,7 +375,7 @@ fn enter(cx: &mut Cx, state: &mut PersonState, flow: &Flow, name: &str, id: &str
         kind: flow.kind,
         entry_key: key,
         entry_event: name.to_string(),
-        entry: data.clone(),
+        entry: share(shared, data),
         entered_at: cx.now,
         step: 0,
         waiting: None,
@@ -667,7 +683,7 @@ fn eval_in<R>(cx: &Cx, state: &PersonState, inst: &Instance, f: impl FnOnce(&mut
     let entry = Value::from_json(&inst.entry);
     let event = inst
         .last_event
-        .as_ref()
+        .as_deref()
         .map(Value::from_json)
         .unwrap_or_else(|| entry.clone());
     let profile = profile::to_value(&state.profile, state.consent);
@@ -865,7 +881,7 @@ fn send(
         let entry = Value::from_json(&inst.entry);
         let event = inst
             .last_event
-            .as_ref()
+            .as_deref()
             .map(Value::from_json)
             .unwrap_or_else(|| entry.clone());
         let profile = profile::to_value(&state.profile, state.consent);
