@@ -218,7 +218,7 @@ impl Schemas {
     /// The events a webhook of `topic` produces for `payload`. fulfillment_events/create gives
     /// `shipment.<status>` for a known status, then `shipment.updated` (for every status: the
     /// set is open and new values appear across API versions: FulfillmentEvent `status`,
-    /// https://shopify.dev/docs/api/admin-rest/2026-07/resources/fulfillmentevent).
+    /// <https://shopify.dev/docs/api/admin-rest/2026-07/resources/fulfillmentevent>).
     pub fn events_for_topic(&self, topic: &str, payload: &serde_json::Value) -> Vec<&EventSchema> {
         let of_topic = || {
             self.events

@@ -6,7 +6,7 @@
 //! money and decimals are decimal strings validated by rust_decimal (Shopify sends money as
 //! strings such as "29.99" and it must never pass through f64); times are RFC 3339 in UTC
 //! (Shopify sends local offsets such as `2021-12-31T19:00:00-05:00`). Payload shapes: the sample
-//! payloads of https://shopify.dev/docs/api/webhooks/2026-07 (tests/fixtures/shopify).
+//! payloads of <https://shopify.dev/docs/api/webhooks/2026-07> (tests/fixtures/shopify).
 
 use super::{Field, NormalizeError, Schemas};
 use crate::ir::Ty;
