@@ -642,7 +642,7 @@ pub fn advance(cx: &mut Cx, state: &mut PersonState, mut inst: Instance) {
                 then,
                 otherwise,
             } => {
-                let ok = eval_in(cx, state, &inst, |s| s.eval(cond).truthy());
+                let ok = eval_in(cx, state, &inst, None, |s| s.eval(cond).truthy());
                 inst.step = if ok { *then } else { *otherwise };
             }
             Step::Split { arms } => {
@@ -679,7 +679,13 @@ pub fn split_bucket(person: &str, version: &str, step: StepId) -> u32 {
     (u64::from_str_radix(&h[..16], 16).unwrap_or(0) % 10_000) as u32
 }
 
-fn eval_in<R>(cx: &Cx, state: &PersonState, inst: &Instance, f: impl FnOnce(&mut Scope) -> R) -> R {
+fn eval_in<R>(
+    cx: &Cx,
+    state: &PersonState,
+    inst: &Instance,
+    links: Option<LinkCtx<'_>>,
+    f: impl FnOnce(&mut Scope) -> R,
+) -> R {
     let entry = Value::from_json(&inst.entry);
     let event = inst
         .last_event
@@ -696,7 +702,7 @@ fn eval_in<R>(cx: &Cx, state: &PersonState, inst: &Instance, f: impl FnOnce(&mut
         shop: &cx.shop,
         plugins: &cx.program.plugins,
         now: cx.now,
-        links: None,
+        links,
     };
     f(&mut scope)
 }
@@ -877,32 +883,16 @@ fn send(
         }
     }
     let variant = inst.variants.values().last().cloned();
-    let (body, links) = {
-        let entry = Value::from_json(&inst.entry);
-        let event = inst
-            .last_event
-            .as_deref()
-            .map(Value::from_json)
-            .unwrap_or_else(|| entry.clone());
-        let profile = profile::to_value(&state.profile, state.consent);
-        let fv = flow_value(inst, &entry);
-        let mut scope = Scope {
-            event: &event,
-            entry: &entry,
-            profile: &profile,
-            flow: &fv,
-            shop: &cx.shop,
-            plugins: &cx.program.plugins,
-            now: cx.now,
-            links: Some(LinkCtx {
-                base: cx.program.shop.link_base.as_deref(),
-                message_id: &message_id,
-                out: Vec::new(),
-            }),
-        };
-        let body = scope.render(template);
-        (body, scope.links.map(|l| l.out).unwrap_or_default())
+    // The same scope as conditions use, with link shortening switched on for this message.
+    let link_ctx = LinkCtx {
+        base: cx.program.shop.link_base.as_deref(),
+        message_id: &message_id,
+        out: Vec::new(),
     };
+    let (body, links) = eval_in(cx, state, inst, Some(link_ctx), |scope| {
+        let body = scope.render(template);
+        (body, scope.links.take().map(|l| l.out).unwrap_or_default())
+    });
     let count = sms::count(&body);
     state.sent.insert(message_id.clone());
     if marketing {
