@@ -220,7 +220,7 @@ pub fn check_flow(
         }
         max_per_24h = max_per_24h.max(count_in_24h(path));
     }
-    if !any_send && !owned.is_empty() || owned.is_empty() {
+    if !any_send {
         sc.diags.push(
             Diagnostic::new(
                 "AC0308",
