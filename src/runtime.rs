@@ -200,29 +200,9 @@ pub struct Runtime {
     counters: BTreeMap<String, i64>,
 }
 
-/// Open the store in `dir`, creating a new one atomically: `SledStore::open` creates a missing
-/// directory in several steps (keys file, database, meta), and a kill between them leaves a
-/// directory that is neither empty nor a store, which it rightly refuses forever after. So a
-/// new store is built in `DIR.creating` and renamed into place (a leftover from a killed
-/// creation is removed first): `dir` is either absent or a complete store.
+/// Open the store in `dir`, creating it if absent or empty (atomically: see
+/// `SledStore::open`, which builds a new store beside `dir` and renames it into place).
 pub fn open_store(dir: &std::path::Path) -> Result<crate::store::SledStore> {
-    if !dir.exists() {
-        let mut tmp = dir.as_os_str().to_owned();
-        tmp.push(".creating");
-        let tmp = std::path::PathBuf::from(tmp);
-        let io =
-            |e: std::io::Error| Error::Store(StoreError::Io(format!("{}: {e}", tmp.display())));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io)?;
-        }
-        drop(crate::store::open(&tmp)?);
-        std::fs::rename(&tmp, dir).map_err(io)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
-        }
-    }
     Ok(crate::store::open(dir)?)
 }
 
@@ -347,18 +327,13 @@ impl Runtime {
             people_put.push((p, serde_json::to_vec(&rec).expect("records serialise")));
         }
         people_put.extend(st.take_index_puts());
+        let (added, removed) = st.take_timer_changes();
         let batch = CommitBatch {
             cursor,
             people_remove: Vec::new(),
             people_put,
-            timers_remove: std::mem::take(&mut st.removed)
-                .iter()
-                .map(state::timer_of)
-                .collect(),
-            timers_add: std::mem::take(&mut st.added)
-                .iter()
-                .map(state::timer_of)
-                .collect(),
+            timers_remove: removed.iter().map(state::timer_of).collect(),
+            timers_add: added.iter().map(state::timer_of).collect(),
             outbox_put: std::mem::take(&mut self.outbox),
             outbox_update: Vec::new(),
             attribute: std::mem::take(&mut self.attribute),

@@ -794,6 +794,35 @@ mod model {
 const CHILD_ENV: &str = "AFTERCART_STORE_CHILD";
 const PEOPLE: u64 = 5;
 
+#[test]
+fn a_creation_killed_half_way_leaves_nothing_that_blocks_the_next_open() {
+    // What a kill during creation leaves: `DIR` absent and a half-made `DIR.creating` (a key
+    // file, a database without its meta record). The next open removes it and creates anew.
+    let dir = tmp("creating");
+    let mut half = dir.as_os_str().to_owned();
+    half.push(".creating");
+    let half = PathBuf::from(half);
+    std::fs::create_dir_all(half.join("db")).unwrap();
+    std::fs::write(half.join("keys.bin"), b"half").unwrap();
+    let s = store::open(&dir).unwrap();
+    assert!(s.integrity().created);
+    assert!(!half.exists(), "the leftover is removed");
+    s.append(&[ev("a", None, "{}")]).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let s = store::open(&dir).unwrap();
+    assert!(!s.integrity().created);
+    assert_eq!(s.last_seq().unwrap(), 1);
+    drop(s);
+
+    // An existing empty directory (made by the operator) becomes a store in place.
+    let empty = tmp("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let s = store::open(&empty).unwrap();
+    assert!(s.integrity().created);
+    assert!(empty.join("db").is_dir() && empty.join("keys.bin").is_file());
+}
+
 fn crash_payload(source_id: &str) -> Vec<u8> {
     format!("{{\"id\":\"{source_id}\",\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes()
 }

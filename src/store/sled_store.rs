@@ -197,7 +197,10 @@ impl SledStore {
             Ok(mut it) => it.next().is_none(),
         };
         if empty {
-            return Self::create(dir, &opts);
+            Self::create_in_place_of(dir, &opts)?;
+            let mut s = Self::open_with(dir, opts)?;
+            s.integrity.created = true;
+            return Ok(s);
         }
         let db_path = dir.join(DB_DIR);
         if !db_path.is_dir() {
@@ -257,6 +260,29 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Create a store so that `dir` is, at every instant, either absent (or still empty) or a
+    /// complete store: a creation killed half-way would otherwise leave a directory that is
+    /// neither empty nor a store, which `open` rightly refuses forever after. The store is
+    /// built in the sibling `DIR.creating` (a leftover of a killed creation is removed first)
+    /// and renamed into place (rename(2) replaces an empty directory atomically); the parent
+    /// directory is synced so that the rename itself survives a power cut.
+    fn create_in_place_of(dir: &Path, opts: &OpenOptions) -> Result<()> {
+        let mut tmp = dir.as_os_str().to_owned();
+        tmp.push(".creating");
+        let tmp = std::path::PathBuf::from(tmp);
+        let io =
+            |what: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", what.display()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        }
+        drop(Self::create(&tmp, opts)?);
+        std::fs::rename(&tmp, dir).map_err(|e| io(dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            keys::sync_dir(parent)?;
+        }
+        Ok(())
     }
 
     fn create(dir: &Path, opts: &OpenOptions) -> Result<SledStore> {
