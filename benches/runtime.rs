@@ -261,12 +261,9 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
     let lines = synthetic(want);
     let dir = tmp("latency");
     let store: Arc<dyn Store> = Arc::new(runtime::open_store(&dir).unwrap());
-    // Parse before the clock starts: the driver only appends (as a webhook edge would). The
-    // generator repeats a few ids (`o2{i}` vs `o{2i}`): keep the first, as ingest would.
-    let mut seen = std::collections::HashSet::new();
+    // Parse before the clock starts: the driver only appends (as a webhook edge would).
     let events: Vec<NewEvent> = lines
         .iter()
-        .filter(|l| seen.insert(aftercart::host::parse_line(l).unwrap().source_id()))
         .take(want)
         .map(|l| {
             let env = aftercart::host::parse_line(l).unwrap();

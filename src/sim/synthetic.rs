@@ -13,6 +13,7 @@ fn t0() -> DateTime<Utc> {
 
 /// A day of one person's life as normalised events: consent, an order (skincare and refill
 /// items for some), its fulfillment and delivery, a quiz answer, and for a third a repeat order.
+/// Event ids are unique across the stream (`o{i}.repeat`: `o2{i}` would collide with `o{2i}`).
 pub fn events(people: usize) -> String {
     let mut lines = Vec::with_capacity(people * 6);
     let start = t0();
@@ -48,7 +49,7 @@ pub fn events(people: usize) -> String {
         if i % 3 == 2 {
             let mut o2 = order.clone();
             o2["order_id"] = json!(format!("{}", 90_000_000 + i));
-            lines.push(json!({"type": "order.created", "at": ts(Duration::days(20)), "id": format!("o2{i}"), "data": o2}));
+            lines.push(json!({"type": "order.created", "at": ts(Duration::days(20)), "id": format!("o{i}.repeat"), "data": o2}));
         }
     }
     let mut v: Vec<(String, String)> = lines
@@ -57,4 +58,21 @@ pub fn events(people: usize) -> String {
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v.into_iter().map(|(_, l)| l + "\n").collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_unique() {
+        let text = events(300);
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = v["id"].as_str().unwrap().to_string();
+            assert!(seen.insert(id.clone()), "id {id} repeats");
+        }
+        assert_eq!(seen.len(), 300 * 5 + 100);
+    }
 }
