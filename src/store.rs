@@ -269,7 +269,17 @@ pub trait Store: Send + Sync {
     fn people(&self) -> Result<Vec<String>>;
 
     /// Timers with `due <= now`, earliest first, across all people.
-    fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>>;
+    fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>> {
+        self.due_between(DateTime::<Utc>::MIN_UTC, now, limit)
+    }
+    /// Timers with `from <= due <= until`, earliest first: the runtime's read-ahead resumes
+    /// where its last read stopped instead of re-reading (and decrypting) what it has fired.
+    fn due_between(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Timer>>;
     fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
     /// Every timer of one person, earliest first.
     fn timers_of(&self, person: &str) -> Result<Vec<Timer>>;

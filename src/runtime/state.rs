@@ -289,39 +289,43 @@ impl StoreState {
         }
     }
 
-    /// Read the due index up to `until` into the read-ahead. The store orders equal dues by a
-    /// random tag, not by [`TimerKey`], so a full read covers only the dues strictly before its
-    /// last one; the read grows until it covers at least one due instant. False on error.
+    /// Extend the read-ahead up to `until`, reading the due index from just after what it
+    /// already covers (so a timer is read and decrypted once per batch, not once per firing or
+    /// per log entry). The store orders equal dues by a random tag, not by [`TimerKey`], so a
+    /// full read covers only the dues strictly before its last one; the read grows until it
+    /// covers at least one more instant. False on a store error.
     fn fill_due(&mut self, until: DateTime<Utc>) -> bool {
-        let mut limit = self.removed.len() + DUE_READ_AHEAD;
+        let one_ms = chrono::Duration::milliseconds(1);
+        let from = self
+            .due_complete
+            .map_or(DateTime::<Utc>::MIN_UTC, |c| c + one_ms);
+        let mut limit = DUE_READ_AHEAD;
         loop {
-            let ts = match self.store.due(until, limit) {
+            let ts = match self.store.due_between(from, until, limit) {
                 Ok(t) => t,
                 Err(e) => return self.fail(e).unwrap_or(false),
             };
-            let full = ts.len() == limit;
             let complete = match ts.last() {
-                Some(last) if full => last.due - chrono::Duration::milliseconds(1),
+                Some(last) if ts.len() == limit => last.due - one_ms,
                 _ => until,
             };
-            let first_live = ts.iter().map(key_of).find(|k| !self.removed.contains(k));
-            if full && first_live.as_ref().is_none_or(|k| k.due > complete) {
-                // Everything read was fired already, or shares one due instant: read more.
+            if complete < from {
+                // Every timer read shares the first instant: read more of it.
                 limit *= 4;
                 continue;
             }
-            self.due_buf = ts
-                .iter()
-                .map(key_of)
-                .filter(|k| k.due <= complete && !self.removed.contains(k))
-                .collect();
+            for k in ts.iter().map(key_of) {
+                if k.due <= complete && !self.removed.contains(&k) {
+                    self.due_buf.insert(k);
+                }
+            }
             self.due_complete = Some(complete);
             return true;
         }
     }
 }
 
-/// Timers read per scan of the due index (beyond the ones already fired in the batch).
+/// Timers read per scan of the due index.
 const DUE_READ_AHEAD: usize = 512;
 
 impl HostState for StoreState {

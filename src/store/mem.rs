@@ -251,12 +251,17 @@ impl Store for MemStore {
         Ok(self.inner.lock().unwrap().people.keys().cloned().collect())
     }
 
-    fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>> {
+    fn due_between(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
         let s = self.inner.lock().unwrap();
-        let now = millis(now);
+        let (from, until) = (millis(from), millis(until));
         Ok(s.timers
-            .iter()
-            .take_while(|t| t.0 <= now)
+            .range((from, String::new(), String::new(), 0)..)
+            .take_while(|t| t.0 <= until)
             .take(limit)
             .map(timer_of)
             .collect())

@@ -955,13 +955,23 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>> {
+    fn due_between(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
         let keys = self.keys.read().unwrap();
+        let mut lo = vec![layout::TIMERS];
+        lo.extend_from_slice(&layout::due_bytes(millis(from)));
         let mut hi = vec![layout::TIMERS];
-        hi.extend_from_slice(&layout::due_bytes(millis(now)));
+        hi.extend_from_slice(&layout::due_bytes(millis(until)));
         hi.push(0xff);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
-        for kv in self.db.range(vec![layout::TIMERS]..hi) {
+        for kv in self.db.range(lo..hi) {
             if out.len() >= limit {
                 break;
             }
