@@ -51,6 +51,13 @@ enum SimFormat {
 }
 
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
 enum ClockArg {
     Wall,
     Virtual,
@@ -163,9 +170,25 @@ enum Command {
         /// Stop when the log is processed, no timer is left and the outbox is empty.
         #[arg(long)]
         until_idle: bool,
-        /// `file:PATH` (JSON lines, de-duplicated by message id) or `stdout`.
+        /// `file:PATH` (JSON lines, de-duplicated by message id), `stdout`, or `twilio`
+        /// (configured by AFTERCART_TWILIO_* environment variables; docs/providers.md).
         #[arg(long, default_value = "stdout")]
         provider: String,
+    },
+    /// Per flow, step and A/B arm: entered, sent, segments, estimated cost, delivered, failed,
+    /// clicks, replies, opt-outs, conversions and revenue; per split, which arm leads and
+    /// whether it is significant yet (docs/reports.md).
+    Report {
+        #[arg(long)]
+        data: PathBuf,
+        /// Only from this UTC day on (YYYY-MM-DD or RFC 3339; counters are kept per UTC day).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// USD per SMS segment for the cost estimate (default: Twilio's US list price, 0.0083).
+        #[arg(long)]
+        price_per_segment: Option<String>,
     },
     /// Look inside a data directory.
     Inspect {
@@ -277,6 +300,12 @@ pub fn main() -> i32 {
             provider,
         } => cmd_run(data, flows, events, clock, until_idle, provider),
         Command::Inspect { data, what, json } => cmd_inspect(data, what, json),
+        Command::Report {
+            data,
+            since,
+            format,
+            price_per_segment,
+        } => cmd_report(data, since, format, price_per_segment),
         Command::Compact { data, before } => cmd_compact(data, before),
         Command::Forget { data, person } => cmd_forget(data, person),
         Command::Export { data, person } => cmd_export(data, person),
@@ -984,6 +1013,69 @@ fn cmd_inspect(data: PathBuf, what: InspectWhat, json: bool) -> i32 {
             2
         }
     }
+}
+
+fn cmd_report(
+    data: PathBuf,
+    since: Option<String>,
+    format: ReportFormat,
+    price: Option<String>,
+) -> i32 {
+    use crate::runtime::report;
+    let mut opts = report::Options::default();
+    if let Some(since) = since {
+        let t = if since.len() == 10 {
+            parse_time(&format!("{since}T00:00:00Z"), "since")
+        } else {
+            parse_time(&since, "since")
+        };
+        let Ok(t) = t else { return 2 };
+        opts.since = Some(t.date_naive());
+    }
+    if let Some(p) = price {
+        match p.trim().parse::<rust_decimal::Decimal>() {
+            Ok(d) if d >= rust_decimal::Decimal::ZERO => opts.price_per_segment = d,
+            _ => {
+                eprintln!(
+                    "error: --price-per-segment: `{p}` is not a non-negative decimal amount in \
+                     USD (e.g. 0.0083)"
+                );
+                return 2;
+            }
+        }
+    }
+    // A report never creates a data directory (open_store would).
+    if !data.join("db").is_dir() {
+        eprintln!(
+            "error: {} is not an aftercart data directory (no `db` inside); run \
+             `aftercart run --data {}` first",
+            data.display(),
+            data.display()
+        );
+        return 2;
+    }
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let counters = match store.counters() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let rep = report::build(&counters, &opts);
+    let out = match format {
+        ReportFormat::Table => report::render_table(&rep),
+        ReportFormat::Json => report::render_json(&rep),
+        ReportFormat::Csv => report::render_csv(&rep),
+    };
+    let mut w = std::io::stdout().lock();
+    if w.write_all(out.as_bytes()).and_then(|_| w.flush()).is_err() {
+        return 2;
+    }
+    0
 }
 
 fn cmd_compact(data: PathBuf, before: String) -> i32 {

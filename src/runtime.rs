@@ -6,10 +6,13 @@
 //! the batch commit are atomic, message ids are stable, and the provider de-duplicates by id.
 //! The commit protocol and what lives where are in docs/storage.md ("Runtime").
 
+pub mod counters;
 pub mod deploy;
 pub mod inspect;
 pub mod provider;
+pub mod report;
 pub mod state;
+pub mod twilio;
 
 use crate::engine::{Effect, Message};
 use crate::host::{parse_line, Envelope, Host, HostState, Record};
@@ -23,8 +26,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use provider::{FileProvider, Provider, ProviderError, ProviderReceipt, StdoutProvider};
-pub use state::{PersonRecord, StoreState};
+pub use provider::{
+    FileProvider, Lookup, Provider, ProviderError, ProviderReceipt, StdoutProvider,
+};
+pub use state::{PersonRecord, SentRef, StoreState};
+pub use twilio::{Sender, TwilioConfig, TwilioProvider};
+
+use counters::{Key as CounterKey, Metric};
 
 /// Like the simulator's horizon: without an end, timers are followed at most this far past the
 /// last log entry (every flow's waits are bounded, so it is a safety net).
@@ -196,6 +204,8 @@ pub struct Runtime {
     opts: Options,
     /// The pending commit's outbox puts, attributions and counters.
     outbox: Vec<OutboxEntry>,
+    /// Delivery-status changes of this batch, by message id (later ones see earlier ones).
+    outbox_updates: BTreeMap<String, OutboxUpdate>,
     attribute: Vec<(Seq, String)>,
     counters: BTreeMap<String, i64>,
 }
@@ -234,6 +244,7 @@ impl Runtime {
             store,
             opts,
             outbox: Vec::new(),
+            outbox_updates: BTreeMap::new(),
             attribute: Vec::new(),
             counters: BTreeMap::new(),
         })
@@ -247,12 +258,55 @@ impl Runtime {
         *self.counters.entry(name.into()).or_default() += n;
     }
 
-    /// Turn a step's records into outbox entries and counters.
-    fn collect(&mut self, records: Vec<Record>) {
+    fn report(&mut self, key: CounterKey, n: i64) {
+        if n != 0 {
+            self.count(key.name(), n);
+        }
+    }
+
+    /// A message as the outbox holds it, this batch's changes included.
+    fn outbox_entry(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
+        let mut e = match self
+            .outbox
+            .iter()
+            .rev()
+            .find(|o| o.message_id == message_id)
+        {
+            Some(o) => Some(o.clone()),
+            None => self.store.outbox(message_id)?,
+        };
+        if let (Some(e), Some(u)) = (e.as_mut(), self.outbox_updates.get(message_id)) {
+            e.status = u.status;
+            e.attempts = u.attempts;
+            e.provider_id = u.provider_id.clone();
+            e.error_code = u.error_code.clone();
+        }
+        Ok(e)
+    }
+
+    /// Turn a step's records into outbox entries, delivery-status changes and counters (the
+    /// report's are named by `counters`). `currency` is the processed event's, for revenue.
+    fn collect(&mut self, records: Vec<Record>, currency: Option<&str>) -> Result<()> {
         for r in records {
             match r.effect {
                 Effect::Send(m) => {
                     self.count(format!("sends.{}", m.flow), 1);
+                    self.host.state.set_last_sent(
+                        &r.person,
+                        SentRef {
+                            message_id: m.message_id.clone(),
+                            flow: m.flow.clone(),
+                            step: m.step,
+                            variant: m.variant.clone(),
+                            at: m.at,
+                        },
+                    );
+                    // An id the outbox already holds is never put again (it could reset a
+                    // message the provider accepted to pending, and it would be sent twice).
+                    if self.outbox_entry(&m.message_id)?.is_some() {
+                        self.count("runtime.sends_already_in_outbox", 1);
+                        continue;
+                    }
                     self.outbox.push(OutboxEntry {
                         message_id: m.message_id.clone(),
                         person: r.person,
@@ -262,18 +316,168 @@ impl Runtime {
                         status: OutboxStatus::Pending,
                         attempts: 0,
                         provider_id: None,
+                        error_code: None,
                     });
                 }
-                Effect::Entered { flow, .. } => self.count(format!("entered.{flow}"), 1),
+                Effect::Entered { flow, .. } => {
+                    self.count(format!("entered.{flow}"), 1);
+                    self.report(CounterKey::new(r.at, &flow, None, None, Metric::Entered), 1);
+                }
                 Effect::Exited { flow, reason, .. } => {
                     self.count(format!("exited.{flow}.{reason}"), 1)
                 }
                 Effect::Held { flow, .. } => self.count(format!("held.{flow}"), 1),
                 Effect::Dropped { flow, .. } => self.count(format!("dropped.{flow}"), 1),
-                Effect::Conversion { flow, .. } => self.count(format!("conversions.{flow}"), 1),
+                Effect::Conversion {
+                    flow,
+                    step,
+                    variant,
+                    revenue,
+                    ..
+                } => {
+                    self.count(format!("conversions.{flow}"), 1);
+                    let at = r.at;
+                    let v = variant.as_deref();
+                    self.report(
+                        CounterKey::new(at, &flow, Some(step), v, Metric::Conversions),
+                        1,
+                    );
+                    if let Some(amount) = revenue.as_deref() {
+                        match counters::to_e4(amount) {
+                            Some(e4) => {
+                                // ISO 4217 "XXX": no currency given with the amount.
+                                let cur = currency.unwrap_or("XXX").to_ascii_uppercase();
+                                let m = Metric::RevenueE4(cur);
+                                self.report(CounterKey::new(at, &flow, Some(step), v, m), e4);
+                            }
+                            None => self.count("runtime.revenue_unreadable", 1),
+                        }
+                    }
+                }
+                Effect::DeliveryRecorded {
+                    message_id,
+                    status,
+                    error_code,
+                } => self.delivery(&message_id, &status, error_code)?,
+                Effect::ClickRecorded { message_id } => match self.message_ref(&message_id)? {
+                    Some(s) => self.report(
+                        CounterKey::new(
+                            r.at,
+                            &s.flow,
+                            Some(s.step),
+                            s.variant.as_deref(),
+                            Metric::Clicks,
+                        ),
+                        1,
+                    ),
+                    None => self.count("runtime.clicks_unknown_message", 1),
+                },
+                Effect::ReplyRecorded { .. } => {
+                    if let Some(s) = self.host.state.last_sent(&r.person) {
+                        let k = CounterKey::new(
+                            r.at,
+                            &s.flow,
+                            Some(s.step),
+                            s.variant.as_deref(),
+                            Metric::Replies,
+                        );
+                        self.report(k, 1);
+                    }
+                }
+                Effect::ConsentChanged { to, .. } if to == crate::engine::Consent::Unsubscribed => {
+                    if let Some(s) = self.host.state.last_sent(&r.person) {
+                        let k = CounterKey::new(
+                            r.at,
+                            &s.flow,
+                            Some(s.step),
+                            s.variant.as_deref(),
+                            Metric::OptOuts,
+                        );
+                        self.report(k, 1);
+                    }
+                }
                 _ => {}
             }
+            self.check()?;
         }
+        Ok(())
+    }
+
+    /// Flow, step and arm of a message in the outbox.
+    fn message_ref(&self, message_id: &str) -> Result<Option<SentRef>> {
+        let Some(o) = self.outbox_entry(message_id)? else {
+            return Ok(None);
+        };
+        let m = decode_message(&o)?;
+        Ok(Some(SentRef {
+            message_id: o.message_id,
+            flow: o.flow,
+            step: o.step,
+            variant: m.variant,
+            at: m.at,
+        }))
+    }
+
+    /// A provider status callback (Twilio `MessageStatus`): `delivered`, `undelivered` and
+    /// `failed` are final and change the outbox entry (with Twilio's `ErrorCode`); the
+    /// intermediate ones (`queued`, `sending`, `sent`, ...) change nothing. A final status is
+    /// not changed again (callbacks can arrive twice and out of order).
+    fn delivery(
+        &mut self,
+        message_id: &str,
+        status: &str,
+        error_code: Option<String>,
+    ) -> Result<()> {
+        let (new, metric) = match status {
+            "delivered" => (OutboxStatus::Delivered, Metric::Delivered),
+            "undelivered" => (OutboxStatus::Undelivered, Metric::Undelivered),
+            "failed" => (OutboxStatus::Failed, Metric::Failed),
+            _ => return Ok(()),
+        };
+        let Some(o) = self.outbox_entry(message_id)? else {
+            // Erased person, or a callback for a message this store never had.
+            self.count("runtime.deliveries_unknown_message", 1);
+            return Ok(());
+        };
+        if matches!(
+            o.status,
+            OutboxStatus::Delivered | OutboxStatus::Undelivered | OutboxStatus::Failed
+        ) {
+            return Ok(());
+        }
+        let m = decode_message(&o)?;
+        self.report(
+            CounterKey::new(m.at, &o.flow, Some(o.step), m.variant.as_deref(), metric),
+            1,
+        );
+        if matches!(o.status, OutboxStatus::Pending | OutboxStatus::Sending) {
+            // A callback proves the provider took it: count the send it never reported.
+            self.count_sent(&o, &m);
+        }
+        self.outbox_updates.insert(
+            message_id.to_string(),
+            OutboxUpdate {
+                message_id: message_id.to_string(),
+                status: new,
+                attempts: o.attempts,
+                provider_id: o.provider_id,
+                error_code,
+            },
+        );
+        Ok(())
+    }
+
+    /// `sent` and `segments` for an accepted message, on the day the engine sent it.
+    fn count_sent(&mut self, o: &OutboxEntry, m: &Message) {
+        let v = m.variant.as_deref();
+        self.report(
+            CounterKey::new(m.at, &o.flow, Some(o.step), v, Metric::Sent),
+            1,
+        );
+        self.report(
+            CounterKey::new(m.at, &o.flow, Some(o.step), v, Metric::Segments),
+            m.segments as i64,
+        );
     }
 
     fn check(&mut self) -> Result<()> {
@@ -297,7 +501,7 @@ impl Runtime {
             };
             self.check()?;
             n += 1;
-            self.collect(records);
+            self.collect(records, None)?;
         }
         self.check()?;
         if n > 0 {
@@ -335,7 +539,9 @@ impl Runtime {
             timers_remove: removed.iter().map(state::timer_of).collect(),
             timers_add: added.iter().map(state::timer_of).collect(),
             outbox_put: std::mem::take(&mut self.outbox),
-            outbox_update: Vec::new(),
+            outbox_update: std::mem::take(&mut self.outbox_updates)
+                .into_values()
+                .collect(),
             attribute: std::mem::take(&mut self.attribute),
             counters: std::mem::take(&mut self.counters).into_iter().collect(),
         };
@@ -396,7 +602,8 @@ impl Runtime {
                         }
                     }
                     self.count("runtime.events_processed", 1);
-                    self.collect(records);
+                    let currency = event_currency(&env);
+                    self.collect(records, currency.as_deref())?;
                 }
                 Err(_) => {
                     self.check()?;
@@ -419,8 +626,12 @@ impl Runtime {
         Ok(n)
     }
 
-    /// Send pending outbox messages through `provider` and mark them (one commit + flush per
-    /// round). Returns (sent, failed).
+    /// Send outbox messages through `provider` and mark them. Per round: in-doubt messages
+    /// (`Sending`: a crash or timeout left the provider's answer unrecorded) are first looked up
+    /// at the provider (found -> `Sent` with its id, never sent again); every message about to
+    /// be sent is marked `Sending` in ONE commit + flush BEFORE any provider call (Twilio has no
+    /// idempotency key, so this mark is what tells a restart to look before resending); then
+    /// the answers are committed and flushed. Returns (sent, failed).
     pub fn dispatch(&mut self, provider: &dyn Provider) -> Result<(usize, usize)> {
         let (mut sent, mut failed) = (0, 0);
         loop {
@@ -428,51 +639,113 @@ impl Runtime {
             if pending.is_empty() {
                 break;
             }
-            let mut updates = Vec::new();
             let mut retry_later = 0;
-            for o in &pending {
-                let msg: Message = match serde_json::from_slice(&o.message) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        return Err(Error::Store(StoreError::Corrupt {
-                            what: format!("outbox message {}", o.message_id),
-                            detail: e.to_string(),
-                        }))
+            let mut updates = Vec::new();
+            let mut to_send = Vec::new();
+            for o in pending {
+                let msg = decode_message(&o)?;
+                if o.status == OutboxStatus::Sending {
+                    match provider.lookup(&msg) {
+                        Ok(Lookup::Found(r)) => {
+                            sent += 1;
+                            self.count("runtime.in_doubt_found", 1);
+                            self.count_sent(&o, &msg);
+                            updates.push(OutboxUpdate {
+                                message_id: o.message_id.clone(),
+                                status: OutboxStatus::Sent,
+                                attempts: o.attempts,
+                                provider_id: r.provider_id,
+                                error_code: None,
+                            });
+                            continue;
+                        }
+                        Ok(Lookup::NotFound) => self.count("runtime.in_doubt_not_found", 1),
+                        Ok(Lookup::Unknown) => {}
+                        Err(_) => {
+                            // Still in doubt: never send blind; ask again next round.
+                            retry_later += 1;
+                            continue;
+                        }
                     }
-                };
+                }
+                updates.push(OutboxUpdate {
+                    message_id: o.message_id.clone(),
+                    status: OutboxStatus::Sending,
+                    attempts: o.attempts,
+                    provider_id: o.provider_id.clone(),
+                    error_code: None,
+                });
+                to_send.push((o, msg));
+            }
+            self.store.commit(CommitBatch {
+                outbox_update: updates,
+                counters: std::mem::take(&mut self.counters).into_iter().collect(),
+                ..CommitBatch::default()
+            })?;
+            self.store.flush()?;
+            let mut updates = Vec::new();
+            for (o, msg) in &to_send {
                 let attempts = o.attempts + 1;
-                match provider.send(&msg) {
+                let update = |status, provider_id, error_code| OutboxUpdate {
+                    message_id: o.message_id.clone(),
+                    status,
+                    attempts,
+                    provider_id,
+                    error_code,
+                };
+                match provider.send(msg) {
                     Ok(r) => {
                         sent += 1;
-                        updates.push(OutboxUpdate {
-                            message_id: o.message_id.clone(),
-                            status: OutboxStatus::Sent,
-                            attempts,
-                            provider_id: r.provider_id,
-                        });
+                        self.count_sent(o, msg);
+                        updates.push(update(OutboxStatus::Sent, r.provider_id, None));
+                    }
+                    Err(e) if e.opted_out => {
+                        // Twilio 21610: the recipient opted out of this sender. The opt-out goes
+                        // through the log (durable before the message is marked), so consent stays
+                        // derived from the log and the engine cancels their marketing.
+                        self.record_provider_opt_out(o, msg, &e)?;
+                        failed += 1;
+                        self.report(
+                            CounterKey::new(
+                                msg.at,
+                                &o.flow,
+                                Some(o.step),
+                                msg.variant.as_deref(),
+                                Metric::Failed,
+                            ),
+                            1,
+                        );
+                        updates.push(update(OutboxStatus::Failed, None, e.code));
                     }
                     Err(e) if e.retryable && attempts < self.opts.max_attempts => {
                         retry_later += 1;
-                        updates.push(OutboxUpdate {
-                            message_id: o.message_id.clone(),
-                            status: OutboxStatus::Pending,
-                            attempts,
-                            provider_id: None,
-                        });
+                        // A request that may have reached the provider stays in doubt.
+                        let status = if e.in_doubt {
+                            OutboxStatus::Sending
+                        } else {
+                            OutboxStatus::Pending
+                        };
+                        updates.push(update(status, None, e.code));
                     }
-                    Err(_) => {
+                    Err(e) => {
                         failed += 1;
-                        updates.push(OutboxUpdate {
-                            message_id: o.message_id.clone(),
-                            status: OutboxStatus::Failed,
-                            attempts,
-                            provider_id: None,
-                        });
+                        self.report(
+                            CounterKey::new(
+                                msg.at,
+                                &o.flow,
+                                Some(o.step),
+                                msg.variant.as_deref(),
+                                Metric::Failed,
+                            ),
+                            1,
+                        );
+                        updates.push(update(OutboxStatus::Failed, None, e.code));
                     }
                 }
             }
             self.store.commit(CommitBatch {
                 outbox_update: updates,
+                counters: std::mem::take(&mut self.counters).into_iter().collect(),
                 ..CommitBatch::default()
             })?;
             self.store.flush()?;
@@ -482,6 +755,48 @@ impl Runtime {
             }
         }
         Ok((sent, failed))
+    }
+
+    /// Append (and flush) an aftercart `message.failed` event with the provider's error code for
+    /// the person: processing it runs the engine's provider-error path (Twilio 21610 ->
+    /// unsubscribed, marketing cancelled). Its id is derived from the message id, so a second
+    /// attempt after a crash is a duplicate.
+    fn record_provider_opt_out(
+        &mut self,
+        o: &OutboxEntry,
+        msg: &Message,
+        e: &ProviderError,
+    ) -> Result<()> {
+        let at = match self.opts.clock {
+            Clock::Virtual => msg.at,
+            Clock::Wall => Utc::now(),
+        };
+        let code = e.code.clone().unwrap_or_else(|| "21610".into());
+        let id = format!("provider-{code}:{}", o.message_id);
+        let line = serde_json::json!({
+            "source": "aftercart",
+            "type": "message.failed",
+            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "id": id,
+            "data": {
+                "person": o.person,
+                "message_id": o.message_id,
+                "status": "failed",
+                "error_code": code,
+            },
+        })
+        .to_string();
+        let env = parse_line(&line).map_err(Error::Other)?;
+        self.store.append(&[NewEvent {
+            received_at: at,
+            source: source_label(&env).to_string(),
+            source_id: env.source_id(),
+            person: Some(o.person.clone()),
+            payload: line.into_bytes(),
+        }])?;
+        self.store.flush()?;
+        self.count("runtime.provider_opt_outs", 1);
+        Ok(())
     }
 
     /// The instant the virtual clock stops: the last log entry's time plus the horizon.
@@ -565,6 +880,30 @@ impl Runtime {
     pub fn next_due(&mut self) -> Option<DateTime<Utc>> {
         self.host.state.next_due()
     }
+}
+
+/// The engine's message inside an outbox entry.
+fn decode_message(o: &OutboxEntry) -> Result<Message> {
+    serde_json::from_slice(&o.message).map_err(|e| {
+        Error::Store(StoreError::Corrupt {
+            what: format!("outbox message {}", o.message_id),
+            detail: e.to_string(),
+        })
+    })
+}
+
+/// The currency of an event's money (Shopify orders carry `currency`; `presentment_currency`
+/// is the buyer's, `currency` the shop's, and the shop's is what revenue reports add up).
+fn event_currency(env: &Envelope) -> Option<String> {
+    let body = match &env.payload {
+        crate::host::Payload::Shopify { body, .. } => body,
+        crate::host::Payload::Aftercart { data, .. } => data,
+    };
+    ["currency", "presentment_currency"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(|v| v.as_str()))
+        .filter(|c| c.len() == 3 && c.chars().all(|ch| ch.is_ascii_alphabetic()))
+        .map(|c| c.to_ascii_uppercase())
 }
 
 // ----------------------------------------------------------------- privacy: forget, export

@@ -89,6 +89,12 @@ pub enum OutboxStatus {
     Sent,
     Delivered,
     Failed,
+    /// Handed to the provider, answer not yet recorded (in doubt after a crash). Committed and
+    /// flushed BEFORE the provider call: Twilio has no idempotency key, so the runtime must know
+    /// which messages to look up at the provider before sending them again.
+    Sending,
+    /// The carrier could not deliver it (Twilio `undelivered`).
+    Undelivered,
 }
 
 impl OutboxStatus {
@@ -98,7 +104,21 @@ impl OutboxStatus {
             OutboxStatus::Sent => "sent",
             OutboxStatus::Delivered => "delivered",
             OutboxStatus::Failed => "failed",
+            OutboxStatus::Sending => "sending",
+            OutboxStatus::Undelivered => "undelivered",
         }
+    }
+    /// Still needs dispatch work: never sent (`Pending`) or in doubt (`Sending`). Both are in
+    /// the pending index, so [`Store::pending`] returns both.
+    pub fn needs_dispatch(self) -> bool {
+        matches!(self, OutboxStatus::Pending | OutboxStatus::Sending)
+    }
+    /// The provider took it (whatever happened after).
+    pub fn accepted(self) -> bool {
+        matches!(
+            self,
+            OutboxStatus::Sent | OutboxStatus::Delivered | OutboxStatus::Undelivered
+        )
     }
     pub(crate) fn code(self) -> u8 {
         self as u8
@@ -109,6 +129,8 @@ impl OutboxStatus {
             1 => OutboxStatus::Sent,
             2 => OutboxStatus::Delivered,
             3 => OutboxStatus::Failed,
+            4 => OutboxStatus::Sending,
+            5 => OutboxStatus::Undelivered,
             _ => return None,
         })
     }
@@ -127,6 +149,8 @@ pub struct OutboxEntry {
     pub status: OutboxStatus,
     pub attempts: u32,
     pub provider_id: Option<String>,
+    /// The provider's error code for a failed or undelivered message (Twilio `ErrorCode`).
+    pub error_code: Option<String>,
 }
 
 /// A status change for a message already in the outbox (the store keeps the sealed message).
@@ -136,6 +160,7 @@ pub struct OutboxUpdate {
     pub status: OutboxStatus,
     pub attempts: u32,
     pub provider_id: Option<String>,
+    pub error_code: Option<String>,
 }
 
 /// The effects of processing a group of inputs: applied as ONE atomic batch by
@@ -285,7 +310,8 @@ pub trait Store: Send + Sync {
     fn timers_of(&self, person: &str) -> Result<Vec<Timer>>;
 
     fn outbox(&self, message_id: &str) -> Result<Option<OutboxEntry>>;
-    /// Up to `limit` pending messages, by message id.
+    /// Up to `limit` messages that need dispatch work (`Pending`, and `Sending`: in doubt), by
+    /// message id.
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
 
     /// Store a compiled program under its content hash and point `deployed` at it (durable on

@@ -49,6 +49,7 @@ fn msg(id: &str, person: &str, body: &str) -> OutboxEntry {
         status: OutboxStatus::Pending,
         attempts: 0,
         provider_id: None,
+        error_code: None,
     }
 }
 
@@ -175,6 +176,7 @@ fn commit_is_all_or_nothing() {
             status: OutboxStatus::Sent,
             attempts: 1,
             provider_id: None,
+            error_code: None,
         }],
         ..CommitBatch::default()
     };
@@ -237,6 +239,7 @@ fn outbox_status_transitions_and_counters() {
         status: st,
         attempts: n,
         provider_id: pid.map(Into::into),
+        error_code: None,
     };
     s.commit(CommitBatch {
         outbox_update: vec![up("m1", OutboxStatus::Sent, 1, Some("SM1"))],
@@ -708,6 +711,7 @@ mod model {
                 status: status(st),
                 attempts: st as u32,
                 provider_id: Some(format!("SM{m}")),
+                error_code: None,
             })
             .filter(|u| {
                 model.outbox(&u.message_id).unwrap().is_some()

@@ -1,7 +1,9 @@
 //! SMS providers behind one trait. The message id is the idempotency key: dispatch is
-//! at-least-once (a crash between the provider call and marking the message sent re-sends it),
-//! so a provider must drop an id it has already taken. The embedded default appends JSON lines
-//! to a file and de-duplicates by id; `stdout` prints; Twilio comes with the edges issue.
+//! at-least-once (a crash between the provider call and marking the message sent leaves it
+//! "sending", in doubt), so before sending an in-doubt message again the runtime asks the
+//! provider whether it already has it ([`Provider::lookup`]); a provider that cannot tell must
+//! drop an id it has already taken. The embedded default appends JSON lines to a file and
+//! de-duplicates by id; `stdout` prints; `twilio` calls Twilio's REST API (`super::twilio`).
 
 use crate::engine::Message;
 use serde_json::json;
@@ -17,11 +19,48 @@ pub struct ProviderReceipt {
     pub provider_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProviderError {
     pub message: String,
     /// Worth trying again later (network, rate limit) rather than failing the message.
     pub retryable: bool,
+    /// The provider's error code (Twilio's `code`, e.g. `21610`), kept on the outbox entry.
+    pub code: Option<String>,
+    /// The request may have reached the provider (a timeout after sending it): the message
+    /// stays in doubt and is looked up before it is sent again.
+    pub in_doubt: bool,
+    /// The provider says the recipient has opted out of this sender (Twilio 21610): the
+    /// runtime records an opt-out for the person through the log.
+    pub opted_out: bool,
+}
+
+impl ProviderError {
+    /// A definite failure: do not try again.
+    pub fn fatal(message: impl Into<String>) -> ProviderError {
+        ProviderError {
+            message: message.into(),
+            ..ProviderError::default()
+        }
+    }
+    /// A failure worth trying again later.
+    pub fn retryable(message: impl Into<String>) -> ProviderError {
+        ProviderError {
+            message: message.into(),
+            retryable: true,
+            ..ProviderError::default()
+        }
+    }
+}
+
+/// What a provider knows about a message that may or may not have reached it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The provider has it: it was accepted (with the provider's id).
+    Found(ProviderReceipt),
+    /// The provider has no such message: sending it is safe.
+    NotFound,
+    /// The provider cannot tell; sending again is safe only because `send` de-duplicates by id.
+    Unknown,
 }
 
 impl std::fmt::Display for ProviderError {
@@ -34,6 +73,13 @@ pub trait Provider {
     /// Send one message. `msg.message_id` is the idempotency key: sending an id twice must
     /// deliver it once.
     fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError>;
+
+    /// Did an earlier `send` of this message reach the provider? Asked before an in-doubt
+    /// message (marked sending, answer never recorded) is sent again. The default cannot tell:
+    /// right for providers whose `send` drops an id it has already taken (the file provider).
+    fn lookup(&self, _msg: &Message) -> Result<Lookup, ProviderError> {
+        Ok(Lookup::Unknown)
+    }
 }
 
 /// The JSON line the file sink writes for a message.
@@ -60,10 +106,7 @@ pub struct FileProvider {
 }
 
 fn io(path: &Path, e: std::io::Error) -> ProviderError {
-    ProviderError {
-        message: format!("{}: {e}", path.display()),
-        retryable: true,
-    }
+    ProviderError::retryable(format!("{}: {e}", path.display()))
 }
 
 impl FileProvider {
@@ -128,18 +171,21 @@ pub struct StdoutProvider;
 impl Provider for StdoutProvider {
     fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", message_line(msg)).map_err(|e| ProviderError {
-            message: format!("stdout: {e}"),
-            retryable: false,
-        })?;
+        writeln!(out, "{}", message_line(msg))
+            .map_err(|e| ProviderError::fatal(format!("stdout: {e}")))?;
         Ok(ProviderReceipt { provider_id: None })
     }
 }
 
-/// Parse `--provider`: `file:PATH` or `stdout`.
+/// Parse `--provider`: `file:PATH`, `stdout` or `twilio` (configured from the environment,
+/// never from flags, so the auth token stays out of `ps` and shell history; docs/providers.md).
 pub fn from_spec(spec: &str) -> Result<Box<dyn Provider>, String> {
     if spec == "stdout" {
         return Ok(Box::new(StdoutProvider));
+    }
+    if spec == "twilio" {
+        let cfg = super::twilio::TwilioConfig::from_env()?;
+        return Ok(Box::new(super::twilio::TwilioProvider::new(cfg)));
     }
     if let Some(path) = spec.strip_prefix("file:") {
         return FileProvider::open(Path::new(path))
@@ -147,6 +193,6 @@ pub fn from_spec(spec: &str) -> Result<Box<dyn Provider>, String> {
             .map_err(|e| e.message);
     }
     Err(format!(
-        "unknown provider `{spec}`: use `file:PATH` or `stdout`"
+        "unknown provider `{spec}`: use `file:PATH`, `stdout` or `twilio`"
     ))
 }

@@ -40,6 +40,21 @@ pub struct Joins {
     pub fulfillments: BTreeMap<String, Json>,
     #[serde(default)]
     pub phones: BTreeSet<String>,
+    /// The last message sent to the person: replies and opt-outs are credited to it in the
+    /// report counters (runtime::counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<SentRef>,
+}
+
+/// Where a message sits in the report: flow, step and A/B arm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRef {
+    pub message_id: String,
+    pub flow: String,
+    pub step: u32,
+    #[serde(default)]
+    pub variant: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// A person's persisted record (JSON, sealed by the store).
@@ -251,6 +266,19 @@ impl StoreState {
             }
         }
         self.joins.get_mut(person)
+    }
+
+    /// The last message sent to `person` (their record is read once per process).
+    pub(crate) fn last_sent(&mut self, person: &str) -> Option<SentRef> {
+        self.joins_of(person)?.last_sent.clone()
+    }
+
+    /// Remember the last message sent to `person` (written with their record).
+    pub(crate) fn set_last_sent(&mut self, person: &str, sent: SentRef) {
+        if let Some(j) = self.joins_of(person) {
+            j.last_sent = Some(sent);
+            self.dirty.insert(person.to_string());
+        }
     }
 
     /// The writes of this batch besides people states: (subject, bytes) of index records.

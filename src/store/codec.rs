@@ -104,6 +104,9 @@ impl<'a> Reader<'a> {
             _ => Ok(Some(self.string()?)),
         }
     }
+    pub fn rest_len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     pub fn rest(&mut self) -> &'a [u8] {
         let s = &self.buf[self.pos..];
         self.pos = self.buf.len();

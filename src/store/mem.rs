@@ -194,6 +194,7 @@ impl Store for MemStore {
             e.status = u.status;
             e.attempts = u.attempts;
             e.provider_id = u.provider_id.clone();
+            e.error_code = u.error_code.clone();
         }
         for (seq, person) in &c.attribute {
             let e = s.log.get_mut(seq).expect("validated");
@@ -295,7 +296,7 @@ impl Store for MemStore {
         let s = self.inner.lock().unwrap();
         Ok(s.outbox
             .values()
-            .filter(|o| o.status == OutboxStatus::Pending)
+            .filter(|o| o.status.needs_dispatch())
             .take(limit)
             .cloned()
             .collect())
@@ -354,7 +355,7 @@ impl Store for MemStore {
                 json!({
                     "message_id": o.message_id, "flow": o.flow, "step": o.step,
                     "status": o.status.as_str(), "attempts": o.attempts,
-                    "provider_id": o.provider_id, "message": bytes_json(&o.message),
+                    "provider_id": o.provider_id, "error_code": o.error_code, "message": bytes_json(&o.message),
                 })
             })
             .collect();

@@ -110,6 +110,7 @@ struct OutRec {
     flow: String,
     step: u32,
     sealed: Vec<u8>,
+    error_code: Option<String>,
 }
 
 fn encode_out(o: &OutRec) -> Vec<u8> {
@@ -121,6 +122,11 @@ fn encode_out(o: &OutRec) -> Vec<u8> {
         .str(&o.flow)
         .u32(o.step)
         .bytes(&o.sealed);
+    // Appended after the sealed message (edges issue): records written before have no tail and
+    // read as "no error code", so no store migration is needed.
+    if o.error_code.is_some() {
+        w.opt_str(o.error_code.as_deref());
+    }
     w.buf
 }
 
@@ -134,14 +140,25 @@ fn decode_out(key: &[u8], v: &[u8]) -> Result<OutRec> {
         what: what.clone(),
         detail: format!("unknown status code {code}"),
     })?;
+    let attempts = r.u32()?;
+    let provider_id = r.opt_string()?;
+    let flow = r.string()?;
+    let step = r.u32()?;
+    let sealed = r.bytes()?.to_vec();
+    let error_code = if r.rest_len() > 0 {
+        r.opt_string()?
+    } else {
+        None
+    };
     Ok(OutRec {
         tag,
         status,
-        attempts: r.u32()?,
-        provider_id: r.opt_string()?,
-        flow: r.string()?,
-        step: r.u32()?,
-        sealed: r.bytes()?.to_vec(),
+        attempts,
+        provider_id,
+        flow,
+        step,
+        sealed,
+        error_code,
     })
 }
 
@@ -586,6 +603,7 @@ impl SledStore {
             status: o.status,
             attempts: o.attempts,
             provider_id: o.provider_id,
+            error_code: o.error_code,
         }))
     }
 
@@ -807,10 +825,11 @@ impl Store for SledStore {
                 flow: o.flow.clone(),
                 step: o.step,
                 sealed: keys::seal(&key, &k, &o.message)?,
+                error_code: o.error_code.clone(),
             };
             b.insert(k.clone(), frame(&k, &encode_out(&rec)));
             let qk = layout::prefixed(layout::PENDING, o.message_id.as_bytes());
-            if o.status == OutboxStatus::Pending {
+            if o.status.needs_dispatch() {
                 b.insert(qk.clone(), frame(&qk, b""));
             } else {
                 b.remove(qk);
@@ -841,9 +860,10 @@ impl Store for SledStore {
             rec.status = u.status;
             rec.attempts = u.attempts;
             rec.provider_id = u.provider_id.clone();
+            rec.error_code = u.error_code.clone();
             b.insert(k.clone(), frame(&k, &encode_out(&rec)));
             let qk = layout::prefixed(layout::PENDING, u.message_id.as_bytes());
-            if u.status == OutboxStatus::Pending {
+            if u.status.needs_dispatch() {
                 b.insert(qk.clone(), frame(&qk, b""));
             } else {
                 b.remove(qk);
@@ -1122,6 +1142,7 @@ impl Store for SledStore {
                     "status": o.status.as_str(),
                     "attempts": o.attempts,
                     "provider_id": o.provider_id,
+                    "error_code": o.error_code,
                     "message": bytes_json(&o.message),
                 }));
             }
