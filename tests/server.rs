@@ -580,7 +580,10 @@ fn click_redirects_and_privacy_webhooks_erase_everything() {
     // The body carries `{link_base}/{code}` (flows/aftercart.toml), the code made from the
     // message id and the order's status URL.
     let text = sent["body"].as_str().unwrap();
-    let at = text.find("https://jnpr.co/l/").expect("a tracked link in the body") + 18;
+    let at = text
+        .find("https://jnpr.co/l/")
+        .expect("a tracked link in the body")
+        + 18;
     let code = &text[at..at + 10];
     let url = order["order_status_url"].as_str().unwrap();
     assert_eq!(
