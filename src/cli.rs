@@ -190,6 +190,21 @@ enum Command {
         #[arg(long)]
         price_per_segment: Option<String>,
     },
+    /// The webhook server: Shopify and Twilio webhooks, tracked links, /metrics, /healthz,
+    /// with the runtime (wall clock) running over the same store. Secrets come from the
+    /// environment (AFTERCART_SHOPIFY_SECRET, AFTERCART_TWILIO_AUTH_TOKEN, AFTERCART_PUBLIC_URL)
+    /// or the [server] table of aftercart.toml, never from flags. See docs/server.md.
+    Serve {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// `file:PATH` (JSON lines, de-duplicated by message id) or `stdout`.
+        #[arg(long, default_value = "stdout")]
+        provider: String,
+    },
     /// Look inside a data directory.
     Inspect {
         #[arg(long)]
@@ -299,6 +314,12 @@ pub fn main() -> i32 {
             until_idle,
             provider,
         } => cmd_run(data, flows, events, clock, until_idle, provider),
+        Command::Serve {
+            data,
+            flows,
+            listen,
+            provider,
+        } => cmd_serve(data, flows, listen, provider),
         Command::Inspect { data, what, json } => cmd_inspect(data, what, json),
         Command::Report {
             data,
@@ -581,6 +602,20 @@ fn read_input(path: &std::path::Path) -> Result<String, i32> {
 pub(crate) fn load_program(
     flows: &std::path::Path,
 ) -> Result<(crate::ir::Program, crate::schema::Schemas), i32> {
+    load_project(flows).map(|(p, s, _)| (p, s))
+}
+
+/// [`load_program`] plus the project file it read (`serve` takes its `[server]` table).
+fn load_project(
+    flows: &std::path::Path,
+) -> Result<
+    (
+        crate::ir::Program,
+        crate::schema::Schemas,
+        crate::project::Project,
+    ),
+    i32,
+> {
     let checked = check::check_paths(&[flows.to_path_buf()]).map_err(|e| {
         eprintln!("error: {e}");
         2
@@ -604,7 +639,11 @@ pub(crate) fn load_program(
             eprintln!("error: {e}");
             2
         })?;
-    Ok((checked.program.expect("no errors means a program"), schemas))
+    Ok((
+        checked.program.expect("no errors means a program"),
+        schemas,
+        checked.project,
+    ))
 }
 
 fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
@@ -899,6 +938,61 @@ fn cmd_run(
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 eprintln!("stopped cleanly; the next run resumes from the store's cursor");
             }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_serve(data: PathBuf, flows: PathBuf, listen: std::net::SocketAddr, provider: String) -> i32 {
+    use crate::runtime::http;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (program, schemas, project) = match load_project(&flows) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let secrets = match http::Secrets::from_env_and_project(&project.server) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("error: cannot install a signal handler: {e}");
+            return 2;
+        }
+    }
+    let store = match open_store(&data) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let mut cfg = http::ServeConfig::new(listen, data.clone(), secrets);
+    cfg.provider = provider;
+    let server = match http::serve(store, program, schemas, cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    eprintln!(
+        "serving on http://{} (data {}); SIGINT or SIGTERM stops after the current batch",
+        server.addr(),
+        data.display()
+    );
+    while !stop.load(Ordering::SeqCst) && server.runtime_error().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    match server.shutdown() {
+        Ok(()) => {
+            eprintln!("stopped cleanly; everything acknowledged is durable");
             0
         }
         Err(e) => {

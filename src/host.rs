@@ -171,7 +171,9 @@ impl<S: HostState> Host<S> {
                     let message_sid = text(data.get("message_sid"));
                     Ok(vec![(person, Input::Reply { body, message_sid })])
                 }
-                "message.clicked" | "message.delivered" | "message.failed" => {
+                // `message.status`: a provider status that is neither delivered nor failed
+                // (queued, sent, ...), from the webhook server's Twilio status callback.
+                "message.clicked" | "message.delivered" | "message.failed" | "message.status" => {
                     let person =
                         text(data.get("person")).ok_or(format!("{kind} needs `person`"))?;
                     let message_id =

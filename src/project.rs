@@ -20,6 +20,18 @@ pub struct Project {
     pub quiet_hours_overrides: toml::Table,
     /// Where `frequency_cap` is set, for diagnostics about the cap.
     pub frequency_cap_span: Option<Span>,
+    /// `[server]`: the webhook server's secrets when not in the environment.
+    pub server: ServerSettings,
+}
+
+/// `[server]` of `aftercart.toml` (`aftercart serve`; the environment variables
+/// `AFTERCART_SHOPIFY_SECRET`, `AFTERCART_TWILIO_AUTH_TOKEN`, `AFTERCART_PUBLIC_URL` win).
+/// Secrets in a file are for local setups: keep such a file out of version control.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSettings {
+    pub shopify_secret: Option<String>,
+    pub twilio_auth_token: Option<String>,
+    pub public_url: Option<String>,
 }
 
 /// Find `aftercart.toml` in `start` (a file's folder or a folder) or any ancestor.
@@ -91,12 +103,43 @@ impl Project {
             diags.push(d);
         };
         for (k, _) in table.iter() {
-            if !["shop", "policy", "events", "quiet_hours", "plugins"].contains(&k.as_str()) {
+            if ![
+                "shop",
+                "policy",
+                "events",
+                "quiet_hours",
+                "plugins",
+                "server",
+            ]
+            .contains(&k.as_str())
+            {
                 bad(
                     k,
                     format!("unknown section `{k}`"),
-                    "known sections: [shop], [policy], [events.NAME], [quiet_hours.STATE]",
+                    "known sections: [shop], [policy], [events.NAME], [quiet_hours.STATE], \
+                     [server]",
                 );
+            }
+        }
+        if let Some(server) = table.get("server").and_then(|v| v.as_table()) {
+            for (k, v) in server {
+                let slot = match k.as_str() {
+                    "shopify_secret" => &mut p.server.shopify_secret,
+                    "twilio_auth_token" => &mut p.server.twilio_auth_token,
+                    "public_url" => &mut p.server.public_url,
+                    _ => {
+                        bad(
+                            k,
+                            format!("unknown server setting `{k}`"),
+                            "known: shopify_secret, twilio_auth_token, public_url",
+                        );
+                        continue;
+                    }
+                };
+                match v.as_str() {
+                    Some(s) => *slot = Some(s.to_string()),
+                    None => bad(k, format!("`{k}` must be a string"), ""),
+                }
             }
         }
         if let Some(shop) = table.get("shop").and_then(|v| v.as_table()) {

@@ -8,6 +8,7 @@
 
 pub mod counters;
 pub mod deploy;
+pub mod http;
 pub mod inspect;
 pub mod provider;
 pub mod report;
@@ -127,6 +128,37 @@ fn source_label(env: &Envelope) -> &'static str {
     }
 }
 
+/// One input line as the log keeps it: parsed ([`parse_line`] says what is wrong and where)
+/// and turned into the event to append, de-duplicated on (`shopify`|`aftercart`,
+/// [`Envelope::source_id`]). The payload is the raw line; the person is `None` (routing needs the
+/// join tables, so the runtime attributes the event when it processes it). `ingest_text` and the
+/// webhook server (`runtime::http`) both go through here, so a webhook and an ingested line of
+/// the same event are the same log entry.
+pub fn event_of_line(line: &str) -> std::result::Result<(Envelope, NewEvent), String> {
+    let env = parse_line(line)?;
+    let event = NewEvent {
+        received_at: env.at,
+        source: source_label(&env).to_string(),
+        source_id: env.source_id(),
+        // Routing needs the join tables: the runtime attributes the event when it processes
+        // it (CommitBatch::attribute), so erasure finds it.
+        person: None,
+        payload: line.as_bytes().to_vec(),
+    };
+    Ok((env, event))
+}
+
+/// Append events and flush: on return every accepted event is durable (an acknowledgement may
+/// be given). Concurrent callers share the flush (the store's group commit).
+pub fn append_durable(
+    store: &dyn Store,
+    events: &[NewEvent],
+) -> Result<Vec<crate::store::AppendResult>> {
+    let results = store.append(events)?;
+    store.flush()?;
+    Ok(results)
+}
+
 /// Append the valid lines of `text` to the log, de-duplicated on their source ids, in groups
 /// of [`INGEST_GROUP`] with one flush per group (so everything reported accepted is durable).
 /// Valid lines are appended in time order (stable), as the simulator reads them, so the
@@ -143,31 +175,19 @@ pub fn ingest_text(
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(line) {
-            Ok(env) => lines.push((i + 1, env, line)),
+        match event_of_line(line) {
+            Ok((env, event)) => lines.push((i + 1, env.at, event)),
             Err(reason) => report.refused.push(Refused {
                 line: i + 1,
                 reason,
             }),
         }
     }
-    lines.sort_by_key(|(_, env, _)| env.at);
+    lines.sort_by_key(|(_, at, _)| *at);
     let total = lines.len();
     for (g, group) in lines.chunks(INGEST_GROUP).enumerate() {
-        let events: Vec<NewEvent> = group
-            .iter()
-            .map(|(_, env, line)| NewEvent {
-                received_at: env.at,
-                source: source_label(env).to_string(),
-                source_id: env.source_id(),
-                // Routing needs the join tables: the runtime attributes the event when it
-                // processes it (CommitBatch::attribute), so erasure finds it.
-                person: None,
-                payload: line.as_bytes().to_vec(),
-            })
-            .collect();
-        let results = store.append(&events)?;
-        store.flush()?;
+        let events: Vec<NewEvent> = group.iter().map(|(_, _, e)| e.clone()).collect();
+        let results = append_durable(store, &events)?;
         for ((line, _, _), r) in group.iter().zip(results) {
             match r {
                 crate::store::AppendResult::Accepted(s) => report.accepted.push((*line, s)),
@@ -254,8 +274,48 @@ impl Runtime {
         &self.store
     }
 
+    /// The program being run (old versions included).
+    pub fn program(&self) -> &Program {
+        &self.host.program
+    }
+
+    /// Process the log up to the last entry appended before this call (a privacy request
+    /// must see every event that arrived before it: an unprocessed event is not yet
+    /// attributed to its person, so erasure would miss it). Timers are not fired.
+    pub fn catch_up(&mut self) -> Result<()> {
+        let target = self.store.last_seq()?;
+        while self.store.cursor()? < target {
+            if self.process_log()?.0 == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`forget`] from inside the running process: the runtime's caches (people, joins,
+    /// indexes) are dropped too, so nothing erased is written back by a later commit.
+    /// Call between steps (everything is committed then).
+    pub fn forget(&mut self, person: &str) -> Result<crate::store::ForgetReport> {
+        let r = forget(&self.store, person)?;
+        self.host.people.clear();
+        self.host.state.evict();
+        Ok(r)
+    }
+
     fn count(&mut self, name: impl Into<String>, n: i64) {
         *self.counters.entry(name.into()).or_default() += n;
+    }
+
+    /// `plugins.errors`: plugin calls that failed in a step (the engine applied the fallback
+    /// and went on); the webhook server's `/metrics` shows it.
+    fn count_plugin_errors(&mut self, records: &[Record]) {
+        let n = records
+            .iter()
+            .filter(|r| matches!(r.effect, Effect::PluginFailed { .. }))
+            .count();
+        if n > 0 {
+            self.count("plugins.errors", n as i64);
+        }
     }
 
     fn report(&mut self, key: CounterKey, n: i64) {
@@ -501,6 +561,7 @@ impl Runtime {
             };
             self.check()?;
             n += 1;
+            self.count_plugin_errors(&records);
             self.collect(records, None)?;
         }
         self.check()?;
@@ -532,6 +593,7 @@ impl Runtime {
         }
         people_put.extend(st.take_index_puts());
         let (added, removed) = st.take_timer_changes();
+        let links_put = links_of(&self.outbox);
         let batch = CommitBatch {
             cursor,
             people_remove: Vec::new(),
@@ -544,6 +606,7 @@ impl Runtime {
                 .collect(),
             attribute: std::mem::take(&mut self.attribute),
             counters: std::mem::take(&mut self.counters).into_iter().collect(),
+            links_put,
         };
         self.store.commit(batch)?;
         self.store.flush()?;
@@ -603,6 +666,7 @@ impl Runtime {
                     }
                     self.count("runtime.events_processed", 1);
                     let currency = event_currency(&env);
+                    self.count_plugin_errors(&records);
                     self.collect(records, currency.as_deref())?;
                 }
                 Err(_) => {
@@ -904,6 +968,29 @@ fn event_currency(env: &Envelope) -> Option<String> {
         .find_map(|k| body.get(*k).and_then(|v| v.as_str()))
         .filter(|c| c.len() == 3 && c.chars().all(|ch| ch.is_ascii_alphabetic()))
         .map(|c| c.to_ascii_uppercase())
+}
+
+/// The tracked links of the messages about to be committed, for the store's link family
+/// (`GET /l/{code}` of the webhook server): written in the same commit as the outbox entry.
+fn links_of(outbox: &[OutboxEntry]) -> Vec<crate::store::LinkEntry> {
+    #[derive(serde::Deserialize)]
+    struct Links {
+        #[serde(default)]
+        links: Vec<crate::engine::Link>,
+    }
+    let mut out = Vec::new();
+    for o in outbox {
+        let Ok(m) = serde_json::from_slice::<Links>(&o.message) else {
+            continue;
+        };
+        out.extend(m.links.into_iter().map(|l| crate::store::LinkEntry {
+            code: l.code,
+            url: l.url,
+            message_id: o.message_id.clone(),
+            person: o.person.clone(),
+        }));
+    }
+    out
 }
 
 // ----------------------------------------------------------------- privacy: forget, export

@@ -182,6 +182,20 @@ pub struct CommitBatch {
     pub attribute: Vec<(Seq, String)>,
     /// Counter deltas (`entered.{flow}`, `clicks.{flow}`...): never personal.
     pub counters: Vec<(String, i64)>,
+    /// Tracked short links of the messages in `outbox_put` (same commit, so a link exists
+    /// exactly when its message does). Applied after the outbox.
+    pub links_put: Vec<LinkEntry>,
+}
+
+/// A tracked short link (`GET /l/{code}` of the webhook server): the code is the engine's
+/// `link_code(message_id, url)`, a hash, so it is a plaintext key; the target URL may be
+/// personal (a recovery link) and is sealed under the person's key, dropped by `forget`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEntry {
+    pub code: String,
+    pub url: String,
+    pub message_id: String,
+    pub person: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -313,6 +327,8 @@ pub trait Store: Send + Sync {
     /// Up to `limit` messages that need dispatch work (`Pending`, and `Sending`: in doubt), by
     /// message id.
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// A tracked link by its code (`None` when unknown or its person was forgotten).
+    fn link(&self, code: &str) -> Result<Option<LinkEntry>>;
 
     /// Store a compiled program under its content hash and point `deployed` at it (durable on
     /// return: deploys are rare and a CLI command must not lie).

@@ -741,6 +741,7 @@ mod model {
             outbox_update: update,
             attribute,
             counters: vec![("entered.review".into(), 1)],
+            links_put: Vec::new(),
         }
     }
 

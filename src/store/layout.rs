@@ -24,6 +24,9 @@ pub(crate) const PERSON_OUTBOX: u8 = b'O';
 pub(crate) const PROGRAMS: u8 = b'v';
 pub(crate) const COUNTERS: u8 = b'k';
 pub(crate) const ERASURES: u8 = b'z';
+/// `L ++ code`: a tracked link; `N ++ tag ++ code`: a person's links (erasure).
+pub(crate) const LINKS: u8 = b'L';
+pub(crate) const PERSON_LINKS: u8 = b'N';
 
 pub(crate) fn log(seq: Seq) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -118,6 +121,12 @@ pub(crate) fn person_outbox(tag: &Tag, message_id: &str) -> Vec<u8> {
     k
 }
 
+pub(crate) fn person_link(tag: &Tag, code: &str) -> Vec<u8> {
+    let mut k = tagged(PERSON_LINKS, tag).to_vec();
+    k.extend_from_slice(code.as_bytes());
+    k
+}
+
 /// A human description of a key for corruption reports ("log record seq 42").
 pub(crate) fn describe(key: &[u8]) -> String {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -139,6 +148,8 @@ pub(crate) fn describe(key: &[u8]) -> String {
         Some(&PROGRAMS) => format!("program {}", String::from_utf8_lossy(&key[1..])),
         Some(&COUNTERS) => format!("counter {}", String::from_utf8_lossy(&key[1..])),
         Some(&ERASURES) => format!("erasure marker {}", hex(&key[1..])),
+        Some(&LINKS) => format!("link {}", String::from_utf8_lossy(&key[1..])),
+        Some(&PERSON_LINKS) => format!("person-link index entry {}", hex(&key[1..])),
         Some(p) => format!("unknown record (prefix {:?}) {}", *p as char, hex(key)),
     }
 }

@@ -31,6 +31,7 @@ struct Inner {
     programs: HashMap<String, Vec<u8>>,
     deployed: Option<String>,
     counters: BTreeMap<String, u64>,
+    links: BTreeMap<String, LinkEntry>,
 }
 
 /// The in-memory store. Timers at the same millisecond come back ordered by (person, instance,
@@ -196,6 +197,10 @@ impl Store for MemStore {
             e.provider_id = u.provider_id.clone();
             e.error_code = u.error_code.clone();
         }
+        for l in &c.links_put {
+            s.subjects.insert(l.person.clone());
+            s.links.insert(l.code.clone(), l.clone());
+        }
         for (seq, person) in &c.attribute {
             let e = s.log.get_mut(seq).expect("validated");
             if !e.erased && e.person.is_none() {
@@ -302,6 +307,10 @@ impl Store for MemStore {
             .collect())
     }
 
+    fn link(&self, code: &str) -> Result<Option<LinkEntry>> {
+        Ok(self.inner.lock().unwrap().links.get(code).cloned())
+    }
+
     fn deploy(&self, hash: &str, program: &[u8]) -> Result<()> {
         let mut s = self.inner.lock().unwrap();
         s.programs.insert(hash.to_string(), program.to_vec());
@@ -394,6 +403,7 @@ impl Store for MemStore {
         let before = s.outbox.len();
         s.outbox.retain(|_, o| o.person != person);
         r.messages = (before - s.outbox.len()) as u64;
+        s.links.retain(|_, l| l.person != person);
         Ok(r)
     }
 

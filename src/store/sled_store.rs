@@ -649,6 +649,21 @@ impl SledStore {
             }
             b.remove(k);
         }
+        for k in self
+            .db
+            .scan_prefix(layout::tagged(layout::PERSON_LINKS, tag))
+            .keys()
+        {
+            let k = k?;
+            let lk = layout::prefixed(layout::LINKS, &k[17..]);
+            // Only if the link is still this person's (as for the outbox above).
+            if let Some(v) = self.db.get(&lk)? {
+                if unframe(&lk, &v)?.get(..16) == Some(&tag[..]) {
+                    b.remove(lk);
+                }
+            }
+            b.remove(k);
+        }
         let zk = layout::tagged(layout::ERASURES, tag);
         b.insert(&zk[..], frame(&zk, &[ERASED]));
         self.db.apply_batch(b)?;
@@ -870,6 +885,17 @@ impl Store for SledStore {
             }
             overlay.insert(u.message_id.clone(), rec);
         }
+        for l in &c.links_put {
+            let (tag, key) = keys.ensure(&l.person)?;
+            let k = layout::prefixed(layout::LINKS, l.code.as_bytes());
+            let mut plain = Writer::default();
+            plain.str(&l.message_id).str(&l.url);
+            let mut w = Writer::default();
+            w.raw(&tag).bytes(&keys::seal(&key, &k, &plain.buf)?);
+            b.insert(k.clone(), frame(&k, &w.buf));
+            let pk = layout::person_link(&tag, &l.code);
+            b.insert(pk.clone(), frame(&pk, b""));
+        }
         for (seq, person) in &c.attribute {
             let lk = layout::log(*seq);
             let Some(v) = self.db.get(lk)? else {
@@ -1054,6 +1080,31 @@ impl Store for SledStore {
             out.extend(self.read_outbox(&keys, &mid)?);
         }
         Ok(out)
+    }
+
+    fn link(&self, code: &str) -> Result<Option<LinkEntry>> {
+        let keys = self.keys.read().unwrap();
+        let k = layout::prefixed(layout::LINKS, code.as_bytes());
+        let Some(v) = self.db.get(&k)? else {
+            return Ok(None);
+        };
+        let what = layout::describe(&k);
+        let body = unframe(&k, &v)?;
+        let mut r = Reader::new(body, &what);
+        let tag: Tag = r.array()?;
+        let sealed = r.bytes()?;
+        // A tag without a key: the person was forgotten (the record goes with the erasure).
+        let Some((person, key)) = keys.resolve(&tag) else {
+            return Ok(None);
+        };
+        let plain = keys::open(&key, &k, sealed).ok_or_else(|| undecryptable(&k))?;
+        let mut r = Reader::new(&plain, &what);
+        Ok(Some(LinkEntry {
+            code: code.to_string(),
+            message_id: r.string()?,
+            url: r.string()?,
+            person: person.to_string(),
+        }))
     }
 
     fn deploy(&self, hash: &str, program: &[u8]) -> Result<()> {
