@@ -9,7 +9,8 @@
 # One command, from the repository root:   benches/peers/run.sh
 # Knobs (environment): PEERS_DIR (installs, default /work/scratch/peers), ENGINES, NS, RATE,
 # SWEEP (flows/s), SWEEP_SECS, SWEEP_MAX, TEMPORAL_MAX (flows per Temporal point, it is ~100x
-# slower), TEMPORAL_WORKERS (worker processes), SKIP_BUILD=1, OUT, PLOT=0.
+# slower), AFTERCART_TIMEOUT (s to wait for the last flow), TEMPORAL_N_MAX (largest N Temporal runs, default 1000), TEMPORAL_WORKERS (worker
+# processes), SKIP_BUILD=1, OUT, PLOT=0.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,13 +19,15 @@ PEERS_DIR=${PEERS_DIR:-/work/scratch/peers}
 ENGINES=${ENGINES:-"aftercart restate temporal"}
 NS=${NS:-"1000 10000"}
 RATE=${RATE:-1000}
-SWEEP=${SWEEP:-"10 100 500 1000 5000"}
+SWEEP=${SWEEP:-"10 100 500 1000 2000 5000"}
 SWEEP_SECS=${SWEEP_SECS:-4}
 SWEEP_MAX=${SWEEP_MAX:-4000}
-TEMPORAL_MAX=${TEMPORAL_MAX:-1000}
+TEMPORAL_MAX=${TEMPORAL_MAX:-200}
 TEMPORAL_WORKERS=${TEMPORAL_WORKERS:-2}
+TEMPORAL_N_MAX=${TEMPORAL_N_MAX:-1000}
 OUT=${OUT:-$HERE/results.json}
-RUN_TIMEOUT=${RUN_TIMEOUT:-2400}
+RUN_TIMEOUT=${RUN_TIMEOUT:-1200}
+AFTERCART_TIMEOUT=${AFTERCART_TIMEOUT:-150}
 
 TEMPORAL=$PEERS_DIR/temporal
 RESTATE=$PEERS_DIR/restate
@@ -88,7 +91,7 @@ run() {
   log "$engine N=$n offered $rate flows/s ($phase)"
   case $engine in
     aftercart)
-      line=$(timeout "$RUN_TIMEOUT" "$ROOT/target/release/examples/peer_load" --n "$n" --rate "$rate" $extra) || log "aftercart run failed" ;;
+      line=$(timeout "$RUN_TIMEOUT" "$ROOT/target/release/examples/peer_load" --n "$n" --rate "$rate" --timeout "$AFTERCART_TIMEOUT" $extra) || log "aftercart run failed" ;;
     restate)
       start_restate || { log "restate did not start"; stop_all; return 0; }
       line=$(cd "$HERE/restate" && NODE_PATH="$RESTATE/node_modules" timeout "$RUN_TIMEOUT" \
@@ -153,7 +156,7 @@ EOF
 
 for n in $NS; do
   for e in $ENGINES; do
-    if [ "$e" = temporal ] && [ "$n" -gt "${TEMPORAL_N_MAX:-10000}" ]; then continue; fi
+    if [ "$e" = temporal ] && [ "$n" -gt "$TEMPORAL_N_MAX" ]; then continue; fi
     extra=""; [ "$e" = aftercart ] && extra=--raw
     run "$e" "$n" "$RATE" n $extra
   done

@@ -60,6 +60,7 @@ async function main() {
   await Promise.all(Array.from({ length: n }, (_, i) => offer(i)));
   const offeredSecs = (Date.now() - start) / 1000;
   const done: [number, number][] = [];
+  const timedOut: [number, number][] = [];
   // Results: attach to each workflow (a few at a time; completed ones answer at once).
   let next = 0;
   const attach = async () => {
@@ -68,6 +69,7 @@ async function main() {
       const r = await fetch(`${ingress}/restate/workflow/ReviewPeer/rp-${run}-${i}/attach`);
       const t = Number(await r.text());
       if (r.ok && t > 0) done.push([i, t]);
+      else if (r.ok && t < 0) timedOut.push([i, -t]);
       else if (!r.ok) failures.push(`attach ${i}: ${r.status}`);
     }
   };
@@ -76,14 +78,16 @@ async function main() {
   const ideal = (i: number) => start + i / rate * 1000 + Math.max(WAIT_MS, delivery(i));
   const lateness = done.map(([i, t]) => t - ideal(i)).sort((a, b) => a - b);
   const startLag = started.map((t, i) => t - (start + i / rate * 1000)).sort((a, b) => a - b);
-  const last = (Math.max(...done.map(([, t]) => t)) - start) / 1000;
+  const last = (Math.max(...done.concat(timedOut).map(([, t]) => t)) - start) / 1000;
   console.log(JSON.stringify({
     engine: "restate",
     n,
     rate,
     offered_events_per_s: 2 * rate,
     completed: done.length,
-    flows_per_s: done.length / last,
+    timed_out: timedOut.length,
+    finished: done.length + timedOut.length,
+    flows_per_s: (done.length + timedOut.length) / last,
     lateness_p50_ms: pct(lateness, 0.5),
     lateness_p99_ms: pct(lateness, 0.99),
     lateness_max_ms: pct(lateness, 1.0),

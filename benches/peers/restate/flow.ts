@@ -18,7 +18,8 @@ const reviewPeer = restate.workflow({
       try {
         await ctx.promise<boolean>("delivered").get().orTimeout(DELIVERY_TIMEOUT_MS);
       } catch (e) {
-        if (e instanceof restate.TimeoutError) return -1;
+        // Timed out: finished without a review, at this instant, as a negative.
+        if (e instanceof restate.TimeoutError) return -(await ctx.run("timeout", async () => Date.now()));
         throw e;
       }
       return await ctx.run("review", async () => Date.now());

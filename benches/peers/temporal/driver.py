@@ -60,23 +60,24 @@ async def main() -> None:
 
     handles = await asyncio.gather(*(offer(i) for i in range(a.n)))
     offered_secs = time.time() - start
-    done = []
+    done, timed_out = [], []
     for i, h in enumerate(handles):
         t = await h.result()
-        if t > 0:
-            done.append((i, t))
+        (done if t > 0 else timed_out).append((i, abs(t)))
     load_after = loadavg()
     ideal = lambda i: start + i / a.rate + max(WAIT_S, delivery(i))
     lateness = sorted((t - ideal(i)) * 1e3 for i, t in done)
     start_lag = sorted((started[i] - (start + i / a.rate)) * 1e3 for i in range(a.n))
-    last = max(t for _, t in done) - start if done else float("nan")
+    last = max(t for _, t in done + timed_out) - start if done or timed_out else float("nan")
     out = {
         "engine": "temporal",
         "n": a.n,
         "rate": a.rate,
         "offered_events_per_s": 2 * a.rate,
         "completed": len(done),
-        "flows_per_s": len(done) / last if done else 0.0,
+        "timed_out": len(timed_out),
+        "finished": len(done) + len(timed_out),
+        "flows_per_s": (len(done) + len(timed_out)) / last if done or timed_out else 0.0,
         "lateness_p50_ms": pct(lateness, 0.5),
         "lateness_p99_ms": pct(lateness, 0.99),
         "lateness_max_ms": pct(lateness, 1.0),

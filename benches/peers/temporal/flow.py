@@ -38,7 +38,8 @@ class ReviewPeer:
         try:
             await workflow.wait_condition(lambda: self.delivered, timeout=DELIVERY_TIMEOUT_S)
         except asyncio.TimeoutError:
-            return -1.0
+            # Timed out: finished without a review, at (about) this instant, as a negative.
+            return -workflow.now().timestamp()
         return await workflow.execute_activity(
             send_sms, args=["review", i], start_to_close_timeout=timedelta(seconds=60)
         )
