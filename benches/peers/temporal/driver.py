@@ -12,7 +12,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+from datetime import timedelta
+
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
 from flow import TASK_QUEUE, WAIT_S, ReviewPeer
 
@@ -29,6 +33,17 @@ def pct(v, p):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+async def retry(call, attempts=10):
+    # An overloaded dev server times RPCs out: try again (starts are idempotent on the id).
+    for k in range(attempts):
+        try:
+            return await call()
+        except RPCError:
+            if k == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (k + 1))
 
 
 async def main() -> None:
@@ -50,19 +65,21 @@ async def main() -> None:
     async def offer(i):
         at = start + i / a.rate
         await asyncio.sleep(max(0.0, at - time.time()))
-        h = await client.start_workflow(
-            ReviewPeer.run, i, id=f"rp-{run}-{i}", task_queue=TASK_QUEUE
-        )
+        h = await retry(lambda: client.start_workflow(
+            ReviewPeer.run, i, id=f"rp-{run}-{i}", task_queue=TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            rpc_timeout=timedelta(seconds=60),
+        ))
         started[i] = time.time()
         await asyncio.sleep(max(0.0, at + delivery(i) - time.time()))
-        await h.signal(ReviewPeer.delivered_signal)
+        await retry(lambda: h.signal(ReviewPeer.delivered_signal, rpc_timeout=timedelta(seconds=60)))
         return h
 
     handles = await asyncio.gather(*(offer(i) for i in range(a.n)))
     offered_secs = time.time() - start
     done, timed_out = [], []
     for i, h in enumerate(handles):
-        t = await h.result()
+        t = await h.result(rpc_timeout=timedelta(seconds=600))
         (done if t > 0 else timed_out).append((i, abs(t)))
     load_after = loadavg()
     ideal = lambda i: start + i / a.rate + max(WAIT_S, delivery(i))
