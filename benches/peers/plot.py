@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # Draws the peer benchmark's plot (docs/peers.svg) from benches/peers/results.json, with the
-# standard library only (hand-written SVG): left, completed flows/s against offered flows/s;
-# right, completion lateness p50 (solid) and p99 (dashed) against offered flows/s; log-log,
-# one colour per engine (aftercart, Restate, Temporal). Uses the "sweep" runs, else every run.
+# standard library only (hand-written SVG): left, flows finished/s (solid) and flows that sent
+# their review, not timed out, per second (dashed) against offered flows/s; right, completion
+# lateness p50 (solid) and p99 (dashed) against offered flows/s; log-log, one colour per engine (aftercart, Restate, Temporal). Uses the "sweep" runs, else every run.
 # Usage: python3 benches/peers/plot.py [results.json] [out.svg]
 import json
 import math
@@ -64,6 +64,12 @@ class Axes:
         return s
 
 
+def reviews_per_s(r):
+    # Flows that ended with their review (not on the timeout) per second of the run.
+    last = r.get("last_completion_s") or 0
+    return r["completed"] / last if last and last == last and r["completed"] else 0
+
+
 def fmt(v):
     if v >= 1000:
         return f"{v / 1000:g}k"
@@ -83,6 +89,7 @@ def main():
         series[e] = rs
     rates = [r["rate"] for r in sweep]
     tput = [r["flows_per_s"] for r in sweep if r["flows_per_s"] > 0] + rates
+    tput += [reviews_per_s(r) for r in sweep if reviews_per_s(r) > 0]
     lat = [v for r in sweep for v in (r["lateness_p50_ms"], r["lateness_p99_ms"]) if v and v > 0 and math.isfinite(v)]
     a1 = Axes(LEFT1, TOP, (min(rates), max(rates)), (min(tput), max(tput)))
     a2 = Axes(LEFT2, TOP, (min(rates), max(rates)), (max(min(lat), 0.1), max(lat)))
@@ -90,14 +97,16 @@ def main():
          f'<rect width="{W}" height="{H}" fill="white"/>']
     v, m = doc.get("versions", {}), doc.get("machine", {})
     date = max((r.get("date", "") for r in sweep), default="")
+    loads = [float(r["load_before"].split()[0]) for r in sweep if r.get("load_before")]
+    load = f"load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     s.append(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">'
              f'Review-request flow (1 s wait, 2 s delivery timeout): aftercart vs Restate vs Temporal</text>')
     s.append(f'<text x="{W / 2}" y="40" text-anchor="middle" fill="#555">'
-             + escape(f'{m.get("cores", "?")} cores, {date[:10]}; aftercart {v.get("aftercart", "?")}, '
+             + escape(f'{m.get("cores", "?")} cores, {load}, {date[:10]}; aftercart {v.get("aftercart", "?")}, '
                       f'{v.get("restate_server", "restate ?")}, {v.get("temporal_cli", "temporal ?").splitlines()[0] if v.get("temporal_cli") else "temporal ?"}; '
                       f'one point = one fresh run, same machine, same session')
              + '</text>')
-    s += a1.frame("Throughput", "offered load (flows/s)", "completed flows/s")
+    s += a1.frame("Flows finished/s (solid); with their review sent/s (dashed)", "offered load (flows/s)", "flows/s")
     lo, hi = 10**a1.xa, 10**a1.xb
     s.append(f'<line x1="{a1.x(lo):.1f}" y1="{a1.y(max(lo, 10**a1.ya)):.1f}" x2="{a1.x(min(hi, 10**a1.yb)):.1f}" '
              f'y2="{a1.y(min(hi, 10**a1.yb)):.1f}" stroke="#999" stroke-dasharray="2 3"/>')
@@ -105,6 +114,7 @@ def main():
     for e, rs in series.items():
         c = COLOURS[e]
         s += a1.line([(r["rate"], r["flows_per_s"]) for r in rs], c)
+        s += a1.line([(r["rate"], reviews_per_s(r)) for r in rs], c, dash=True)
         s += a2.line([(r["rate"], r["lateness_p50_ms"]) for r in rs], c)
         s += a2.line([(r["rate"], r["lateness_p99_ms"]) for r in rs], c, dash=True)
     for k, e in enumerate(engines):
@@ -112,7 +122,7 @@ def main():
         y = H - 20
         s.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 24}" y2="{y - 4}" stroke="{COLOURS[e]}" stroke-width="3"/>')
         s.append(f'<text x="{x + 30}" y="{y}">{e}</text>')
-    s.append(f'<text x="{LEFT2}" y="{H - 16}" fill="#555">dotted line: completed = offered (keeps up)</text>')
+    s.append(f'<text x="{LEFT2}" y="{H - 16}" fill="#555">dotted line: finished = offered (keeps up)</text>')
     s.append("</svg>")
     with open(out, "w") as f:
         f.write("\n".join(s) + "\n")
