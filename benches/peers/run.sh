@@ -7,7 +7,7 @@
 # (versions, machine, every run) and, unless PLOT=0, docs/peers.svg via plot.py.
 #
 # One command, from the repository root:   benches/peers/run.sh
-# Knobs (environment): PEERS_DIR (installs, default /work/scratch/peers), ENGINES, NS, RATE,
+# Knobs (environment; an empty NS or SWEEP skips that phase): PEERS_DIR (installs, default /work/scratch/peers), ENGINES, NS, RATE,
 # SWEEP (flows/s), SWEEP_SECS, SWEEP_MAX, TEMPORAL_MAX (flows per Temporal point, it is ~100x
 # slower), AFTERCART_TIMEOUT (s to wait for the last flow), TEMPORAL_N_MAX (largest N Temporal runs, default 1000), TEMPORAL_WORKERS (worker
 # processes), SKIP_BUILD=1, OUT, PLOT=0.
@@ -16,10 +16,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/benches/peers
 PEERS_DIR=${PEERS_DIR:-/work/scratch/peers}
-ENGINES=${ENGINES:-"aftercart restate temporal"}
-NS=${NS:-"1000 10000"}
+ENGINES=${ENGINES-"aftercart restate temporal"}
+NS=${NS-"1000 10000"}
 RATE=${RATE:-1000}
-SWEEP=${SWEEP:-"10 100 500 1000 2000 5000"}
+SWEEP=${SWEEP-"10 100 500 1000 2000 5000"}
 SWEEP_SECS=${SWEEP_SECS:-4}
 SWEEP_MAX=${SWEEP_MAX:-4000}
 TEMPORAL_MAX=${TEMPORAL_MAX:-200}
@@ -32,7 +32,7 @@ AFTERCART_TIMEOUT=${AFTERCART_TIMEOUT:-150}
 TEMPORAL=$PEERS_DIR/temporal
 RESTATE=$PEERS_DIR/restate
 PY=$TEMPORAL/venv/bin/python
-LINES=$(mktemp /tmp/peers-results.XXXXXX)
+LINES=$(mktemp /tmp/peers-results.XXXXXX)  # every run's full JSON line, kept if the script dies
 PIDS=()
 
 log() { echo "[$(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
@@ -109,6 +109,7 @@ run() {
 }
 
 cd "$ROOT"
+log "results so far go to $LINES"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building (cargo build --release --example peer_load --bin aftercart)"
   cargo build --release --example peer_load --bin aftercart >&2
