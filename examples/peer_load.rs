@@ -89,7 +89,9 @@ fn args() -> Args {
                 i += 1;
                 continue;
             }
-            other => panic!("unknown argument {other}: see the comment at the top of examples/peer_load.rs"),
+            other => panic!(
+                "unknown argument {other}: see the comment at the top of examples/peer_load.rs"
+            ),
         }
         i += 2;
     }
@@ -232,7 +234,11 @@ fn main() {
     let load_before = loadavg();
     let checked = aftercart::check::check_paths(&[a.flows.clone()]).expect("read the flows");
     if checked.has_errors() {
-        panic!("{} does not check clean: {:?}", a.flows.display(), checked.diagnostics);
+        panic!(
+            "{} does not check clean: {:?}",
+            a.flows.display(),
+            checked.diagnostics
+        );
     }
     let schemas = Schemas::builtin()
         .with_custom(&checked.project.custom_events)
@@ -244,9 +250,21 @@ fn main() {
     let mut offers: Vec<Offer> = Vec::with_capacity(2 * n);
     for i in 0..n {
         let t = i as f64 / a.rate;
-        offers.push(Offer { i, delivered: false, at: t });
-        let d = if i % 2 == 0 { DELIVERY_EVEN_S } else { DELIVERY_ODD_S };
-        offers.push(Offer { i, delivered: true, at: t + d });
+        offers.push(Offer {
+            i,
+            delivered: false,
+            at: t,
+        });
+        let d = if i % 2 == 0 {
+            DELIVERY_EVEN_S
+        } else {
+            DELIVERY_ODD_S
+        };
+        offers.push(Offer {
+            i,
+            delivered: true,
+            at: t + d,
+        });
     }
     offers.sort_by(|x, y| x.at.partial_cmp(&y.at).unwrap());
     let base = Utc::now();
@@ -346,7 +364,10 @@ fn main() {
     let exited = |store: &Arc<dyn Store>| -> (u64, u64) {
         let c = store.counters().unwrap_or_default();
         let get = |k: &str| c.get(k).copied().unwrap_or(0);
-        (get("exited.review_peer.end"), get("exited.review_peer.exit"))
+        (
+            get("exited.review_peer.end"),
+            get("exited.review_peer.exit"),
+        )
     };
     let mut all_done_s = f64::NAN;
     while Instant::now() < deadline {
@@ -367,12 +388,20 @@ fn main() {
     let mut review_at = vec![None; n];
     let mut confirm_at = vec![None; n];
     for &(i, review, t) in &got {
-        let slot = if review { &mut review_at[i] } else { &mut confirm_at[i] };
+        let slot = if review {
+            &mut review_at[i]
+        } else {
+            &mut confirm_at[i]
+        };
         slot.get_or_insert(t);
     }
     let order_at = |i: usize| i as f64 / a.rate;
     let ideal = |i: usize| {
-        let d = if i % 2 == 0 { DELIVERY_EVEN_S } else { DELIVERY_ODD_S };
+        let d = if i % 2 == 0 {
+            DELIVERY_EVEN_S
+        } else {
+            DELIVERY_ODD_S
+        };
         order_at(i) + d.max(WAIT_S)
     };
     let completed: Vec<(usize, u64)> = review_at
@@ -420,7 +449,11 @@ fn main() {
     // Flows finished (review sent, or timed out) per second: a timed-out flow counts as
     // finished at `all_done_s` at the latest (the runtime gives no per-flow instant for it).
     let finished = completed.len() + timed_out as usize;
-    let end_s = if timed_out > 0 && all_done_s.is_finite() { all_done_s.max(last) } else { last };
+    let end_s = if timed_out > 0 && all_done_s.is_finite() {
+        all_done_s.max(last)
+    } else {
+        last
+    };
     let flows_per_s = finished as f64 / end_s.max(1e-9);
     let events_per_s = total as f64 / last_event_done.max(1e-9);
     let mut out = json!({
