@@ -232,7 +232,8 @@ fn raw_file(n: usize, size: usize) -> f64 {
 fn main() {
     let a = args();
     let load_before = loadavg();
-    let checked = aftercart::check::check_paths(&[a.flows.clone()]).expect("read the flows");
+    let checked =
+        aftercart::check::check_paths(std::slice::from_ref(&a.flows)).expect("read the flows");
     if checked.has_errors() {
         panic!(
             "{} does not check clean: {:?}",
@@ -255,7 +256,7 @@ fn main() {
             delivered: false,
             at: t,
         });
-        let d = if i % 2 == 0 {
+        let d = if i.is_multiple_of(2) {
             DELIVERY_EVEN_S
         } else {
             DELIVERY_ODD_S
@@ -397,7 +398,7 @@ fn main() {
     }
     let order_at = |i: usize| i as f64 / a.rate;
     let ideal = |i: usize| {
-        let d = if i % 2 == 0 {
+        let d = if i.is_multiple_of(2) {
             DELIVERY_EVEN_S
         } else {
             DELIVERY_ODD_S
