@@ -644,11 +644,18 @@ impl Runtime {
                     continue;
                 }
             };
-            let now = match self.opts.clock {
-                Clock::Virtual => env.at,
-                Clock::Wall => Utc::now(),
+            // Timers fire up to the entry's arrival, never past it: on the wall clock a runtime
+            // that is behind must still see a delivery that arrived before its wait's timeout
+            // as in time (firing up to `now` first made the timeout win). Timers due after the
+            // last arrival fire once the log is drained (`step`).
+            let (until, now) = match self.opts.clock {
+                Clock::Virtual => (env.at, env.at),
+                Clock::Wall => {
+                    let now = Utc::now();
+                    (e.received_at.min(now), now)
+                }
             };
-            fired += self.fire(now, usize::MAX)?;
+            fired += self.fire(until, usize::MAX)?;
             self.host.state.last_owner = None;
             self.host.state.first_touched = None;
             match self.host.process(&env, now) {

@@ -175,3 +175,68 @@ proptest! {
         run(&ops)?;
     }
 }
+
+/// On the wall clock a runtime that is behind (here: events that arrived 10 minutes ago, well
+/// past a 2 s timeout) must still treat a delivery that arrived before its wait's timeout as in
+/// time: timers fire up to each entry's arrival, not up to "now", before the entry.
+#[test]
+fn wall_clock_backlog_keeps_arrival_order_against_timeouts() {
+    let dir = std::env::temp_dir().join(format!("aftercart-rt-wall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let checked =
+        aftercart::check::check_paths(&[PathBuf::from("benches/peers/aftercart")]).unwrap();
+    assert!(!checked.has_errors());
+    let schemas = Schemas::builtin()
+        .with_custom(&checked.project.custom_events)
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let at = |ms: i64| {
+        (t0 + chrono::Duration::milliseconds(ms))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let order = serde_json::json!({"type": "order.created", "at": at(0), "id": "o1",
+        "data": {"order_id": "5001", "order_number": "#1", "customer_id": "77", "phone": "+12125550100",
+                 "first_name": "Ada", "total_price": "42.50", "currency": "USD", "created_at": at(0),
+                 "line_items": [{"sku": "TEE-001", "title": "Item", "quantity": 1, "price": "42.50", "product_id": "9001"}],
+                 "shipping_address": {"province_code": "NY", "country_code": "US", "phone": "+12125550100"}}});
+    // Delivered 1.5 s after the order: after the 1 s wait, inside the 2 s wait for it.
+    let delivered = serde_json::json!({"type": "shipment.delivered", "at": at(1500), "id": "d1",
+        "data": {"order_id": "5001", "customer_id": "77", "phone": "+12125550100", "status": "delivered",
+                 "fulfillment_id": "5001", "fulfillment_event_id": "5001"}});
+    runtime::ingest_text(&*store, &format!("{order}\n{delivered}\n"), &|_, _| {}).unwrap();
+    let mut rt = Runtime::new(
+        store.clone(),
+        checked.program.unwrap(),
+        schemas,
+        Options {
+            clock: Clock::Wall,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let phone = Phone::default();
+    // Both entries are in the backlog; process them, then let the waits run out (seconds).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && store.next_due().unwrap().is_some()
+        || store.cursor().unwrap() < 2
+    {
+        rt.step(&phone).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    rt.step(&phone).unwrap();
+    let bodies: Vec<String> = phone
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.body.clone())
+        .collect();
+    assert_eq!(
+        bodies.len(),
+        2,
+        "confirmation and review request: {bodies:?}"
+    );
+    assert!(bodies[1].contains("How was it?"), "{bodies:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -300,6 +300,9 @@ impl StoreState {
     /// the ones removed in this batch. Served from the read-ahead when it covers `until`'s
     /// earliest timer; otherwise the due index is scanned once for a run of timers.
     fn store_first(&mut self, until: DateTime<Utc>) -> Option<TimerKey> {
+        // Store dues have millisecond precision: so does the read-ahead's coverage. (A wall
+        // clock `until` a fraction of a millisecond past the coverage has nothing new to read.)
+        let until = ms(until);
         loop {
             if let Some(first) = self.due_buf.first() {
                 if first.due > until {
