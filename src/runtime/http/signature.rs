@@ -165,7 +165,7 @@ mod tests {
         );
         assert_eq!(
             port_variants("http://a.com:1234/x"),
-            ["http://a.com:1234/x"]
+            ["http://a.com:1234/x", "http://a.com/x"]
         );
     }
 
