@@ -239,9 +239,16 @@ fn twilio_signatures_match_the_vectors_and_the_python_library() {
         let Some(params) = t["params"].as_object() else {
             continue;
         };
+        // A repeated parameter comes as an array of its values.
         let params: Vec<(String, String)> = params
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .flat_map(|(k, v)| match v {
+                Value::Array(vs) => vs
+                    .iter()
+                    .map(|v| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                v => vec![(k.clone(), v.as_str().unwrap().to_string())],
+            })
             .collect();
         let url = t["request_url"].as_str().unwrap();
         let sig = t["expected_signature"].as_str().unwrap();

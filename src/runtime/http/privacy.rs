@@ -23,7 +23,7 @@ pub struct Subject {
 
 #[derive(Clone, Debug)]
 pub enum Request {
-    DataRequest {
+    Export {
         /// File name stem: the payload's `data_request.id` (else the webhook id), sanitised.
         request_id: String,
         shop_domain: Option<String>,
@@ -100,7 +100,7 @@ impl Request {
                         "customers/data_request: no `data_request.id` and no \
                          X-Shopify-Webhook-Id header to name the export",
                     )?;
-                Ok(Request::DataRequest {
+                Ok(Request::Export {
                     request_id: file_stem(&id),
                     shop_domain,
                     subject: subject()?,
@@ -207,7 +207,7 @@ fn drop_exports(data_dir: &Path, people: &BTreeSet<String>, all: bool) -> Result
 pub fn execute(rt: &mut Runtime, data_dir: &Path, req: Request) -> Result<Json, String> {
     rt.catch_up().map_err(|e| e.to_string())?;
     match req {
-        Request::DataRequest {
+        Request::Export {
             request_id,
             shop_domain,
             subject,

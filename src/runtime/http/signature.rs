@@ -53,9 +53,10 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
     b64().encode(mac.finalize().into_bytes())
 }
 
-/// The URL with its default port removed (`:443` for https, `:80` for http) and with it added:
-/// Twilio's helper libraries accept a signature over either form, because what Twilio signed
-/// depends on how the webhook URL was configured.
+/// The URL as given, plus: without its port when it has one, else with the scheme's default
+/// port (`:443` for https, `:80` for http) added. Twilio's helper libraries (e.g.
+/// twilio-python's `RequestValidator.validate`) accept a signature over either form, because
+/// what Twilio signed depends on how the webhook URL was configured.
 fn port_variants(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
     let (scheme, default) = if let Some(rest) = url.strip_prefix("https://") {
@@ -78,10 +79,7 @@ fn port_variants(url: &str) -> Vec<String> {
         None => hostport.rfind(':'),
     };
     match port_at {
-        Some(i) if &hostport[i + 1..] == default => {
-            out.push(format!("{prefix}{userinfo}{}{tail}", &hostport[..i]));
-        }
-        Some(_) => {}
+        Some(i) => out.push(format!("{prefix}{userinfo}{}{tail}", &hostport[..i])),
         None => out.push(format!("{prefix}{userinfo}{hostport}:{default}{tail}")),
     }
     out
@@ -156,7 +154,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_variants_toggle_the_default_port_only() {
+    fn port_variants_strip_a_port_or_add_the_default() {
         assert_eq!(
             port_variants("https://a.com/x?y=1"),
             ["https://a.com/x?y=1", "https://a.com:443/x?y=1"]
@@ -167,7 +165,7 @@ mod tests {
         );
         assert_eq!(
             port_variants("http://a.com:1234/x"),
-            ["http://a.com:1234/x"]
+            ["http://a.com:1234/x", "http://a.com/x"]
         );
     }
 

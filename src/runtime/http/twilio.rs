@@ -20,17 +20,18 @@ fn signed_url(app: &App, uri: &Uri) -> String {
     format!("{}{pq}", app.secrets.public_url.trim_end_matches('/'))
 }
 
-/// Verify the signature and decode the form. Err is the response to send.
+/// Verify the signature and decode the form. Err is the response to send (boxed: a response
+/// is large and this is the rare path).
 fn verified(
     app: &App,
     uri: &Uri,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Vec<(String, String)>, Response> {
-    let body = body.map_err(|r| body_refusal(app, "twilio", r))?;
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let body = body.map_err(|r| Box::new(body_refusal(app, "twilio", r)))?;
     let forbidden = |msg: &str| {
         app.edge.refuse("twilio", "signature");
-        error(StatusCode::FORBIDDEN, msg)
+        Box::new(error(StatusCode::FORBIDDEN, msg))
     };
     let Some(sig) = headers
         .get("X-Twilio-Signature")
@@ -42,10 +43,10 @@ fn verified(
     // verified, so it is refused as unauthenticated (nothing about it is trusted).
     let params = signature::parse_form(&body).map_err(|e| {
         app.edge.refuse("twilio", "signature");
-        error(
+        Box::new(error(
             StatusCode::FORBIDDEN,
             format!("cannot verify the signature: {e}"),
-        )
+        ))
     })?;
     if !signature::twilio_valid(
         &app.secrets.twilio_auth_token,
@@ -68,12 +69,19 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn require<'a>(app: &App, params: &'a [(String, String)], name: &str) -> Result<&'a str, Response> {
+fn require<'a>(
+    app: &App,
+    params: &'a [(String, String)],
+    name: &str,
+) -> Result<&'a str, Box<Response>> {
     param(params, name)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
             app.edge.refuse("twilio", "invalid");
-            error(StatusCode::BAD_REQUEST, format!("the form lacks `{name}`"))
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("the form lacks `{name}`"),
+            ))
         })
 }
 
@@ -125,14 +133,14 @@ pub async fn inbound(
 ) -> Response {
     let params = match verified(&app, &uri, &headers, body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (sid, from) = match (
         require(&app, &params, "MessageSid"),
         require(&app, &params, "From"),
     ) {
         (Ok(s), Ok(f)) => (s, f),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     let text = param(&params, "Body").unwrap_or("");
     let line = json!({
@@ -173,14 +181,14 @@ pub async fn status(
 ) -> Response {
     let params = match verified(&app, &uri, &headers, body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (sid, status) = match (
         require(&app, &params, "MessageSid"),
         require(&app, &params, "MessageStatus"),
     ) {
         (Ok(s), Ok(st)) => (s, st),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     let message_id = uri.query().and_then(|q| {
         signature::parse_form(q.as_bytes())
