@@ -228,6 +228,10 @@ pub struct Runtime {
     outbox_updates: BTreeMap<String, OutboxUpdate>,
     attribute: Vec<(Seq, String)>,
     counters: BTreeMap<String, i64>,
+    /// Numbers the provider said opted out of our sender (Twilio 21610) in this process:
+    /// messages to them already in the outbox fail without a request (the carrier refuses
+    /// them all; the log event makes the engine stop making new ones).
+    opted_out: std::collections::HashSet<String>,
 }
 
 /// Open the store in `dir`, creating it if absent or empty (atomically: see
@@ -267,6 +271,7 @@ impl Runtime {
             outbox_updates: BTreeMap::new(),
             attribute: Vec::new(),
             counters: BTreeMap::new(),
+            opted_out: Default::default(),
         })
     }
 
@@ -444,7 +449,10 @@ impl Runtime {
                         self.report(k, 1);
                     }
                 }
-                Effect::ConsentChanged { to, .. } if to == crate::engine::Consent::Unsubscribed => {
+                Effect::ConsentChanged {
+                    to: crate::engine::Consent::Unsubscribed,
+                    ..
+                } => {
                     if let Some(s) = self.host.state.last_sent(&r.person) {
                         let k = CounterKey::new(
                             r.at,
@@ -764,7 +772,15 @@ impl Runtime {
                     provider_id,
                     error_code,
                 };
-                match provider.send(msg) {
+                let result = if self.opted_out.contains(&msg.to) {
+                    Err(ProviderError {
+                        code: Some("21610".into()),
+                        ..ProviderError::fatal("the recipient opted out of this sender (21610)")
+                    })
+                } else {
+                    provider.send(msg)
+                };
+                match result {
                     Ok(r) => {
                         sent += 1;
                         self.count_sent(o, msg);
@@ -775,6 +791,7 @@ impl Runtime {
                         // through the log (durable before the message is marked), so consent stays
                         // derived from the log and the engine cancels their marketing.
                         self.record_provider_opt_out(o, msg, &e)?;
+                        self.opted_out.insert(msg.to.clone());
                         failed += 1;
                         self.report(
                             CounterKey::new(

@@ -335,7 +335,7 @@ impl TwilioProvider {
     /// Run one request with retries on retryable answers, pacing every attempt.
     fn with_retries(
         &self,
-        mut request: impl FnMut() -> Result<ureq::Response, ureq::Error>,
+        mut request: impl FnMut() -> Answer,
     ) -> Result<serde_json::Value, ProviderError> {
         let mut waited = Duration::ZERO;
         let mut in_doubt = false;
@@ -343,7 +343,7 @@ impl TwilioProvider {
         loop {
             self.pace();
             attempt += 1;
-            match Self::answer(request()) {
+            match request() {
                 Answer::Ok(v) => return Ok(v),
                 Answer::Fail(mut e) => {
                     e.in_doubt |= in_doubt;
@@ -385,7 +385,13 @@ impl TwilioProvider {
         }
         form.push(("Body", msg.body.clone()));
         if let Some(cb) = &self.cfg.status_callback {
-            form.push(("StatusCallback", cb.clone()));
+            // Twilio's callback names only its own MessageSid; the server routes the status to
+            // aftercart's message by this query parameter (Twilio signs the full URL with it).
+            // Message ids are hashes (URL-safe, no personal data).
+            form.push((
+                "StatusCallback",
+                format!("{cb}?message_id={}", msg.message_id),
+            ));
         }
         form
     }
@@ -397,7 +403,16 @@ impl TwilioProvider {
             Sender::From(f) => s("from") == Some(f.as_str()),
             Sender::MessagingService(sid) => s("messaging_service_sid") == Some(sid.as_str()),
         };
-        sender_ok && s("to") == Some(msg.to.as_str()) && s("body") == Some(msg.body.as_str())
+        // A message created well before the engine made this one is an earlier message with
+        // the same text (a repeated reminder), not this one. Twilio dates are RFC 2822.
+        let recent = match s("date_created").map(chrono::DateTime::parse_from_rfc2822) {
+            Some(Ok(t)) => t >= msg.at - chrono::Duration::minutes(5),
+            _ => true,
+        };
+        sender_ok
+            && recent
+            && s("to") == Some(msg.to.as_str())
+            && s("body") == Some(msg.body.as_str())
     }
 }
 
@@ -428,10 +443,12 @@ impl Provider for TwilioProvider {
         let form = self.form(msg);
         let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let v = self.with_retries(|| {
-            self.agent
-                .post(&url)
-                .set("Authorization", &auth)
-                .send_form(&pairs)
+            Self::answer(
+                self.agent
+                    .post(&url)
+                    .set("Authorization", &auth)
+                    .send_form(&pairs),
+            )
         })?;
         let sid = v
             .get("sid")
@@ -483,7 +500,7 @@ impl Provider for TwilioProvider {
                         .query("DateSent>", &since)
                         .query("PageSize", "100"),
                 };
-                req.set("Authorization", &auth).call()
+                Self::answer(req.set("Authorization", &auth).call())
             })?;
             let found = v
                 .get("messages")
