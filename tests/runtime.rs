@@ -391,7 +391,7 @@ fn load_edited(from: &str, to: &str) -> Program {
         }
     }
     sources.sort();
-    aftercart::check::check_sources(Some(("aftercart.toml".into(), project)), sources)
+    aftercart::check::check_sources(Some(("flows/aftercart.toml".into(), project)), sources)
         .program
         .unwrap()
 }
@@ -568,7 +568,10 @@ fn recommendations_survive_restarts_and_failures_are_counted() {
     let person = runtime::inspect::person(&*store, "customer:7001").unwrap();
     let failures = person["plugin_failures"].as_array().unwrap();
     // The six above, and vip.flow's `broken_model` segment (out of fuel) on the order.
-    assert_eq!(counters.get("plugin_errors.broken_model.out_of_fuel"), Some(&1));
+    assert_eq!(
+        counters.get("plugin_errors.broken_model.out_of_fuel"),
+        Some(&1)
+    );
     assert_eq!(failures.len(), 7);
     assert!(failures
         .iter()
