@@ -69,8 +69,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(lines as u64));
     g.bench_function(format!("corpus_{lines}_lines"), |b| {
         b.iter(|| {
-            let checked =
-                check_sources(Some(("flows/aftercart.toml".into(), PROJECT.into())), big.clone());
+            let checked = check_sources(
+                Some(("flows/aftercart.toml".into(), PROJECT.into())),
+                big.clone(),
+            );
             assert!(checked.program.is_some());
         })
     });
