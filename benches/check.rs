@@ -69,8 +69,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(lines as u64));
     g.bench_function(format!("corpus_{lines}_lines"), |b| {
         b.iter(|| {
-            let checked =
-                check_sources(Some(("aftercart.toml".into(), PROJECT.into())), big.clone());
+            let checked = check_sources(
+                Some(("flows/aftercart.toml".into(), PROJECT.into())),
+                big.clone(),
+            );
             assert!(checked.program.is_some());
         })
     });
@@ -83,7 +85,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function(format!("one_file_{lines1}_lines"), |b| {
         b.iter(|| {
             check_sources(
-                Some(("aftercart.toml".into(), PROJECT.into())),
+                Some(("flows/aftercart.toml".into(), PROJECT.into())),
                 vec![one.clone()],
             )
         })

@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -109,23 +109,44 @@ impl Catalog {
         } else {
             Catalog::from_json(&text, shop_url)
         };
-        r.map_err(|e| CatalogError(format!("{}: {}", path.display(), e.0)))
+        // Errors of the parsers start with `line N: `; shown as `path:N: ...` (editor-clickable).
+        r.map_err(|e| {
+            let shown = path.display();
+            match e.0.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+                Some((n, msg)) if n.parse::<usize>().is_ok() => {
+                    CatalogError(format!("{shown}:{n}: {msg}"))
+                }
+                _ => CatalogError(format!("{shown}: {}", e.0)),
+            }
+        })
     }
 
     /// `{"products": [...]}` where each product is either aftercart's own shape (`id`, `title`,
     /// `price`, `url`, `tags`, `image`) or a Shopify product (as in the Admin API's
     /// `products.json`, recognised by its `variants`).
     pub fn from_json(text: &str, shop_url: Option<&str>) -> Result<Catalog, CatalogError> {
-        let file: CatalogFile = serde_json::from_str(text)
-            .map_err(|e| CatalogError(format!("expected {{\"products\": [...]}}: {e}")))?;
+        let file: CatalogFile = serde_json::from_str(text).map_err(|e| {
+            CatalogError(format!(
+                "line {}: expected {{\"products\": [...]}}: {e}",
+                e.line()
+            ))
+        })?;
+        let lines = product_lines(text);
+        let line = |i: usize| lines.get(i).copied().unwrap_or(1);
         let mut c = Catalog::new();
         for (i, v) in file.products.into_iter().enumerate() {
             if v.get("variants").is_some() {
                 c.apply_shopify_product(&v, shop_url.unwrap_or(""))
-                    .map_err(|e| CatalogError(format!("product #{}: {}", i + 1, e.0)))?;
+                    .map_err(|e| {
+                        CatalogError(format!("line {}: product #{}: {}", line(i), i + 1, e.0))
+                    })?;
             } else {
-                let p: Product = serde_json::from_value(v)
-                    .map_err(|e| CatalogError(format!("product #{}: {e}", i + 1)))?;
+                let p: Product = serde_json::from_value(v).map_err(|e| {
+                    CatalogError(format!("line {}: product #{}: {e}", line(i), i + 1))
+                })?;
+                if p.id.is_empty() {
+                    return err(format!("line {}: product #{}: empty `id`", line(i), i + 1));
+                }
                 c.insert(p);
             }
         }
@@ -142,6 +163,7 @@ impl Catalog {
         let Some((header, body)) = rows.split_first() else {
             return Ok(Catalog::new());
         };
+        let header = &header.1;
         let col = |names: &[&str]| {
             header
                 .iter()
@@ -155,11 +177,13 @@ impl Catalog {
             col(&["image", "image src"]),
             col(&["status"]),
         );
+        let c_published = col(&["published"]);
         if c_id.is_none() && c_handle.is_none() {
-            return err("the CSV needs an `id` or a `handle` column");
+            return err("line 1: the CSV needs an `id` or a `handle` column");
         }
         let mut c = Catalog::new();
-        for (n, row) in body.iter().enumerate() {
+        for (line, row) in body.iter() {
+            let line = *line;
             let get = |i: Option<usize>| {
                 i.and_then(|i| row.get(i))
                     .map(|s| s.trim())
@@ -171,7 +195,7 @@ impl Catalog {
             };
             let price = match get(c_price) {
                 Some(p) => Some(Decimal::from_str(p).map_err(|_| {
-                    CatalogError(format!("row {}: price `{p}` is not a decimal", n + 2))
+                    CatalogError(format!("line {line}: price `{p}` is not a decimal"))
                 })?),
                 None => None,
             };
@@ -205,8 +229,13 @@ impl Catalog {
             if p.image.is_none() {
                 p.image = get(c_image).map(str::to_owned);
             }
+            // Shopify's export: `Status` active/draft/archived, `Published` TRUE/FALSE (online
+            // store). Either one saying no keeps the product out of recommendations.
             if let Some(s) = get(c_status) {
-                p.available = s.eq_ignore_ascii_case("active");
+                p.available = p.available && s.eq_ignore_ascii_case("active");
+            }
+            if let Some(s) = get(c_published) {
+                p.available = p.available && !s.eq_ignore_ascii_case("false");
             }
         }
         Ok(c)
@@ -277,10 +306,13 @@ impl Catalog {
         } else {
             product_url(shop_url, handle)
         };
+        // Shopify: `status` is active, draft or archived; `published_at` null means the product
+        // is not published to the online store, so a link to it would be a 404.
         let available = payload
             .get("status")
             .and_then(Value::as_str)
-            .is_none_or(|s| s == "active");
+            .is_none_or(|s| s == "active")
+            && !matches!(payload.get("published_at"), Some(Value::Null));
         let old_price = self.products.get(&id).map(|p| p.price);
         let p = Product {
             id: id.clone(),
@@ -312,14 +344,22 @@ fn split_tags(s: &str) -> Vec<String> {
     tags
 }
 
-/// RFC 4180 CSV: quoted fields, doubled quotes, newlines inside quotes, CRLF or LF.
-fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, CatalogError> {
+/// RFC 4180 CSV: quoted fields, doubled quotes, newlines inside quotes, CRLF or LF. Each row
+/// comes with the line it starts on (a quoted field may span lines), for error messages.
+fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, CatalogError> {
     let mut rows = Vec::new();
     let (mut row, mut field) = (Vec::new(), String::new());
     let (mut quoted, mut any) = (false, false);
+    let (mut line, mut row_line, mut quote_line) = (1usize, 1usize, 1usize);
     let mut chars = text.trim_start_matches('\u{feff}').chars().peekable();
     while let Some(c) = chars.next() {
+        if !any {
+            row_line = line;
+        }
         any = true;
+        if c == '\n' {
+            line += 1;
+        }
         if quoted {
             match c {
                 '"' if chars.peek() == Some(&'"') => {
@@ -332,25 +372,201 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, CatalogError> {
             continue;
         }
         match c {
-            '"' => quoted = true,
+            '"' => {
+                quoted = true;
+                quote_line = line;
+            }
             ',' => row.push(std::mem::take(&mut field)),
             '\r' => {}
             '\n' => {
                 row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
+                rows.push((row_line, std::mem::take(&mut row)));
                 any = false;
             }
             _ => field.push(c),
         }
     }
     if quoted {
-        return err("unterminated quoted field");
+        return err(format!(
+            "line {quote_line}: unterminated quoted field (a `\"` opened here is never closed)"
+        ));
     }
     if any {
         row.push(field);
-        rows.push(row);
+        rows.push((row_line, row));
     }
     Ok(rows)
+}
+
+/// The line on which each element of the top-level `products` array starts (JSON text that
+/// already parsed): a scan of brackets outside strings, so errors can name a line.
+fn product_lines(text: &str) -> Vec<usize> {
+    let (mut depth, mut line, mut in_str, mut esc) = (0usize, 1usize, false, false);
+    let mut out = Vec::new();
+    for c in text.chars() {
+        if c == '\n' {
+            line += 1;
+        }
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, '\\') => esc = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '{' | '[' => {
+                if depth == 2 && c == '{' {
+                    out.push(line);
+                }
+                depth += 1;
+            }
+            '}' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Orders kept for "bought together": the most recent ones, oldest dropped first. Enough for a
+/// shop's co-purchase pattern; bounded so replaying a long log cannot grow memory without end.
+pub const ORDER_HISTORY_MAX: usize = 20_000;
+
+/// How many products `recommend()` gives a flow (a message names one or two; a branch counts).
+pub const RECOMMEND_COUNT: usize = 5;
+
+/// aftercart's own order history: order id and the product ids in it, in arrival order. No
+/// personal data (no customer, no address), so it may live outside the sealed person records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderHistory {
+    orders: VecDeque<(String, Vec<String>)>,
+    ids: BTreeSet<String>,
+}
+
+impl OrderHistory {
+    pub const fn new() -> Self {
+        OrderHistory {
+            orders: VecDeque::new(),
+            ids: BTreeSet::new(),
+        }
+    }
+
+    /// Records an order once (Shopify sends `orders/create`, `orders/paid`, ... for the same
+    /// order; the first one counts). Orders without products (custom items only) are skipped.
+    pub fn record(&mut self, order_id: &str, product_ids: Vec<String>) {
+        if product_ids.is_empty() || !self.ids.insert(order_id.to_owned()) {
+            return;
+        }
+        self.orders.push_back((order_id.to_owned(), product_ids));
+        if self.orders.len() > ORDER_HISTORY_MAX {
+            if let Some((id, _)) = self.orders.pop_front() {
+                self.ids.remove(&id);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    pub fn orders(&self) -> impl Iterator<Item = &(String, Vec<String>)> {
+        self.orders.iter()
+    }
+}
+
+/// What the engine reads to recommend: the catalog and the order history. The host keeps it
+/// current from the event log (`products/*` and `orders/create` webhooks) and hands it to every
+/// `engine::step_with` call, so the engine stays pure and a replay of the log rebuilds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShopData {
+    pub catalog: Catalog,
+    pub orders: OrderHistory,
+}
+
+/// Nothing known: what `engine::step` (without shop data) recommends from.
+pub static EMPTY: ShopData = ShopData {
+    catalog: Catalog {
+        products: BTreeMap::new(),
+    },
+    orders: OrderHistory::new(),
+};
+
+/// The product ids of an order payload's line items (Shopify REST: `line_items[].product_id`,
+/// a number or null for custom items), as strings, in order, without duplicates.
+pub fn order_product_ids(order: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for li in order
+        .get("line_items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = match li.get("product_id") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => continue,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+impl ShopData {
+    /// Applies a Shopify `products/create`, `products/update` or `products/delete` webhook.
+    /// `Ok(false)` for any other topic. Errors say what is wrong with the payload.
+    pub fn apply_product_webhook(
+        &mut self,
+        topic: &str,
+        body: &Value,
+        shop_url: &str,
+    ) -> Result<bool, CatalogError> {
+        match topic {
+            "products/create" | "products/update" => {
+                self.catalog.apply_shopify_product(body, shop_url)?;
+                Ok(true)
+            }
+            // products/delete sends only `{"id": ...}`.
+            "products/delete" => {
+                let id = match body.get("id") {
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                    _ => return err("products/delete: the payload has no `id`"),
+                };
+                self.catalog.remove(&id);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The built-in recommendation for a person: see [`recommend`].
+    pub fn recommend(&self, bought: &[String], current_order: &[String], n: usize) -> Vec<String> {
+        recommend(
+            &self.catalog,
+            self.orders.orders(),
+            bought,
+            current_order,
+            n,
+        )
+    }
+
+    /// Ids a plugin answered, kept only when the catalog knows them and they can be sold (a
+    /// message can only name a product it knows; draft or archived products are never offered).
+    pub fn known_available(&self, ids: &[String]) -> Vec<String> {
+        ids.iter()
+            .filter(|id| self.catalog.get(id).is_some_and(|p| p.available))
+            .cloned()
+            .collect()
+    }
 }
 
 /// The built-in recommender, the default when a flow names no plugin. Ranks every available
@@ -365,9 +581,9 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, CatalogError> {
 ///
 /// then by product id, so the answer is a pure function of its inputs. Products with no
 /// signal at all are not recommended: an empty answer lets the flow's fallback decide.
-pub fn recommend(
+pub fn recommend<'h>(
     catalog: &Catalog,
-    order_history: &[(String, Vec<String>)],
+    order_history: impl IntoIterator<Item = &'h (String, Vec<String>)>,
     bought_by_person: &[String],
     current_order: &[String],
     n: usize,

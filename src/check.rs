@@ -98,6 +98,30 @@ pub fn check_paths(paths: &[PathBuf]) -> Result<Checked, String> {
     Ok(check_sources(project, sources))
 }
 
+/// Read the project's `catalog = "path"` (relative to the project file) into
+/// `project.products`. A file that cannot be read or parsed is AC0007 at the setting, naming
+/// the file and line.
+fn load_catalog(project: &mut Project, diags: &mut Vec<Diagnostic>) {
+    let Some((rel, span)) = project.catalog.clone() else {
+        return;
+    };
+    let base = project
+        .path
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let path = base.join(&rel);
+    let shop_url = project.shop.values.get("url").map(String::as_str);
+    match crate::catalog::Catalog::load(&path, shop_url) {
+        Ok(c) => project.products = c,
+        Err(e) => diags.push(
+            Diagnostic::new("AC0007", format!("the catalog cannot be read: {}", e.0))
+                .primary(span, "catalog file set here")
+                .help("a JSON file `{\"products\": [...]}` as in examples/catalog.json, or Shopify's product CSV export (docs/plugins.md)"),
+        ),
+    }
+}
+
 /// A path as shown in diagnostics: relative to the current folder when below it.
 pub fn display_path(p: &Path) -> String {
     let cwd = std::env::current_dir().ok();
@@ -118,6 +142,7 @@ pub fn check_sources(project: Option<(String, String)>, sources: Vec<(String, St
             let id = map.add(name, text.clone());
             let mut p = Project::parse(id, &text, &mut diags);
             p.path = Some(PathBuf::from(map.get(id).name.clone()));
+            load_catalog(&mut p, &mut diags);
             p
         }
         None => Project::defaults(),

@@ -1052,6 +1052,20 @@ fn cmd_inspect(data: PathBuf, what: InspectWhat, json: bool) -> i32 {
                     m["body"]
                 );
             }
+            // A failed plugin call never stops a flow (the fallback applied); shown with its
+            // reason so a merchant can see why a segment or recommendation fell back.
+            let failures = v["plugin_failures"].as_array().cloned().unwrap_or_default();
+            if !failures.is_empty() {
+                s += "plugin failures (fallback used):\n";
+                for f in &failures {
+                    s += &format!(
+                        "  {} {}: {}\n",
+                        f["at"].as_str().unwrap_or(""),
+                        f["plugin"].as_str().unwrap_or(""),
+                        f["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
             s
         }),
         InspectWhat::Instances { flow } => inspect::instances(&*store, flow.as_deref()).map(|v| {

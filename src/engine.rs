@@ -16,7 +16,7 @@ pub use eval::{link_code, money, truncate};
 pub use keywords::{classify as classify_keyword, normalize as normalize_reply, Keyword};
 pub use model::{
     Consent, Effect, EntryHistory, Input, Instance, LastMessage, Link, Message, PersonState,
-    Profile, SeenEvent, Waiting,
+    PluginFailure, Profile, SeenEvent, Waiting,
 };
 pub use profile::person_key;
 pub use value::Value;
@@ -29,6 +29,8 @@ use chrono::{DateTime, Utc};
 pub const MAX_STEPS_PER_ADVANCE: usize = 1024;
 /// Event ids remembered for de-duplication (Shopify delivers at least once).
 pub const SEEN_EVENT_IDS: usize = 512;
+/// Failed plugin calls kept per person for `inspect` (metrics count every one).
+pub const PLUGIN_FAILURES_KEPT: usize = 32;
 /// Events kept per instance for `wait for` steps that start after the event arrived.
 pub const SEEN_EVENTS_PER_INSTANCE: usize = 16;
 
@@ -44,14 +46,27 @@ pub fn step(
     (next, effects)
 }
 
-/// As [`step`], updating `state` in place (what a host that owns the state calls).
+/// As [`step`], updating `state` in place (what a host that owns the state calls). Recommends
+/// from nothing: use [`step_with`] to hand in the catalog and order history.
 pub fn step_mut(
     program: &Program,
     state: &mut PersonState,
     input: &Input,
     now: DateTime<Utc>,
 ) -> Vec<Effect> {
-    let mut cx = run::Cx::new(program, now);
+    step_with(program, state, input, now, &crate::catalog::EMPTY)
+}
+
+/// As [`step_mut`], with the shop's catalog and order history (what `recommend()` reads). They
+/// are data like the state: the same (program, state, input, now, data) give the same effects.
+pub fn step_with(
+    program: &Program,
+    state: &mut PersonState,
+    input: &Input,
+    now: DateTime<Utc>,
+    data: &crate::catalog::ShopData,
+) -> Vec<Effect> {
+    let mut cx = run::Cx::new(program, data, now);
     match input {
         Input::Event { name, id, data } => run::on_event(&mut cx, state, name, id, data),
         Input::Timer {
@@ -93,8 +108,18 @@ pub fn step_mut(
     }
     // Plugin calls that failed during this step (their fallback applied) go on the timeline.
     for (plugin, reason) in crate::plugins::take_failures() {
+        state.plugin_failures.push(PluginFailure {
+            at: now,
+            plugin: plugin.clone(),
+            reason: reason.clone(),
+        });
         cx.effects.push(Effect::PluginFailed { plugin, reason });
     }
+    let excess = state
+        .plugin_failures
+        .len()
+        .saturating_sub(PLUGIN_FAILURES_KEPT);
+    state.plugin_failures.drain(..excess);
     cx.effects
 }
 

@@ -76,12 +76,16 @@ struct Expect {
     dropped: Option<String>,
     conversion: Option<String>,
     not_entered: Option<String>,
+    /// A failed plugin call (by plugin name; `reason` matches its reason, e.g. `out_of_fuel`).
+    plugin_failed: Option<String>,
     step: Option<u32>,
     /// Exactly at this offset (or instant).
     at: Option<String>,
     /// Between these two offsets, inclusive.
     within: Option<(String, String)>,
     contains: Option<String>,
+    /// For sends: one of the message's tracked links leads to this URL.
+    link: Option<String>,
     /// For exits, holds and drops: the reason contains this.
     reason: Option<String>,
     variant: Option<String>,
@@ -386,6 +390,9 @@ fn timeline_line(r: &Record, start: DateTime<Utc>) -> Option<String> {
         Effect::NotEntered { flow, reason } => format!("{at}  not entered {flow}: {reason}"),
         Effect::ReplyRecorded { body, .. } => format!("{at}  reply {body:?}"),
         Effect::ConsentChanged { to, .. } => format!("{at}  consent {}", to.as_str()),
+        Effect::PluginFailed { plugin, reason } => {
+            format!("{at}  plugin {plugin} failed ({reason}); fallback used")
+        }
         _ => return None,
     })
 }
@@ -399,10 +406,13 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
         ("dropped", &ex.dropped),
         ("conversion", &ex.conversion),
         ("not_entered", &ex.not_entered),
+        ("plugin_failed", &ex.plugin_failed),
     ]
     .into_iter()
     .find_map(|(k, f)| f.as_ref().map(|f| (k, f.clone())))
-    .ok_or("give one of send, no_send, exit, held, dropped, conversion, not_entered")?;
+    .ok_or(
+        "give one of send, no_send, exit, held, dropped, conversion, not_entered, plugin_failed",
+    )?;
     let at = ex.at.as_ref().map(|a| parse_offset(a, start)).transpose()?;
     let within = match &ex.within {
         Some((a, b)) => Some((parse_offset(a, start)?, parse_offset(b, start)?)),
@@ -422,6 +432,10 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
                     && step_ok(m.step)
                     && time_ok(r.at)
                     && text_ok(&m.body)
+                    && ex
+                        .link
+                        .as_ref()
+                        .is_none_or(|u| m.links.iter().any(|l| &l.url == u))
                     && ex
                         .variant
                         .as_ref()
@@ -467,6 +481,9 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
             (Effect::NotEntered { flow: f, reason }, "not_entered") => {
                 *f == flow && time_ok(r.at) && reason_ok(reason)
             }
+            (Effect::PluginFailed { plugin, reason }, "plugin_failed") => {
+                *plugin == flow && time_ok(r.at) && reason_ok(reason)
+            }
             _ => false,
         })
         .collect();
@@ -483,6 +500,9 @@ fn check_expect(ex: &Expect, records: &[Record], start: DateTime<Utc>) -> Result
         }
         if let Some(c) = &ex.contains {
             d.push_str(&format!(" containing {c:?}"));
+        }
+        if let Some(u) = &ex.link {
+            d.push_str(&format!(" linking to {u}"));
         }
         if let Some(c) = &ex.reason {
             d.push_str(&format!(" because {c:?}"));

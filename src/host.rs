@@ -34,6 +34,9 @@ pub struct Host<S: HostState = MemState> {
     /// People touched in this process (the runtime loads them lazily through `S`).
     pub people: BTreeMap<String, PersonState>,
     pub state: S,
+    /// The catalog and order history `recommend()` reads: the program's catalog file, then
+    /// every `products/*` and order webhook processed, in log order (so a replay rebuilds it).
+    pub data: crate::catalog::ShopData,
     /// Source event ids already processed (Shopify delivers at least once). The runtime
     /// de-duplicates in the store instead and calls [`Host::process`].
     seen: BTreeSet<String>,
@@ -55,9 +58,14 @@ impl Host<MemState> {
 
 impl<S: HostState> Host<S> {
     pub fn with_state(program: Program, schemas: Schemas, state: S) -> Host<S> {
+        let data = crate::catalog::ShopData {
+            catalog: program.catalog.clone(),
+            orders: Default::default(),
+        };
         Host {
             program,
             schemas,
+            data,
             people: BTreeMap::new(),
             state,
             seen: BTreeSet::new(),
@@ -94,6 +102,15 @@ impl<S: HostState> Host<S> {
                 event_id,
                 body,
             } => {
+                // Products webhooks feed the catalog; they concern no person.
+                let shop_url = self.program.shop.values.get("url").cloned();
+                if self
+                    .data
+                    .apply_product_webhook(topic, body, shop_url.as_deref().unwrap_or(""))
+                    .map_err(|e| format!("{topic}: {}", e.0))?
+                {
+                    return Ok(Vec::new());
+                }
                 let mut body = body.clone();
                 // Joins: fulfillments and shipment events know only ids; attach what we stored.
                 let order_id = text(body.get("order_id"));
@@ -140,6 +157,10 @@ impl<S: HostState> Host<S> {
                 let owner = out.first().map(|(p, _)| p.as_str());
                 if topic.starts_with("orders/") {
                     if let Some(id) = text(body.get("id")) {
+                        // Bought together: what this order held, for the built-in recommender.
+                        self.data
+                            .orders
+                            .record(&id, crate::catalog::order_product_ids(&body));
                         self.state
                             .remember_order(&id, owner, strip_joins(body.clone()));
                     }
@@ -222,6 +243,36 @@ impl<S: HostState> Host<S> {
         }
     }
 
+    /// Learn from one envelope what `recommend()` reads (products into the catalog, orders into
+    /// the order history) without stepping anyone: how a restarted runtime rebuilds
+    /// [`Host::data`] from the log entries it already processed. A payload the host cannot use
+    /// is skipped, as processing skipped it.
+    pub fn learn(&mut self, env: &Envelope) {
+        let Payload::Shopify { topic, body, .. } = &env.payload else {
+            return;
+        };
+        let shop_url = self.program.shop.values.get("url").cloned();
+        if let Ok(true) =
+            self.data
+                .apply_product_webhook(topic, body, shop_url.as_deref().unwrap_or(""))
+        {
+            return;
+        }
+        // As in `inputs`: an order whose payload does not normalise was refused, not recorded.
+        let refused = self
+            .schemas
+            .events_for_topic(topic, body)
+            .iter()
+            .any(|e| self.schemas.normalize(&e.name, body).is_err());
+        if topic.starts_with("orders/") && !refused {
+            if let Some(id) = text(body.get("id")) {
+                self.data
+                    .orders
+                    .record(&id, crate::catalog::order_product_ids(body));
+            }
+        }
+    }
+
     /// Run one envelope at `now`: de-duplicate on its source id, then step every person it
     /// concerns. Returns the timeline records.
     pub fn ingest(&mut self, env: &Envelope, now: DateTime<Utc>) -> Result<Vec<Record>, String> {
@@ -267,7 +318,7 @@ impl<S: HostState> Host<S> {
     pub fn apply(&mut self, person: &str, input: &Input, now: DateTime<Utc>) -> Vec<Record> {
         self.person_mut(person);
         let state = self.people.get_mut(person).expect("loaded");
-        let effects = engine::step_mut(&self.program, state, input, now);
+        let effects = engine::step_with(&self.program, state, input, now, &self.data);
         self.state.touched(person);
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {

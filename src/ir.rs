@@ -27,6 +27,10 @@ pub struct Program {
     #[serde(default)]
     pub plugins: Vec<PluginDecl>,
     pub flows: Vec<Flow>,
+    /// The project's `catalog` file, read by the checker: the catalog the hosts start from
+    /// (products webhooks in the log update it). Data, so a deployed program replays the same.
+    #[serde(default, skip_serializing_if = "crate::catalog::Catalog::is_empty")]
+    pub catalog: crate::catalog::Catalog,
 }
 
 /// A declared plugin (docs/plugins.md). The module hash pins the exact code: a changed module

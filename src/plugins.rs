@@ -829,6 +829,37 @@ pub fn call_segment(name: &str, module_hash: &str, input_json: &str, fallback: b
     value
 }
 
+/// Call a registered recommend plugin; on any failure the plugin's declared fallback applies
+/// (`builtin` runs the built-in recommender) and the reason is recorded for `take_failures`.
+pub fn call_recommend(
+    name: &str,
+    module_hash: &str,
+    input_json: &str,
+    builtin: impl FnOnce() -> Vec<String>,
+) -> Vec<String> {
+    let plugin = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(module_hash)
+        .cloned();
+    let (value, err) = match plugin {
+        Some(p) => p.recommend_or_fallback(input_json, builtin),
+        None => (
+            builtin(),
+            Some(CallError::Unavailable(format!(
+                "module {module_hash} is not loaded"
+            ))),
+        ),
+    };
+    if let Some(e) = err {
+        FAILURES.with(|f| {
+            f.borrow_mut()
+                .push((name.to_string(), format!("{}: {e}", e.reason())))
+        });
+    }
+    value
+}
+
 /// The failed calls recorded on this thread since the last call.
 pub fn take_failures() -> Vec<(String, String)> {
     FAILURES.with(|f| std::mem::take(&mut *f.borrow_mut()))

@@ -18,6 +18,11 @@ pub struct Project {
     pub custom_events: toml::Table,
     /// `[quiet_hours.*]`: rows replacing the built-in quiet-hours table's.
     pub quiet_hours_overrides: toml::Table,
+    /// `catalog = "path"`: a product export (JSON or Shopify CSV), relative to this file, and
+    /// where the setting is (the checker reads the file and points here when it cannot).
+    pub catalog: Option<(String, Span)>,
+    /// The products read from `catalog` (by the checker, which may do I/O; parsing may not).
+    pub products: crate::catalog::Catalog,
     /// Where `frequency_cap` is set, for diagnostics about the cap.
     pub frequency_cap_span: Option<Span>,
     /// `[server]`: the webhook server's secrets when not in the environment.
@@ -102,6 +107,18 @@ impl Project {
             }
             diags.push(d);
         };
+        if let Some(v) = table.get("catalog") {
+            match v.as_str() {
+                Some(path) if !path.trim().is_empty() => {
+                    p.catalog = Some((path.to_string(), locate("catalog")));
+                }
+                _ => bad(
+                    "catalog",
+                    "`catalog` must be the path of a product file (.json or .csv)".into(),
+                    "e.g. catalog = \"catalog.json\" (docs/plugins.md)",
+                ),
+            }
+        }
         for (k, _) in table.iter() {
             if ![
                 "shop",
@@ -110,6 +127,7 @@ impl Project {
                 "quiet_hours",
                 "plugins",
                 "server",
+                "catalog",
             ]
             .contains(&k.as_str())
             {

@@ -250,6 +250,32 @@ pub fn deploy(store: &dyn Store, program: &Program) -> Result<bool> {
     Ok(true)
 }
 
+/// The catalog and order history are not stored apart: they are rebuilt from the log entries
+/// already processed (products and order webhooks, in log order), so after a restart
+/// `recommend()` sees exactly what it saw before, and replay and the simulator agree.
+fn learn_from_log<S: HostState>(store: &dyn Store, host: &mut Host<S>) -> Result<()> {
+    let cursor = store.cursor()?;
+    let mut from = 1;
+    while from <= cursor {
+        let entries = store.read_log(from, 1024)?;
+        let Some(last) = entries.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in entries.iter().take_while(|e| e.seq <= cursor) {
+            let env = e
+                .payload
+                .as_deref()
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .and_then(|t| parse_line(t).ok());
+            if let Some(env) = env {
+                host.learn(&env);
+            }
+        }
+        from = last + 1;
+    }
+    Ok(())
+}
+
 impl Runtime {
     /// A runtime over `store` running `program` (deployed here if it is new).
     pub fn new(
@@ -263,8 +289,10 @@ impl Runtime {
         let (program, _) = deploy::with_old_versions(old.as_ref(), program);
         deploy(&*store, &program)?;
         let state = StoreState::new(store.clone());
+        let mut host = Host::with_state(program, schemas, state);
+        learn_from_log(&*store, &mut host)?;
         Ok(Runtime {
-            host: Host::with_state(program, schemas, state),
+            host,
             store,
             opts,
             outbox: Vec::new(),
@@ -464,6 +492,15 @@ impl Runtime {
                         self.report(k, 1);
                     }
                 }
+                // The reason code is the text before `:` (`out_of_fuel: ...`), see
+                // plugins::call_segment; the detail is on the person's timeline.
+                Effect::PluginFailed { plugin, reason } => self.count(
+                    format!(
+                        "plugin_errors.{plugin}.{}",
+                        reason.split(':').next().unwrap_or("")
+                    ),
+                    1,
+                ),
                 _ => {}
             }
             self.check()?;

@@ -69,7 +69,7 @@ fn every_example_flow_checks_clean() {
 fn hash_ignores_layout_and_comments() {
     let (project, sources) = flow_sources();
     let a = check_sources(
-        Some(("aftercart.toml".into(), project.clone())),
+        Some(("flows/aftercart.toml".into(), project.clone())),
         sources.clone(),
     )
     .program
@@ -104,7 +104,7 @@ fn hash_ignores_layout_and_comments() {
             (n, t)
         })
         .collect();
-    let checked = check_sources(Some(("aftercart.toml".into(), project)), relaid);
+    let checked = check_sources(Some(("flows/aftercart.toml".into(), project)), relaid);
     assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
     let b = checked.program.unwrap();
     assert_eq!(a.hash, b.hash);
@@ -118,7 +118,7 @@ fn hash_ignores_layout_and_comments() {
 fn hash_changes_with_behaviour() {
     let (project, sources) = flow_sources();
     let a = check_sources(
-        Some(("aftercart.toml".into(), project.clone())),
+        Some(("flows/aftercart.toml".into(), project.clone())),
         sources.clone(),
     )
     .program
@@ -127,7 +127,7 @@ fn hash_changes_with_behaviour() {
         .into_iter()
         .map(|(n, t)| (n, t.replace("wait 25d", "wait 24d")))
         .collect();
-    let b = check_sources(Some(("aftercart.toml".into(), project)), changed)
+    let b = check_sources(Some(("flows/aftercart.toml".into(), project)), changed)
         .program
         .unwrap();
     assert_ne!(a.hash, b.hash);
@@ -153,7 +153,7 @@ fn truncated_flows_never_panic() {
             let t = &text[..cut];
             let start = Instant::now();
             let _ = check_sources(
-                Some(("aftercart.toml".into(), project.clone())),
+                Some(("flows/aftercart.toml".into(), project.clone())),
                 vec![(name.clone(), t.to_string())],
             );
             assert!(
@@ -199,6 +199,6 @@ proptest! {
         let mut p = pos % (text.len() + 1);
         while !text.is_char_boundary(p) { p -= 1; }
         let mutated = format!("{}{}{}", &text[..p], ins, &text[p..]);
-        let _ = check_sources(Some(("aftercart.toml".into(), project)), vec![(name.clone(), mutated)]);
+        let _ = check_sources(Some(("flows/aftercart.toml".into(), project)), vec![(name.clone(), mutated)]);
     }
 }

@@ -97,6 +97,7 @@ fn program(flows: Vec<Flow>) -> Program {
         },
         policy: Policy::default(),
         flows,
+        catalog: Default::default(),
     };
     p.hash = p.compute_hash();
     p

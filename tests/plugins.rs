@@ -766,3 +766,106 @@ fn builtin_recommender_ranks_bought_together_then_complements() {
         catalog::recommend(&c, &history, &[], &ids(&["8042"]), 10)
     );
 }
+
+#[test]
+fn catalog_errors_name_the_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("aftercart-catalog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A quoted field spanning lines 2-3, then a bad price on line 4.
+    let csv = dir.join("export.csv");
+    std::fs::write(
+        &csv,
+        "Handle,Title,Body (HTML),Variant Price\nmug,Mug,\"<p>Big,\n tall</p>\",9.00\nfilters,Filters,,\"12,50\"\n",
+    )
+    .unwrap();
+    let e = Catalog::load(&csv, None).unwrap_err().0;
+    assert_eq!(
+        e,
+        format!("{}:4: price `12,50` is not a decimal", csv.display())
+    );
+    std::fs::write(&csv, "Handle,Title\nmug,\"Mug\n").unwrap();
+    let e = Catalog::load(&csv, None).unwrap_err().0;
+    assert!(
+        e.starts_with(&format!("{}:2: unterminated quoted field", csv.display())),
+        "{e}"
+    );
+    let json = dir.join("catalog.json");
+    std::fs::write(
+        &json,
+        "{\"products\": [\n  {\"id\": \"1\", \"title\": \"A\", \"price\": \"1.00\", \"url\": \"u\"},\n  {\"id\": \"2\", \"title\": \"B\", \"price\": \"cheap\", \"url\": \"u\"}\n]}\n",
+    )
+    .unwrap();
+    let e = Catalog::load(&json, None).unwrap_err().0;
+    assert!(
+        e.starts_with(&format!("{}:3: product #2", json.display())),
+        "{e}"
+    );
+    std::fs::write(&json, "{\"products\": [\n  {\"id\": 1,}\n]}").unwrap();
+    let e = Catalog::load(&json, None).unwrap_err().0;
+    assert!(
+        e.starts_with(&format!("{}:2: expected", json.display())),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shop_data_follows_product_webhooks_and_order_history() {
+    use aftercart::catalog::ShopData;
+    let mut d = ShopData {
+        catalog: sample_catalog(),
+        orders: Default::default(),
+    };
+    let fixture = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(repo(&format!("tests/fixtures/shopify/{name}"))).unwrap(),
+        )
+        .unwrap()
+    };
+    // Shopify's sample: two variants at 19.99, active and published.
+    let created = fixture("products__create.json");
+    assert!(d
+        .apply_product_webhook("products/create", &created, "https://brewbox.example")
+        .unwrap());
+    let p = d.catalog.get("788032119674292922").unwrap();
+    assert_eq!(
+        (p.title.as_str(), p.price.to_string()),
+        ("Example T-Shirt", "19.99".into())
+    );
+    assert_eq!(p.url, "https://brewbox.example/products/example-t-shirt");
+    assert!(p.available);
+    // Unpublished from the online store: kept, never offered.
+    let mut unpublished = created.clone();
+    unpublished["published_at"] = serde_json::Value::Null;
+    d.apply_product_webhook("products/update", &unpublished, "https://brewbox.example")
+        .unwrap();
+    assert!(!d.catalog.get("788032119674292922").unwrap().available);
+    assert!(d.known_available(&ids(&["788032119674292922", "8010", "nope"])) == ids(&["8010"]));
+    assert!(d
+        .apply_product_webhook("products/delete", &fixture("products__delete.json"), "")
+        .unwrap());
+    assert!(d.catalog.get("788032119674292922").is_none());
+    assert!(d
+        .apply_product_webhook("products/delete", &json!({}), "")
+        .is_err());
+    assert!(!d
+        .apply_product_webhook("orders/create", &created, "")
+        .unwrap());
+
+    // Bought together: one order pairing the kettle with the grinder puts the grinder first.
+    assert_eq!(d.recommend(&[], &ids(&["8042"]), 2), ids(&["8010", "8011"]));
+    d.orders.record("o1", ids(&["8042", "8050"]));
+    d.orders.record("o1", ids(&["8042", "8050"]));
+    d.orders.record("o2", vec![]);
+    assert_eq!(
+        d.orders.len(),
+        1,
+        "an order counts once; empty orders are skipped"
+    );
+    assert_eq!(d.recommend(&[], &ids(&["8042"]), 2), ids(&["8050", "8010"]));
+    // What the person bought is never offered.
+    assert_eq!(
+        d.recommend(&ids(&["8050"]), &ids(&["8042"]), 1),
+        ids(&["8010"])
+    );
+}

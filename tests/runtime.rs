@@ -391,7 +391,7 @@ fn load_edited(from: &str, to: &str) -> Program {
         }
     }
     sources.sort();
-    aftercart::check::check_sources(Some(("aftercart.toml".into(), project)), sources)
+    aftercart::check::check_sources(Some(("flows/aftercart.toml".into(), project)), sources)
         .program
         .unwrap()
 }
@@ -468,4 +468,113 @@ fn deploy_keeps_migrates_or_ends_old_versions() {
         let text = deploy::render(&report, plan);
         assert!(text.contains("wait 75d -> wait 80d"), "{text}");
     }
+}
+
+/// One Shopify webhook as an input line.
+fn webhook(topic: &str, id: &str, at: &str, body: serde_json::Value) -> String {
+    serde_json::json!({
+        "source": "shopify", "topic": topic, "received_at": at,
+        "headers": {"X-Shopify-Topic": topic, "X-Shopify-Event-Id": id},
+        "body": body,
+    })
+    .to_string()
+}
+
+/// Recommend plugins under the durable runtime, restarted after every step: the catalog a
+/// `products/update` changed is rebuilt from the log after each restart (the message names the
+/// product as updated), failed calls are counted as `plugin_errors.{plugin}.{reason}` and listed
+/// on the person for `inspect`, and the flow still sends every message.
+#[test]
+fn recommendations_survive_restarts_and_failures_are_counted() {
+    let checked = aftercart::check::check_paths(&[PathBuf::from("tests/plugin_project")]).unwrap();
+    assert!(!checked.has_errors());
+    let schemas = Schemas::builtin()
+        .with_custom(&checked.project.custom_events)
+        .unwrap();
+    let program = checked.program.unwrap();
+    let mut order: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/shopify/orders__create.json").unwrap(),
+    )
+    .unwrap();
+    order["id"] = serde_json::json!(5001);
+    order["phone"] = serde_json::json!("+12125550100");
+    order["customer"] =
+        serde_json::json!({"id": 7001, "first_name": "Ada", "phone": "+12125550100"});
+    order["shipping_address"]["province_code"] = serde_json::json!("NY");
+    order["line_items"] = serde_json::json!([
+        {"id": 1, "product_id": 8042, "title": "Pour-over kettle", "quantity": 1, "price": "64.00"}
+    ]);
+    let mut product: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/shopify/products__update.json").unwrap(),
+    )
+    .unwrap();
+    product["id"] = serde_json::json!(8050);
+    product["title"] = serde_json::json!("Burr grinder (v2)");
+    product["handle"] = serde_json::json!("burr-grinder-v2");
+    let text = [
+        webhook(
+            "customers_marketing_consent/update",
+            "e1",
+            "2026-03-02T14:00:00Z",
+            serde_json::json!({"id": 7001, "phone": "+12125550100", "sms_marketing_consent": {"state": "subscribed"}}),
+        ),
+        webhook("products/update", "e2", "2026-03-02T14:00:30Z", product),
+        webhook("orders/create", "e3", "2026-03-02T14:01:00Z", order),
+    ]
+    .join("\n");
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
+    let provider = Collect::default();
+    let mut rounds = 0;
+    loop {
+        let mut rt =
+            Runtime::new(store.clone(), program.clone(), schemas.clone(), opts(1)).unwrap();
+        if rt.step(&provider).unwrap().idle() {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 1000);
+    }
+    let bodies: Vec<String> = provider.sent().into_iter().map(|s| s.2).collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.starts_with("Picked for you: Burr grinder (v2) https://jnpr.co/l/")),
+        "{bodies:#?}"
+    );
+    for b in [
+        "Malformed answer, built-in pick: Paper filters (100)",
+        "Endless loop, built-in pick: Paper filters (100)",
+        "Memory bomb, built-in pick: Paper filters (100)",
+        "Trap, built-in pick: Paper filters (100) at $12.50",
+    ] {
+        assert!(bodies.iter().any(|x| x == b), "{b} not in {bodies:#?}");
+    }
+    let counters = store.counters().unwrap();
+    assert_eq!(counters.get("plugin_errors.bad_picks.bad_output"), Some(&1));
+    assert_eq!(
+        counters.get("plugin_errors.loop_picks.out_of_fuel"),
+        Some(&1)
+    );
+    assert_eq!(
+        counters.get("plugin_errors.bomb_picks.memory_limit"),
+        Some(&1)
+    );
+    // `if len(recommend(trap_picks)) > 0` and the two interpolations: three calls.
+    assert_eq!(counters.get("plugin_errors.trap_picks.trap"), Some(&3));
+    assert!(!counters
+        .keys()
+        .any(|k| k.starts_with("plugin_errors.picks.")));
+    let person = runtime::inspect::person(&*store, "customer:7001").unwrap();
+    let failures = person["plugin_failures"].as_array().unwrap();
+    // The six above, and vip.flow's `broken_model` segment (out of fuel) on the order.
+    assert_eq!(
+        counters.get("plugin_errors.broken_model.out_of_fuel"),
+        Some(&1)
+    );
+    assert_eq!(failures.len(), 7);
+    assert!(failures
+        .iter()
+        .any(|f| f["plugin"] == "loop_picks"
+            && f["reason"].as_str().unwrap().starts_with("out_of_fuel")));
 }

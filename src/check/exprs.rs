@@ -60,7 +60,9 @@ pub fn suggest<'s>(name: &str, candidates: impl IntoIterator<Item = &'s str>) ->
         .map(|(_, c)| c.to_string())
 }
 
-const FUNCTIONS: &[&str] = &["link", "len", "lower", "upper"];
+const FUNCTIONS: &[&str] = &["link", "len", "lower", "upper", "recommend", "first"];
+/// Fields of the `product` record (schema data), readable as filters: `| first | title`.
+const PRODUCT_FILTERS: &[&str] = &["id", "title", "price", "url", "image"];
 const FILTERS: &[&str] = &[
     "default",
     "money",
@@ -69,6 +71,14 @@ const FILTERS: &[&str] = &[
     "lower",
     "truncate",
     "first_title",
+    "first",
+    "tagged",
+    "link",
+    "id",
+    "title",
+    "price",
+    "url",
+    "image",
 ];
 
 impl<'a> Ctx<'a> {
@@ -348,6 +358,10 @@ impl<'a> Ctx<'a> {
         scope: &Scope,
         diags: &mut Vec<Diagnostic>,
     ) -> Ty {
+        if name.name == "recommend" {
+            // The argument is a plugin name, not a value: typed here, before the arguments.
+            return self.recommend(span, args, diags);
+        }
         let tys: Vec<Ty> = args.iter().map(|a| self.expr(a, scope, diags)).collect();
         let arity = |n: usize, diags: &mut Vec<Diagnostic>| {
             if args.len() != n {
@@ -381,6 +395,19 @@ impl<'a> Ctx<'a> {
                 }
                 Ty::Int
             }
+            "first" => {
+                if !arity(1, diags) {
+                    return Ty::Unknown;
+                }
+                match &tys[0] {
+                    Ty::List(t) => (**t).clone(),
+                    Ty::Unknown => Ty::Unknown,
+                    other => {
+                        self.mismatch(args[0].span, "a list", other, diags);
+                        Ty::Unknown
+                    }
+                }
+            }
             "lower" | "upper" => {
                 if arity(1, diags) {
                     self.want(&args[0], &tys[0], &Ty::Str, diags);
@@ -399,6 +426,89 @@ impl<'a> Ctx<'a> {
                 Ty::Unknown
             }
         }
+    }
+
+    /// `recommend()` (the built-in recommender) or `recommend(PLUGIN)` (a declared `kind
+    /// recommend` plugin): a list of catalog products, best first.
+    fn recommend(&self, span: Span, args: &[Expr], diags: &mut Vec<Diagnostic>) -> Ty {
+        let products = Ty::List(Box::new(Ty::Record("product".into())));
+        match args {
+            [] => {}
+            [arg] => match &arg.kind {
+                ExprKind::Name(id) => match self.plugins.get(&id.name) {
+                    Some(p) if p.kind == "recommend" => {}
+                    Some(p) => diags.push(
+                        Diagnostic::new(
+                            "AC0502",
+                            format!(
+                                "plugin `{}` is a {} plugin, not a recommender",
+                                id.name, p.kind
+                            ),
+                        )
+                        .primary(id.span, "used for recommendations here")
+                        .help("declare it with `kind recommend`, or write `recommend()` for the built-in recommender"),
+                    ),
+                    None => {
+                        let names: Vec<&str> = self
+                            .plugins
+                            .values()
+                            .filter(|p| p.kind == "recommend")
+                            .map(|p| p.name.as_str())
+                            .collect();
+                        let mut d = Diagnostic::new(
+                            "AC0101",
+                            format!("unknown plugin `{}`", id.name),
+                        )
+                        .primary(id.span, "not found");
+                        d = match suggest(&id.name, names.iter().copied()) {
+                            Some(s) => d.help(format!("did you mean `{s}`?")),
+                            None => d.help(
+                                "declare it: `plugin NAME = \"path.wasm\" kind recommend`, or write `recommend()` for the built-in recommender",
+                            ),
+                        };
+                        diags.push(d);
+                    }
+                },
+                _ => diags.push(
+                    Diagnostic::new(
+                        "AC0504",
+                        "`recommend` takes the name of a recommend plugin, not a value",
+                    )
+                    .primary(arg.span, "not a plugin name")
+                    .help("write `recommend()` for the built-in recommender or `recommend(NAME)` for a declared plugin"),
+                ),
+            },
+            _ => diags.push(
+                Diagnostic::new(
+                    "AC0202",
+                    format!(
+                        "`recommend` takes 0 or 1 arguments, found {}",
+                        args.len()
+                    ),
+                )
+                .primary(span, "wrong number of arguments"),
+            ),
+        }
+        products
+    }
+
+    /// A product field that does not exist: AC0503, listing the fields products have.
+    fn no_product_field(&self, f: &ast::Ident, diags: &mut Vec<Diagnostic>) {
+        let names: Vec<&str> = self
+            .schemas
+            .record("product")
+            .map(|r| r.fields.keys().map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        let mut d = Diagnostic::new("AC0503", format!("products have no field `{}`", f.name))
+            .primary(f.span, "not a product field");
+        d = match suggest(&f.name, names.iter().copied()) {
+            Some(s) => d.help(format!(
+                "did you mean `{s}`? products have {}",
+                names.join(", ")
+            )),
+            None => d.help(format!("products have {}", names.join(", "))),
+        };
+        diags.push(d);
     }
 
     fn path(&self, e: &Expr, scope: &Scope, diags: &mut Vec<Diagnostic>) -> Ty {
@@ -661,6 +771,10 @@ impl<'a> Ctx<'a> {
             Ty::Record(name) => match self.schemas.record(name) {
                 Some(rec) => match rec.fields.get(&f.name) {
                     Some(field) => field.ty.clone(),
+                    None if name == "product" => {
+                        self.no_product_field(f, diags);
+                        Ty::Unknown
+                    }
                     None => {
                         let names: Vec<&str> = rec.fields.keys().map(|s| s.as_str()).collect();
                         self.unknown(f, &format!("field of `{name}`"), &names, diags);
@@ -783,6 +897,77 @@ impl<'a> Ctx<'a> {
                         // A product title; Shopify allows 255 but storefront titles rarely pass 60.
                         bound = 60;
                     }
+                    "first" => {
+                        arg_count(0..=0, diags);
+                        ty = match &ty {
+                            Ty::List(t) => (**t).clone(),
+                            Ty::Unknown => Ty::Unknown,
+                            other => {
+                                self.mismatch(f.name.span, "a list", other, diags);
+                                Ty::Unknown
+                            }
+                        };
+                    }
+                    "tagged" => {
+                        arg_count(1..=1, diags);
+                        if let (Some(a), Some(t)) = (f.args.first(), tys.first()) {
+                            self.want(a, t, &Ty::Str, diags);
+                        }
+                        if !matches!(&ty, Ty::List(t) if **t == Ty::Record("product".into()))
+                            && ty != Ty::Unknown
+                        {
+                            self.mismatch(f.name.span, "a list of products", &ty, diags);
+                            ty = Ty::Unknown;
+                        }
+                    }
+                    "link" => {
+                        // A tracked link to a product's URL, or to a URL string.
+                        arg_count(0..=0, diags);
+                        if !matches!(ty, Ty::Str | Ty::Link | Ty::Unknown)
+                            && ty != Ty::Record("product".into())
+                        {
+                            self.mismatch(f.name.span, "a product or a URL", &ty, diags);
+                        }
+                        ty = Ty::Link;
+                        bound = match &self.project.shop.link_base {
+                            Some(b) => b.chars().count() + 11,
+                            None => 100,
+                        };
+                    }
+                    field if PRODUCT_FILTERS.contains(&field) => {
+                        arg_count(0..=0, diags);
+                        ty = match &ty {
+                            Ty::Record(r) if r == "product" => self
+                                .schemas
+                                .record("product")
+                                .and_then(|r| r.fields.get(field))
+                                .map(|f| f.ty.clone())
+                                .unwrap_or(Ty::Unknown),
+                            Ty::Unknown => Ty::Unknown,
+                            other => {
+                                self.mismatch(
+                                    f.name.span,
+                                    "a product (e.g. `recommend() | first`)",
+                                    other,
+                                    diags,
+                                );
+                                Ty::Unknown
+                            }
+                        };
+                        // Storefront titles rarely pass 60 characters; URLs are a shop's
+                        // domain plus a handle.
+                        bound = match field {
+                            "title" => 60,
+                            "price" => 12,
+                            "id" => 20,
+                            _ => 100,
+                        };
+                    }
+                    other if ty == Ty::Record("product".into()) => {
+                        self.no_product_field(&f.name, diags);
+                        let _ = other;
+                        ty = Ty::Unknown;
+                    }
                     other => {
                         let mut d = Diagnostic::new("AC0104", format!("unknown filter `{other}`"))
                             .primary(f.name.span, "not a filter");
@@ -799,7 +984,11 @@ impl<'a> Ctx<'a> {
                 diags.push(
                     Diagnostic::new("AC0201", format!("a {ty} cannot be written into a message"))
                         .primary(expr.span, format!("this is {ty}"))
-                        .help("pick a field, or use a filter such as `| first_title`"),
+                        .help(if ty == Ty::Record("product".into()) {
+                            "pick a product field such as `| title`, `| price` or `| link`"
+                        } else {
+                            "pick a field, or use a filter such as `| first_title`"
+                        }),
                 );
             }
             let mut label = self.label(expr);

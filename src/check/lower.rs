@@ -24,6 +24,7 @@ pub fn lower(ctx: &Ctx, flows: &[&ast::FlowDef]) -> ir::Program {
         policy: ctx.project.policy.clone(),
         plugins: ctx.plugins.values().cloned().collect(),
         flows: out,
+        catalog: ctx.project.products.clone(),
     };
     p.hash = p.compute_hash();
     p
@@ -383,6 +384,16 @@ impl L<'_, '_> {
                 items
                     .iter()
                     .map(|i| self.expr(i, event_name, vars))
+                    .collect(),
+            ),
+            // `recommend(PLUGIN)`: the plugin's name, not a value (the checker made sure).
+            ExprKind::Call(n, args) if n.name == "recommend" => IExpr::Call(
+                n.name.clone(),
+                args.iter()
+                    .filter_map(|a| match &a.kind {
+                        ExprKind::Name(id) => Some(IExpr::Lit(Lit::Str(id.name.clone()))),
+                        _ => None,
+                    })
                     .collect(),
             ),
             ExprKind::Call(n, args) => IExpr::Call(

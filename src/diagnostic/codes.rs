@@ -37,6 +37,7 @@ pub const CODES: &[CodeInfo] = &[
         E,
         "suppression comment without a reason or with an unknown code",
     ),
+    c("AC0007", E, "catalog file cannot be read"),
     // 01xx: names
     c("AC0101", E, "unknown name"),
     c("AC0102", E, "unknown event field"),
@@ -73,6 +74,8 @@ pub const CODES: &[CodeInfo] = &[
     // 05xx: plugins
     c("AC0501", E, "plugin cannot be loaded"),
     c("AC0502", E, "plugin used as the wrong kind"),
+    c("AC0503", E, "products have no such field"),
+    c("AC0504", E, "recommend argument is not a plugin name"),
 ];
 
 pub fn lookup(code: &str) -> Option<&'static CodeInfo> {

@@ -22,6 +22,8 @@ pub struct Scope<'a> {
     pub links: Option<LinkCtx<'a>>,
     /// The program's plugins, for `plugin NAME` conditions.
     pub plugins: &'a [crate::ir::PluginDecl],
+    /// Catalog and order history for `recommend()`.
+    pub data: &'a crate::catalog::ShopData,
 }
 
 pub struct LinkCtx<'a> {
@@ -154,7 +156,9 @@ impl Scope<'_> {
     }
 
     fn call(&mut self, name: &str, args: Vec<Value>) -> Value {
-        let first = args.into_iter().next().unwrap_or(Value::Null);
+        let mut args = args.into_iter();
+        let first = args.next().unwrap_or(Value::Null);
+        let args_second = args.next();
         match name {
             "link" => {
                 let url = first.display();
@@ -181,6 +185,24 @@ impl Scope<'_> {
                 Value::List(l) => Value::Int(l.len() as i64),
                 _ => Value::Null,
             },
+            // `recommend()` (built-in) or `recommend(PLUGIN)`: the lowering passes the plugin's
+            // name as a string literal.
+            "recommend" => {
+                let plugin = match &first {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                };
+                self.recommend(plugin.as_deref())
+            }
+            "first" => match first {
+                Value::List(l) => l.into_iter().next().unwrap_or(Value::Null),
+                _ => Value::Null,
+            },
+            // `first(recommend()).title`: a field of a computed value.
+            "field" => {
+                let name = args_second.map(|v| v.display()).unwrap_or_default();
+                first.field(&name)
+            }
             "lower" => map_str(first, |s| s.to_lowercase()),
             "upper" => map_str(first, |s| s.to_uppercase()),
             "days" => match first.as_decimal() {
@@ -197,6 +219,63 @@ impl Scope<'_> {
         }
     }
 
+    /// Products for this person, best first: a declared `kind recommend` plugin's answer (its
+    /// fallback when the call fails, recorded for the timeline), else the built-in recommender
+    /// over the catalog and order history handed in with the step. Either way only products
+    /// the catalog knows and can sell come out, so a message can always name them.
+    fn recommend(&mut self, plugin: Option<&str>) -> Value {
+        let ids_in = |v: Option<&Value>| -> Vec<String> {
+            match v {
+                Some(Value::List(l)) => l
+                    .iter()
+                    .map(Value::display)
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let bought = ids_in(self.profile.field_ref("products_bought"));
+        // The order the flow is about: the entry event when it is an order, else the event.
+        let order = if self.entry.field_ref("line_items").is_some() {
+            self.entry
+        } else {
+            self.event
+        };
+        let mut current: Vec<String> = Vec::new();
+        if let Some(Value::List(items)) = order.field_ref("line_items") {
+            for it in items {
+                let id = it.field("product_id").display();
+                if !id.is_empty() && !current.contains(&id) {
+                    current.push(id);
+                }
+            }
+        }
+        let data = self.data;
+        let builtin = || data.recommend(&bought, &current, crate::catalog::RECOMMEND_COUNT);
+        let decl = plugin.and_then(|n| {
+            self.plugins
+                .iter()
+                .find(|p| p.name == n && p.kind == "recommend")
+        });
+        let ids = match decl {
+            None => builtin(),
+            Some(decl) => {
+                let order_json = (!matches!(order, Value::Null)).then(|| order.to_json());
+                let input =
+                    crate::plugins::plugin_input(&self.profile.to_json(), order_json.as_ref());
+                let ids =
+                    crate::plugins::call_recommend(&decl.name, &decl.module_hash, &input, builtin);
+                data.known_available(&ids)
+            }
+        };
+        Value::List(
+            ids.iter()
+                .filter_map(|id| data.catalog.get(id))
+                .map(product_value)
+                .collect(),
+        )
+    }
+
     /// Render a template; links are shortened when `self.links` is set.
     pub fn render(&mut self, t: &Template) -> String {
         let mut out = String::new();
@@ -206,6 +285,15 @@ impl Scope<'_> {
                 TemplatePart::Interp { expr, filters } => {
                     let mut v = self.eval(expr);
                     for f in filters {
+                        if f.name == "link" {
+                            // `| link`: a tracked link to the value (a product: its URL).
+                            let url = match v {
+                                Value::Record(_) => v.field("url"),
+                                other => other,
+                            };
+                            v = self.call("link", vec![url]);
+                            continue;
+                        }
                         let args: Vec<Value> = f.args.iter().map(|a| self.eval(a)).collect();
                         v = filter(&f.name, v, &args);
                     }
@@ -215,6 +303,24 @@ impl Scope<'_> {
         }
         out
     }
+}
+
+/// A catalog product as the language sees it (the `product` record of the schema data).
+pub fn product_value(p: &crate::catalog::Product) -> Value {
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("id".to_string(), Value::Str(p.id.clone()));
+    m.insert("title".to_string(), Value::Str(p.title.clone()));
+    m.insert("price".to_string(), Value::Decimal(p.price));
+    m.insert("url".to_string(), Value::Str(p.url.clone()));
+    m.insert(
+        "image".to_string(),
+        p.image.clone().map(Value::Str).unwrap_or(Value::Null),
+    );
+    m.insert(
+        "tags".to_string(),
+        Value::List(p.tags.iter().cloned().map(Value::Str).collect()),
+    );
+    Value::Record(m)
 }
 
 fn map_str(v: Value, f: impl Fn(&str) -> String) -> Value {
@@ -385,6 +491,30 @@ pub fn filter(name: &str, v: Value, args: &[Value]) -> Value {
                 v => Value::Str(truncate(&v.display(), n)),
             }
         }
+        "first" => match v {
+            Value::List(l) => l.into_iter().next().unwrap_or(Value::Null),
+            _ => Value::Null,
+        },
+        // Products carrying a tag: `recommend() | tagged('hydration') | first`.
+        "tagged" => match v {
+            Value::List(l) => {
+                let tag = arg.display();
+                Value::List(
+                    l.into_iter()
+                        .filter(|p| {
+                            matches!(p.field_ref("tags"), Some(Value::List(t))
+                                if t.iter().any(|x| x.display().eq_ignore_ascii_case(&tag)))
+                        })
+                        .collect(),
+                )
+            }
+            _ => Value::Null,
+        },
+        // Product fields as filters: `recommend() | first | title`.
+        "id" | "title" | "price" | "url" | "image" => match v {
+            Value::Record(_) => v.field(name),
+            _ => Value::Null,
+        },
         "first_title" => match v {
             Value::List(l) => l.first().map(|i| i.field("title")).unwrap_or(Value::Null),
             _ => Value::Null,

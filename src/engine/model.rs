@@ -351,6 +351,17 @@ pub struct PersonState {
     pub seen_event_ids: Vec<String>,
     /// Message ids clicked (bounded).
     pub clicks: Vec<String>,
+    /// The latest failed plugin calls (bounded; the fallback applied), for `inspect person`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_failures: Vec<PluginFailure>,
+}
+
+/// A plugin call that failed for this person: when, which plugin, and why (`reason: detail`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginFailure {
+    pub at: DateTime<Utc>,
+    pub plugin: String,
+    pub reason: String,
 }
 
 impl PersonState {

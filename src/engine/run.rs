@@ -22,6 +22,8 @@ use std::sync::OnceLock;
 /// The context of one `step` call: the program, the time and the effects so far.
 pub struct Cx<'p> {
     pub program: &'p Program,
+    /// The catalog and order history `recommend()` reads (data handed in by the host).
+    pub data: &'p crate::catalog::ShopData,
     /// JSON payloads already converted to values during this call, by address.
     values: std::cell::RefCell<Vec<(usize, Json, std::rc::Rc<Value>)>>,
     /// The profile as a value, with the profile and consent it was made from.
@@ -32,7 +34,11 @@ pub struct Cx<'p> {
 }
 
 impl<'p> Cx<'p> {
-    pub fn new(program: &'p Program, now: DateTime<Utc>) -> Cx<'p> {
+    pub fn new(
+        program: &'p Program,
+        data: &'p crate::catalog::ShopData,
+        now: DateTime<Utc>,
+    ) -> Cx<'p> {
         let s = &program.shop;
         let mut m: BTreeMap<String, Value> = s
             .values
@@ -48,6 +54,7 @@ impl<'p> Cx<'p> {
         }
         Cx {
             program,
+            data,
             values: std::cell::RefCell::new(Vec::new()),
             profile: std::cell::RefCell::new(None),
             now,
@@ -144,6 +151,7 @@ fn matches(
         flow: &flow,
         shop: &cx.shop,
         plugins: &cx.program.plugins,
+        data: cx.data,
         now: cx.now,
         links: None,
     };
@@ -320,6 +328,7 @@ fn enter(
                 flow: &Value::Null,
                 shop: &cx.shop,
                 plugins: &cx.program.plugins,
+                data: cx.data,
                 now: cx.now,
                 links: None,
             };
@@ -701,6 +710,7 @@ fn eval_in<R>(
         flow: &flow,
         shop: &cx.shop,
         plugins: &cx.program.plugins,
+        data: cx.data,
         now: cx.now,
         links,
     };

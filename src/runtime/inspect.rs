@@ -83,6 +83,7 @@ pub fn person(store: &dyn Store, person: &str) -> Result<Json> {
         "instances": instances,
         "timers": export.get("timers").cloned().unwrap_or(json!([])),
         "messages": messages,
+        "plugin_failures": rec.as_ref().map(|r| &r.state.plugin_failures),
     }))
 }
 

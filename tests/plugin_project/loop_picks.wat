@@ -1,0 +1,6 @@
+;; A recommender that never returns: stopped by its fuel limit (out_of_fuel).
+(module
+  (memory (export "memory") 1)
+  (func (export "abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "recommend") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))
