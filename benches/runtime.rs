@@ -33,9 +33,8 @@ use aftercart::engine::Message;
 use aftercart::ir::Program;
 use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
 use aftercart::schema::Schemas;
-use aftercart::store::{AppendResult, NewEvent, Store};
+use aftercart::store::{baseline, AppendResult, NewEvent, Store};
 use chrono::{DateTime, Duration as CDuration, Utc};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -151,58 +150,6 @@ fn durable_once(program: &Program, schemas: &Schemas, text: &str) -> Durable {
     }
 }
 
-fn record(i: u64, size: usize) -> Vec<u8> {
-    let mut p = format!("{{\"id\":{i},\"pad\":\"").into_bytes();
-    p.resize(size.saturating_sub(2), b'x');
-    p.extend_from_slice(b"\"}");
-    p
-}
-
-fn raw_sled_once(n: usize, size: usize) -> f64 {
-    let dir = tmp("sled");
-    let db = sled::open(&dir).unwrap();
-    let t = Instant::now();
-    let mut i = 0u64;
-    while (i as usize) < n {
-        let mut batch = sled::Batch::default();
-        for _ in 0..RAW_GROUP.min(n - i as usize) {
-            i += 1;
-            batch.insert(&i.to_be_bytes()[..], record(i, size));
-        }
-        db.apply_batch(batch).unwrap();
-        db.flush().unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
-    secs
-}
-
-fn raw_file_once(n: usize, size: usize) -> f64 {
-    let dir = tmp("file");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("log"))
-        .unwrap();
-    let t = Instant::now();
-    let mut i = 0u64;
-    while (i as usize) < n {
-        let mut buf = Vec::with_capacity(RAW_GROUP * (size + 8));
-        for _ in 0..RAW_GROUP.min(n - i as usize) {
-            i += 1;
-            buf.extend_from_slice(&i.to_be_bytes());
-            buf.extend_from_slice(&record(i, size));
-        }
-        f.write_all(&buf).unwrap();
-        f.sync_data().unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&dir);
-    secs
-}
-
 fn throughput(program: &Program, schemas: &Schemas, quick: bool) {
     let n = env_usize(
         "AFTERCART_BENCH_EVENTS",
@@ -225,8 +172,8 @@ fn throughput(program: &Program, schemas: &Schemas, quick: bool) {
         // Interleaved, so that a change in the machine's load hits all three alike.
         let r = durable_once(program, schemas, &text);
         d.push(r.secs);
-        s.push(raw_sled_once(n, size));
-        f.push(raw_file_once(n, size));
+        s.push(baseline::raw_sled(&tmp("sled"), n, size, RAW_GROUP).unwrap());
+        f.push(baseline::raw_file(&tmp("file"), n, size, RAW_GROUP).unwrap());
         last = Some(r);
     }
     let r = last.unwrap();

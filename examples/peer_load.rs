@@ -40,10 +40,9 @@
 use aftercart::engine::Message;
 use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
 use aftercart::schema::Schemas;
-use aftercart::store::{AppendResult, NewEvent, Store};
+use aftercart::store::{baseline, AppendResult, NewEvent, Store};
 use chrono::{Duration as CDuration, SecondsFormat, Utc};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,58 +174,6 @@ fn lines(i: usize, base: chrono::DateTime<Utc>, o: &Offer) -> String {
                      "shipping_address": {"province_code": "NY", "country_code": "US", "phone": phone}}})
         .to_string()
     }
-}
-
-fn record(i: u64, size: usize) -> Vec<u8> {
-    let mut p = format!("{{\"id\":{i},\"pad\":\"").into_bytes();
-    p.resize(size.saturating_sub(2), b'x');
-    p.extend_from_slice(b"\"}");
-    p
-}
-
-fn raw_sled(n: usize, size: usize) -> f64 {
-    let dir = tmp("sled");
-    let db = sled::open(&dir).unwrap();
-    let t = Instant::now();
-    let mut i = 0u64;
-    while (i as usize) < n {
-        let mut batch = sled::Batch::default();
-        for _ in 0..RAW_GROUP.min(n - i as usize) {
-            i += 1;
-            batch.insert(&i.to_be_bytes()[..], record(i, size));
-        }
-        db.apply_batch(batch).unwrap();
-        db.flush().unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
-    secs
-}
-
-fn raw_file(n: usize, size: usize) -> f64 {
-    let dir = tmp("file");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("log"))
-        .unwrap();
-    let t = Instant::now();
-    let mut i = 0u64;
-    while (i as usize) < n {
-        let mut buf = Vec::with_capacity(RAW_GROUP * (size + 8));
-        for _ in 0..RAW_GROUP.min(n - i as usize) {
-            i += 1;
-            buf.extend_from_slice(&i.to_be_bytes());
-            buf.extend_from_slice(&record(i, size));
-        }
-        f.write_all(&buf).unwrap();
-        f.sync_data().unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&dir);
-    secs
 }
 
 fn main() {
@@ -502,8 +449,8 @@ fn main() {
         commits.len(),
     );
     if a.raw {
-        let s = raw_sled(total, mean_size);
-        let f = raw_file(total, mean_size);
+        let s = baseline::raw_sled(&tmp("sled"), total, mean_size, RAW_GROUP).expect("raw sled");
+        let f = baseline::raw_file(&tmp("file"), total, mean_size, RAW_GROUP).expect("raw file");
         let (sr, fr) = (total as f64 / s, total as f64 / f);
         eprintln!(
             "raw sled batch+flush/1000: {sr:.0} records/s ({s:.3} s); raw append+fdatasync/1000: {fr:.0} records/s ({f:.3} s); runtime/raw sled {:.2}%, runtime/raw file {:.3}% ({total} records of {mean_size} B); load {}",

@@ -357,6 +357,18 @@ impl Runtime {
         }
     }
 
+    /// A message the provider refused for good, in the report's `failed` column.
+    fn report_failed(&mut self, o: &OutboxEntry, msg: &Message) {
+        let k = CounterKey::new(
+            msg.at,
+            &o.flow,
+            Some(o.step),
+            msg.variant.as_deref(),
+            Metric::Failed,
+        );
+        self.report(k, 1);
+    }
+
     /// A message as the outbox holds it, this batch's changes included.
     fn outbox_entry(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
         let mut e = match self
@@ -830,16 +842,7 @@ impl Runtime {
                         self.record_provider_opt_out(o, msg, &e)?;
                         self.opted_out.insert(msg.to.clone());
                         failed += 1;
-                        self.report(
-                            CounterKey::new(
-                                msg.at,
-                                &o.flow,
-                                Some(o.step),
-                                msg.variant.as_deref(),
-                                Metric::Failed,
-                            ),
-                            1,
-                        );
+                        self.report_failed(o, msg);
                         updates.push(update(OutboxStatus::Failed, None, e.code));
                     }
                     Err(e) if e.retryable && attempts < self.opts.max_attempts => {
@@ -854,16 +857,7 @@ impl Runtime {
                     }
                     Err(e) => {
                         failed += 1;
-                        self.report(
-                            CounterKey::new(
-                                msg.at,
-                                &o.flow,
-                                Some(o.step),
-                                msg.variant.as_deref(),
-                                Metric::Failed,
-                            ),
-                            1,
-                        );
+                        self.report_failed(o, msg);
                         updates.push(update(OutboxStatus::Failed, None, e.code));
                     }
                 }
