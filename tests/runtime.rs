@@ -3,6 +3,9 @@
 //! SledStore), ingest reports, erasure through the runtime's join indexes, and a crash test that
 //! SIGKILLs `aftercart run` at random instants and checks the file sink against the simulator.
 
+mod common;
+use common::{all_bytes, contains};
+
 use aftercart::engine::Message;
 use aftercart::ir::Program;
 use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
@@ -176,25 +179,6 @@ fn ingest_reports_accepted_duplicates_and_refused_lines() {
 }
 
 /// Every file under `dir`, recursively.
-fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
 
 #[test]
 fn join_tables_persist_and_are_erased_with_the_person() {

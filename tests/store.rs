@@ -2,12 +2,15 @@
 //! raw byte scan of the data directory, export, refusal of foreign or damaged stores, a
 //! model-based property test against `MemStore`, and a SIGKILL crash test.
 
+mod common;
+use common::{all_bytes, contains};
+
 use aftercart::store::{
     self, AppendResult, CommitBatch, MemStore, NewEvent, OutboxEntry, OutboxStatus, OutboxUpdate,
     SledStore, Store, StoreError, Timer,
 };
 use chrono::{DateTime, TimeZone, Utc};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("aftercart-store-{name}-{}", std::process::id()));
@@ -54,25 +57,6 @@ fn msg(id: &str, person: &str, body: &str) -> OutboxEntry {
 }
 
 /// Every file under `dir`, recursively, as raw bytes.
-fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
 
 #[test]
 fn append_dedups_across_batches_and_within_one() {
