@@ -339,22 +339,16 @@ impl Runtime {
         *self.counters.entry(name.into()).or_default() += n;
     }
 
-    /// `plugins.errors`: plugin calls that failed in a step (the engine applied the fallback
-    /// and went on); the webhook server's `/metrics` shows it.
-    fn count_plugin_errors(&mut self, records: &[Record]) {
-        let n = records
-            .iter()
-            .filter(|r| matches!(r.effect, Effect::PluginFailed { .. }))
-            .count();
-        if n > 0 {
-            self.count("plugins.errors", n as i64);
-        }
-    }
-
     fn report(&mut self, key: CounterKey, n: i64) {
         if n != 0 {
             self.count(key.name(), n);
         }
+    }
+
+    /// One report count for the message `s` (its flow, step and arm), on the day of `at`.
+    fn credit(&mut self, s: &state::SentRef, at: DateTime<Utc>, metric: Metric) {
+        let k = CounterKey::new(at, &s.flow, Some(s.step), s.variant.as_deref(), metric);
+        self.report(k, 1);
     }
 
     /// A message the provider refused for good, in the report's `failed` column.
@@ -465,28 +459,12 @@ impl Runtime {
                     error_code,
                 } => self.delivery(&message_id, &status, error_code)?,
                 Effect::ClickRecorded { message_id } => match self.message_ref(&message_id)? {
-                    Some(s) => self.report(
-                        CounterKey::new(
-                            r.at,
-                            &s.flow,
-                            Some(s.step),
-                            s.variant.as_deref(),
-                            Metric::Clicks,
-                        ),
-                        1,
-                    ),
+                    Some(s) => self.credit(&s, r.at, Metric::Clicks),
                     None => self.count("runtime.clicks_unknown_message", 1),
                 },
                 Effect::ReplyRecorded { .. } => {
                     if let Some(s) = self.host.state.last_sent(&r.person) {
-                        let k = CounterKey::new(
-                            r.at,
-                            &s.flow,
-                            Some(s.step),
-                            s.variant.as_deref(),
-                            Metric::Replies,
-                        );
-                        self.report(k, 1);
+                        self.credit(&s, r.at, Metric::Replies);
                     }
                 }
                 Effect::ConsentChanged {
@@ -494,14 +472,7 @@ impl Runtime {
                     ..
                 } => {
                     if let Some(s) = self.host.state.last_sent(&r.person) {
-                        let k = CounterKey::new(
-                            r.at,
-                            &s.flow,
-                            Some(s.step),
-                            s.variant.as_deref(),
-                            Metric::OptOuts,
-                        );
-                        self.report(k, 1);
+                        self.credit(&s, r.at, Metric::OptOuts);
                     }
                 }
                 // The reason code is the text before `:` (`out_of_fuel: ...`), see
@@ -618,7 +589,6 @@ impl Runtime {
             };
             self.check()?;
             n += 1;
-            self.count_plugin_errors(&records);
             self.collect(records, None)?;
         }
         self.check()?;
@@ -730,7 +700,6 @@ impl Runtime {
                     }
                     self.count("runtime.events_processed", 1);
                     let currency = event_currency(&env);
-                    self.count_plugin_errors(&records);
                     self.collect(records, currency.as_deref())?;
                 }
                 Err(_) => {

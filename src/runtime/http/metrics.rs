@@ -204,10 +204,24 @@ pub fn render(store: &dyn Store, edge: &Edge, runtime_error: Option<&str>) -> St
         "counter",
         "Plugin calls that failed (trap, fuel, deadline, bad answer); the engine used the fallback",
     );
-    let _ = writeln!(
-        out,
-        "aftercart_plugin_errors_total {}",
-        counters.get("plugins.errors").copied().unwrap_or(0)
-    );
+    // The runtime counts `plugin_errors.{plugin}.{reason}` (the reason code has no dot); the
+    // total is their sum, so it is not kept as a counter of its own.
+    let mut total = 0;
+    for (k, n) in counters.range("plugin_errors.".to_string()..) {
+        let Some(rest) = k.strip_prefix("plugin_errors.") else {
+            break;
+        };
+        let (plugin, reason) = rest.rsplit_once('.').unwrap_or((rest, ""));
+        total += n;
+        let _ = writeln!(
+            out,
+            "aftercart_plugin_errors_total{{plugin=\"{}\",reason=\"{}\"}} {n}",
+            label(plugin),
+            label(reason)
+        );
+    }
+    if total == 0 {
+        let _ = writeln!(out, "aftercart_plugin_errors_total 0");
+    }
     out
 }

@@ -62,6 +62,25 @@ fn verified(
     Ok(params)
 }
 
+/// A decoded form: (name, value) pairs in the order sent.
+type Form = Vec<(String, String)>;
+
+/// [`verified`], then the parameters every request of its kind must carry (non-empty).
+fn verified_with<const N: usize>(
+    app: &App,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    names: [&str; N],
+) -> Result<(Form, [String; N]), Box<Response>> {
+    let params = verified(app, uri, headers, body)?;
+    let mut values: [String; N] = std::array::from_fn(|_| String::new());
+    for (v, name) in values.iter_mut().zip(names) {
+        *v = require(app, &params, name)?.to_string();
+    }
+    Ok((params, values))
+}
+
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
@@ -131,17 +150,12 @@ pub async fn inbound(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let params = match verified(&app, &uri, &headers, body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let (sid, from) = match (
-        require(&app, &params, "MessageSid"),
-        require(&app, &params, "From"),
-    ) {
-        (Ok(s), Ok(f)) => (s, f),
-        (Err(r), _) | (_, Err(r)) => return *r,
-    };
+    let (params, [sid, from]) =
+        match verified_with(&app, &uri, &headers, body, ["MessageSid", "From"]) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+    let (sid, from) = (sid.as_str(), from.as_str());
     let text = param(&params, "Body").unwrap_or("");
     let line = json!({
         "source": "aftercart",
@@ -179,17 +193,12 @@ pub async fn status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let params = match verified(&app, &uri, &headers, body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let (sid, status) = match (
-        require(&app, &params, "MessageSid"),
-        require(&app, &params, "MessageStatus"),
-    ) {
-        (Ok(s), Ok(st)) => (s, st),
-        (Err(r), _) | (_, Err(r)) => return *r,
-    };
+    let (params, [sid, status]) =
+        match verified_with(&app, &uri, &headers, body, ["MessageSid", "MessageStatus"]) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+    let (sid, status) = (sid.as_str(), status.as_str());
     let message_id = uri.query().and_then(|q| {
         signature::parse_form(q.as_bytes())
             .ok()?
