@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use provider::{
     FileProvider, Lookup, Provider, ProviderError, ProviderReceipt, StdoutProvider,
 };
-pub use state::{PersonRecord, SentRef, StoreState};
+pub use state::{decode_record, encode_record, PersonRecord, SentRef, StoreState};
 pub use twilio::{Sender, TwilioConfig, TwilioProvider};
 
 use counters::{Key as CounterKey, Metric};
@@ -331,7 +331,7 @@ impl Runtime {
     pub fn forget(&mut self, person: &str) -> Result<crate::store::ForgetReport> {
         let r = forget(&self.store, person)?;
         self.host.people.clear();
-        self.host.state.evict();
+        self.host.state.evict_all();
         Ok(r)
     }
 
@@ -603,20 +603,19 @@ impl Runtime {
     fn commit(&mut self, cursor: Option<Seq>) -> Result<()> {
         let st = &mut self.host.state;
         let mut people_put = Vec::new();
+        let no_joins = state::Joins::default();
         for p in std::mem::take(&mut st.dirty) {
-            let state = match self.host.people.get(&p) {
-                Some(s) => s.clone(),
-                None => st
-                    .loaded
-                    .get(&p)
-                    .cloned()
-                    .unwrap_or_else(|| crate::engine::PersonState::new(p.as_str())),
+            let fresh;
+            let state = match self.host.people.get(&p).or_else(|| st.loaded.get(&p)) {
+                Some(s) => s,
+                None => {
+                    fresh = crate::engine::PersonState::new(p.as_str());
+                    &fresh
+                }
             };
-            let rec = PersonRecord {
-                state,
-                joins: st.joins.get(&p).cloned().unwrap_or_default(),
-            };
-            people_put.push((p, serde_json::to_vec(&rec).expect("records serialise")));
+            let joins = st.joins.get(&p).unwrap_or(&no_joins);
+            let bytes = state::encode_record(state, joins);
+            people_put.push((p, bytes));
         }
         people_put.extend(st.take_index_puts());
         let (added, removed) = st.take_timer_changes();
@@ -635,8 +634,10 @@ impl Runtime {
             counters: std::mem::take(&mut self.counters).into_iter().collect(),
             links_put,
         };
-        self.store.commit(batch)?;
-        self.store.flush()?;
+        if let Err(e) = self.store.commit(batch).and_then(|_| self.store.flush()) {
+            self.host.state.evict_all();
+            return Err(e.into());
+        }
         if self.host.people.len() > CACHE_PEOPLE {
             self.host.people.clear();
             self.host.state.evict();
@@ -727,8 +728,9 @@ impl Runtime {
     /// (`Sending`: a crash or timeout left the provider's answer unrecorded) are first looked up
     /// at the provider (found -> `Sent` with its id, never sent again); every message about to
     /// be sent is marked `Sending` in ONE commit + flush BEFORE any provider call (Twilio has no
-    /// idempotency key, so this mark is what tells a restart to look before resending); then
-    /// the answers are committed and flushed. Returns (sent, failed).
+    /// idempotency key, so this mark is what tells a restart to look before resending; skipped
+    /// for providers that cannot be asked, `Provider::can_lookup`); then the answers are
+    /// committed and flushed. Returns (sent, failed).
     pub fn dispatch(&mut self, provider: &dyn Provider) -> Result<(usize, usize)> {
         let (mut sent, mut failed) = (0, 0);
         loop {
@@ -774,13 +776,13 @@ impl Runtime {
                 });
                 to_send.push((o, msg));
             }
-            self.store.commit(CommitBatch {
-                outbox_update: updates,
-                counters: std::mem::take(&mut self.counters).into_iter().collect(),
-                ..CommitBatch::default()
-            })?;
-            self.store.flush()?;
-            let mut updates = Vec::new();
+            if provider.can_lookup() {
+                self.commit_updates(std::mem::take(&mut updates))?;
+            } else {
+                // Nothing to mark (see `Provider::can_lookup`): only the in-doubt answers
+                // found above go with the results.
+                updates.retain(|u| u.status != OutboxStatus::Sending);
+            }
             for (o, msg) in &to_send {
                 let attempts = o.attempts + 1;
                 let update = |status, provider_id, error_code| OutboxUpdate {
@@ -831,18 +833,23 @@ impl Runtime {
                     }
                 }
             }
-            self.store.commit(CommitBatch {
-                outbox_update: updates,
-                counters: std::mem::take(&mut self.counters).into_iter().collect(),
-                ..CommitBatch::default()
-            })?;
-            self.store.flush()?;
+            self.commit_updates(updates)?;
             if retry_later > 0 {
                 // Leave retryable messages for the next round rather than spinning on them.
                 break;
             }
         }
         Ok((sent, failed))
+    }
+
+    /// One commit + flush of outbox status updates with the counters gathered so far.
+    fn commit_updates(&mut self, outbox_update: Vec<OutboxUpdate>) -> Result<()> {
+        self.store.commit(CommitBatch {
+            outbox_update,
+            counters: std::mem::take(&mut self.counters).into_iter().collect(),
+            ..CommitBatch::default()
+        })?;
+        Ok(self.store.flush()?)
     }
 
     /// Append (and flush) an aftercart `message.failed` event with the provider's error code for
@@ -1055,5 +1062,12 @@ pub fn export(store: &dyn Store, person: &str) -> Result<serde_json::Value> {
     if state::is_index(person) {
         return Err(Error::Other(format!("`{person}` is not a person")));
     }
-    Ok(store.export(person)?)
+    let mut out = store.export(person)?;
+    // The store exports bytes it cannot read as text; the person record is the runtime's
+    // (compressed) format, so it is decoded here to the JSON it holds.
+    if let Some(b) = store.person(person)? {
+        let rec = state::decode_record(person, &b)?;
+        out["state"] = serde_json::to_value(&rec).map_err(|e| Error::Other(e.to_string()))?;
+    }
+    Ok(out)
 }

@@ -204,13 +204,11 @@ fn join_tables_persist_and_are_erased_with_the_person() {
         .into_iter()
         .filter(|p| p.starts_with("customer:"))
         .max_by_key(|p| {
-            let rec: runtime::PersonRecord =
-                serde_json::from_slice(&store.person(p).unwrap().unwrap()).unwrap();
+            let rec = runtime::decode_record(p, &store.person(p).unwrap().unwrap()).unwrap();
             rec.joins.orders.len() + rec.joins.fulfillments.len()
         })
         .unwrap();
-    let rec: runtime::PersonRecord =
-        serde_json::from_slice(&store.person(&person).unwrap().unwrap()).unwrap();
+    let rec = runtime::decode_record(&person, &store.person(&person).unwrap().unwrap()).unwrap();
     assert!(!rec.joins.orders.is_empty() && !rec.joins.fulfillments.is_empty());
     let phone = rec.state.profile.phone.clone().unwrap();
     let email = rec.state.profile.email.clone();

@@ -4,6 +4,7 @@
 //! de-duplication, 400/401/403/413 answers with nothing stored, a tracked-link click, Shopify's
 //! privacy webhooks followed by a byte scan of the data directory, and /metrics parsed.
 
+use aftercart::runtime;
 use aftercart::runtime::http::{self, signature, Secrets, ServeConfig, Server};
 use aftercart::store::Store;
 use base64::Engine as _;
@@ -612,9 +613,15 @@ fn click_redirects_and_privacy_webhooks_erase_everything() {
         404
     );
     processed(&*rt.store);
-    let state: Value =
-        serde_json::from_slice(&rt.store.person("customer:770001").unwrap().unwrap()).unwrap();
-    assert_eq!(state["state"]["clicks"][0], sent["message_id"]);
+    let rec = runtime::decode_record(
+        "customer:770001",
+        &rt.store.person("customer:770001").unwrap().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&rec).unwrap()["state"]["clicks"][0],
+        sent["message_id"]
+    );
 
     // data_request: everything held on the customer, written to DATA/exports/<id>.json.
     let req = json!({

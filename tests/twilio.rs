@@ -356,6 +356,9 @@ impl Provider for Spy<'_> {
     fn lookup(&self, msg: &Message) -> Result<runtime::Lookup, ProviderError> {
         self.inner.lookup(msg)
     }
+    fn can_lookup(&self) -> bool {
+        self.inner.can_lookup()
+    }
 }
 
 fn run_week(store: Arc<dyn Store>, provider: &dyn Provider) {
@@ -422,7 +425,7 @@ fn opt_out_21610_reaches_consent_and_rate_limit_holds() {
     // The opt-out went through the log and the engine: their consent is unsubscribed.
     let person = &first.person;
     let rec = store.person(person).unwrap().unwrap();
-    let rec: runtime::PersonRecord = serde_json::from_slice(&rec).unwrap();
+    let rec = runtime::decode_record(person, &rec).unwrap();
     assert_eq!(rec.state.consent, Consent::Unsubscribed);
     let counters = store.counters().unwrap();
     assert_eq!(counters.get("runtime.provider_opt_outs"), Some(&1));
@@ -468,6 +471,9 @@ impl Provider for CrashOn<'_> {
             panic!("simulated crash while sending {}", msg.message_id);
         }
         self.inner.send(msg)
+    }
+    fn can_lookup(&self) -> bool {
+        self.inner.can_lookup()
     }
 }
 

@@ -140,8 +140,7 @@ pub fn deploy(store: &dyn Store, new: Program, plan: Plan) -> Result<DeployRepor
                     }
                 }
                 if touched {
-                    let bytes =
-                        serde_json::to_vec(&rec).map_err(|e| Error::Other(e.to_string()))?;
+                    let bytes = super::state::encode_record(&rec.state, &rec.joins);
                     batch.people_put.push((person, bytes));
                 }
             }

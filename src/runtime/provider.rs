@@ -80,6 +80,15 @@ pub trait Provider {
     fn lookup(&self, _msg: &Message) -> Result<Lookup, ProviderError> {
         Ok(Lookup::Unknown)
     }
+
+    /// Can [`Provider::lookup`] ever answer? Only then does the runtime mark messages
+    /// `sending` (one commit and flush per dispatch round) before calling `send`: the mark
+    /// exists so that a restart asks the provider before resending, and a provider that cannot
+    /// be asked (the file sink drops an id it already took) would be sent the message again
+    /// either way.
+    fn can_lookup(&self) -> bool {
+        false
+    }
 }
 
 /// The JSON line the file sink writes for a message.

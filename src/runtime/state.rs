@@ -65,11 +65,42 @@ pub struct PersonRecord {
     pub joins: Joins,
 }
 
+/// First byte of a record stored as LZ4-compressed JSON. Records written before compression
+/// are plain JSON objects (first byte `{`), which still decode.
+const LZ4_JSON: u8 = 1;
+
+/// A person's record as stored: JSON, LZ4-compressed. Why compress: a record repeats the entry
+/// event of every instance it holds and the join payloads are verbose Shopify JSON, so it
+/// shrinks 3-6x; sled copies and rewrites whole values (node clones, splits), and the
+/// durable runtime's cost followed the bytes written per person (docs/performance.md).
+pub fn encode_record(state: &PersonState, joins: &Joins) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Ref<'a> {
+        state: &'a PersonState,
+        joins: &'a Joins,
+    }
+    let json = serde_json::to_vec(&Ref { state, joins }).expect("records serialise");
+    let mut out = Vec::with_capacity(json.len() / 3 + 8);
+    out.push(LZ4_JSON);
+    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(&json));
+    out
+}
+
 pub fn decode_record(person: &str, bytes: &[u8]) -> Result<PersonRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    let corrupt = |detail: String| StoreError::Corrupt {
         what: format!("person record {person}"),
-        detail: format!("cannot decode: {e}"),
-    })
+        detail,
+    };
+    let json;
+    let plain = match bytes.first() {
+        Some(&LZ4_JSON) => {
+            json = lz4_flex::block::decompress_size_prepended(&bytes[1..])
+                .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+            &json[..]
+        }
+        _ => bytes,
+    };
+    serde_json::from_slice(plain).map_err(|e| corrupt(format!("cannot decode: {e}")))
 }
 
 /// Timers are kept at millisecond precision by the store: normalise before comparing.
@@ -166,23 +197,36 @@ impl StoreState {
         None
     }
 
-    /// Forget everything cached (after a commit, to bound memory): the store has it all.
+    /// Forget everything cached about people (after a commit, to bound memory): the store has
+    /// it all. The timer read-ahead stays: it mirrors the store's due index, which a commit
+    /// keeps in step (see [`StoreState::take_timer_changes`]).
     pub fn evict(&mut self) {
         debug_assert!(self.dirty.is_empty() && self.added.is_empty());
         self.joins.clear();
         self.loaded.clear();
         self.index.clear();
+    }
+
+    /// Also drop the timer read-ahead: for changes to the store made outside the batch
+    /// (an erasure removes the person's timers).
+    pub fn evict_all(&mut self) {
+        self.evict();
         self.reset_due();
     }
 
-    /// The timer changes of this batch, for its commit. The read-ahead is dropped with them:
-    /// once committed, the batch's new timers are store timers the read-ahead never saw.
+    /// The timer changes of this batch, for its commit. The read-ahead is kept across the
+    /// commit: fired and cancelled timers already left it, and the batch's new timers due
+    /// within its coverage join it (they are store timers once committed). Dropping it at
+    /// every commit made a run of timers sharing one due instant (a `wait until` 10:00 for
+    /// every person waiting) re-read and decrypt the whole instant once per batch: quadratic.
+    /// The runtime drops it ([`StoreState::evict_all`]) if the commit fails.
     pub(crate) fn take_timer_changes(&mut self) -> (BTreeSet<TimerKey>, BTreeSet<TimerKey>) {
-        self.reset_due();
-        (
-            std::mem::take(&mut self.added),
-            std::mem::take(&mut self.removed),
-        )
+        let added = std::mem::take(&mut self.added);
+        if let Some(c) = self.due_complete {
+            self.due_buf
+                .extend(added.iter().filter(|t| t.due <= c).cloned());
+        }
+        (added, std::mem::take(&mut self.removed))
     }
 
     fn reset_due(&mut self) {
@@ -512,5 +556,44 @@ impl HostState for StoreState {
 
     fn pending_timers(&self) -> usize {
         self.added.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (PersonState, Joins) {
+        let mut joins = Joins::default();
+        let order = serde_json::json!({"id": 1001, "line_items": [{"sku": "SKIN-SERUM"}]});
+        joins.orders.insert("1001".into(), order);
+        joins.phones.insert("+12125550100".into());
+        (PersonState::new("customer:1"), joins)
+    }
+
+    #[test]
+    fn records_round_trip_compressed_and_old_plain_records_still_decode() {
+        let (state, joins) = sample();
+        let bytes = encode_record(&state, &joins);
+        assert_eq!(bytes[0], LZ4_JSON);
+        let rec = decode_record("customer:1", &bytes).unwrap();
+        assert_eq!((rec.state, rec.joins), (state.clone(), joins.clone()));
+        // A store written before compression holds plain JSON records.
+        let plain = serde_json::to_vec(&PersonRecord {
+            state: state.clone(),
+            joins: joins.clone(),
+        })
+        .unwrap();
+        let rec = decode_record("customer:1", &plain).unwrap();
+        assert_eq!((rec.state, rec.joins), (state, joins));
+    }
+
+    #[test]
+    fn a_damaged_compressed_record_is_corruption_with_its_person() {
+        let (state, joins) = sample();
+        let mut bytes = encode_record(&state, &joins);
+        bytes.truncate(bytes.len() / 2);
+        let e = decode_record("customer:1", &bytes).unwrap_err().to_string();
+        assert!(e.contains("person record customer:1"), "{e}");
     }
 }

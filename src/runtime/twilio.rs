@@ -469,6 +469,10 @@ impl Provider for TwilioProvider {
         })
     }
 
+    fn can_lookup(&self) -> bool {
+        true
+    }
+
     /// Twilio has no idempotency key, so an in-doubt message is looked for in the account's
     /// message list: `GET Messages.json?To=...&DateSent>=YYYY-MM-DD` (the day before the
     /// engine's send time, so a send just after midnight UTC is covered), matched on sender

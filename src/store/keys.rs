@@ -22,17 +22,37 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"ACKEYS\0\x01";
 const ADD: u8 = 1;
 
 pub(crate) type DataKey = [u8; 32];
 
+/// Random bytes from the OS, read 4 KiB at a time: every sealed value takes a fresh random
+/// nonce, and one `getrandom` system call per nonce was a visible share of the durable
+/// runtime's commit. The bytes are the kernel's CSPRNG output either way, each handed out once.
 fn random<const N: usize>() -> Result<[u8; N], StoreError> {
-    let mut b = [0u8; N];
-    getrandom::getrandom(&mut b)
-        .map_err(|e| StoreError::Io(format!("no randomness for a data key or nonce: {e}")))?;
-    Ok(b)
+    use std::cell::RefCell;
+    const POOL: usize = 4096;
+    thread_local! {
+        static BUF: RefCell<(Vec<u8>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+    BUF.with(|b| {
+        let (buf, pos) = &mut *b.borrow_mut();
+        if buf.len() < POOL || *pos + N > POOL {
+            buf.resize(POOL, 0);
+            getrandom::getrandom(buf).map_err(|e| {
+                StoreError::Io(format!("no randomness for a data key or nonce: {e}"))
+            })?;
+            *pos = 0;
+        }
+        let out: [u8; N] = buf[*pos..*pos + N].try_into().expect("N bytes");
+        // Never hand the same bytes out twice (a repeated nonce under one key breaks the AEAD).
+        buf[*pos..*pos + N].fill(0);
+        *pos += N;
+        Ok(out)
+    })
 }
 
 fn io(path: &Path, what: &str, e: std::io::Error) -> StoreError {
@@ -49,8 +69,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 pub(crate) struct KeyDir {
     path: PathBuf,
     file: File,
-    by_name: HashMap<String, (Tag, DataKey)>,
-    by_tag: HashMap<Tag, String>,
+    /// Both maps share the subject's name (one allocation per subject: at a million people the
+    /// key directory is a large part of the runtime's memory) and hold the key, so resolving a
+    /// tag is one lookup.
+    by_name: HashMap<Arc<str>, (Tag, DataKey)>,
+    by_tag: HashMap<Tag, (Arc<str>, DataKey)>,
     /// Keys created in memory and not yet appended + synced.
     unsynced: Vec<u8>,
 }
@@ -125,8 +148,8 @@ impl KeyDir {
             match op {
                 ADD if len >= 49 => {
                     let key: DataKey = body[17..49].try_into().unwrap();
-                    let name = String::from_utf8_lossy(&body[49..]).into_owned();
-                    by_tag.insert(tag, name.clone());
+                    let name: Arc<str> = String::from_utf8_lossy(&body[49..]).into();
+                    by_tag.insert(tag, (name.clone(), key));
                     by_name.insert(name, (tag, key));
                 }
                 _ => {
@@ -172,8 +195,8 @@ impl KeyDir {
     }
 
     pub fn resolve(&self, tag: &Tag) -> Option<(&str, DataKey)> {
-        let name = self.by_tag.get(tag)?;
-        Some((name.as_str(), self.by_name[name].1))
+        let (name, key) = self.by_tag.get(tag)?;
+        Some((name, *key))
     }
 
     pub fn len(&self) -> usize {
@@ -189,8 +212,9 @@ impl KeyDir {
         let key: DataKey = random()?;
         self.unsynced
             .extend_from_slice(&record(ADD, &tag, &key, name));
-        self.by_tag.insert(tag, name.to_string());
-        self.by_name.insert(name.to_string(), (tag, key));
+        let name: Arc<str> = name.into();
+        self.by_tag.insert(tag, (name.clone(), key));
+        self.by_name.insert(name, (tag, key));
         Ok((tag, key))
     }
 
@@ -218,13 +242,13 @@ impl KeyDir {
             }
         }
         for t in tags {
-            if let Some(n) = self.by_tag.remove(t) {
+            if let Some((n, _)) = self.by_tag.remove(t) {
                 self.by_name.remove(&n);
             }
         }
         let mut out = MAGIC.to_vec();
         // Sorted so the file's bytes do not depend on hash order (reproducible, diffable).
-        let mut names: Vec<&String> = self.by_name.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.by_name.keys().collect();
         names.sort();
         for n in names {
             let (tag, key) = &self.by_name[n];
