@@ -209,6 +209,28 @@ fn timers_come_back_in_due_order_across_people() {
     assert!(s.timers_of("b").unwrap().is_empty());
 }
 
+/// Regression: a read of the due index that ends exactly on an instant must return every timer
+/// due then. The upper bound once stopped short of keys whose person tag (random, 16 bytes)
+/// begins with 0xff, so about one person in 256 lost such a timer: the durable runtime then
+/// silently never fired it (found as a run-to-run difference against the simulator). 3,000
+/// people share the instant, so the chance that no tag begins with 0xff is under 1e-5.
+#[test]
+fn a_read_ending_on_an_instant_returns_every_timer_due_then() {
+    let s = store::open(tmp("timers-instant")).unwrap();
+    let n = 3000;
+    s.commit(CommitBatch {
+        timers_add: (0..n)
+            .map(|i| timer(100, &format!("p{i}"), "inst", 1))
+            .collect(),
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    assert_eq!(s.due_between(t(100), t(100), usize::MAX).unwrap().len(), n);
+    assert_eq!(s.due_between(t(0), t(100), usize::MAX).unwrap().len(), n);
+    assert_eq!(s.due(t(100), usize::MAX).unwrap().len(), n);
+    assert!(s.due_between(t(0), t(99), usize::MAX).unwrap().is_empty());
+}
+
 #[test]
 fn outbox_status_transitions_and_counters() {
     let s = store::open(tmp("outbox")).unwrap();

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 const DB_DIR: &str = "db";
+/// `t` ++ due (8) ++ person tag (16) ++ instance hash (16) ++ step (4).
+const TIMER_KEY_LEN: usize = 45;
 const KEY_FILE: &str = "keys.bin";
 /// Erasure marker states (`z ++ tag`).
 const ERASING: u8 = 1;
@@ -564,7 +566,7 @@ impl SledStore {
 
     fn read_timer(&self, keys: &KeyDir, k: &[u8], v: &[u8]) -> Result<Option<Timer>> {
         let body = unframe(k, v)?;
-        if k.len() != 45 {
+        if k.len() != TIMER_KEY_LEN {
             return Err(StoreError::Corrupt {
                 what: layout::describe(k),
                 detail: "malformed timer key".into(),
@@ -1010,14 +1012,18 @@ impl Store for SledStore {
         let keys = self.keys.read().unwrap();
         let mut lo = vec![layout::TIMERS];
         lo.extend_from_slice(&layout::due_bytes(millis(from)));
+        // The greatest possible key due at `until`: its due, then 0xff for every byte of tag,
+        // instance hash and step, inclusive. (A single 0xff byte as an exclusive bound
+        // dropped the timers due exactly at `until` whose person's random tag begins with
+        // 0xff: one person in 256 silently lost a timer when a read ended on its instant.)
         let mut hi = vec![layout::TIMERS];
         hi.extend_from_slice(&layout::due_bytes(millis(until)));
-        hi.push(0xff);
-        if lo >= hi {
+        hi.extend_from_slice(&[0xff; TIMER_KEY_LEN]);
+        if lo > hi {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for kv in self.db.range(lo..hi) {
+        for kv in self.db.range(lo..=hi) {
             if out.len() >= limit {
                 break;
             }
