@@ -4,21 +4,18 @@
 //! SIGKILLs `aftercart run` at random instants and checks the file sink against the simulator.
 
 mod common;
-use common::{all_bytes, contains};
+use common::{all_bytes, contains, example_program, simulated_sends, Collect, Sent};
 
-use aftercart::engine::Message;
 use aftercart::ir::Program;
-use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::runtime::{self, Clock, Options, Runtime};
 use aftercart::schema::Schemas;
 use aftercart::store::{MemStore, SledStore, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const WEEK: &str = "examples/events/week.jsonl";
-
-type Sent = (String, String, String, String);
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("aftercart-rt-{name}-{}", std::process::id()));
@@ -27,64 +24,13 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn load() -> (Program, Schemas) {
-    let checked = aftercart::check::check_paths(&[PathBuf::from("flows")]).unwrap();
-    assert!(!checked.has_errors(), "the example flows must check clean");
-    let schemas = Schemas::builtin()
-        .with_custom(&checked.project.custom_events)
-        .unwrap();
-    (checked.program.unwrap(), schemas)
-}
-
-fn rfc(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    example_program()
 }
 
 /// The simulator's answer: (message_id, to, body, at) of every send.
 fn simulated(text: &str) -> BTreeSet<Sent> {
     let (program, schemas) = load();
-    let out = aftercart::sim::simulate(program, schemas, text, &Default::default(), &|_, _| {});
-    out.records
-        .iter()
-        .filter_map(|r| match &r.effect {
-            aftercart::engine::Effect::Send(m) => Some((
-                m.message_id.clone(),
-                m.to.clone(),
-                m.body.clone(),
-                rfc(m.at),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A provider that keeps what it was given (and counts repeats).
-#[derive(Default)]
-struct Collect(Mutex<Vec<Message>>);
-
-impl Provider for Collect {
-    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
-        self.0.lock().unwrap().push(msg.clone());
-        Ok(ProviderReceipt::default())
-    }
-}
-
-impl Collect {
-    fn sent(&self) -> BTreeSet<Sent> {
-        let v = self.0.lock().unwrap();
-        let set: BTreeSet<Sent> = v
-            .iter()
-            .map(|m| {
-                (
-                    m.message_id.clone(),
-                    m.to.clone(),
-                    m.body.clone(),
-                    rfc(m.at),
-                )
-            })
-            .collect();
-        assert_eq!(set.len(), v.len(), "a message was dispatched twice");
-        set
-    }
+    simulated_sends(program, schemas, text)
 }
 
 fn opts(batch: usize) -> Options {

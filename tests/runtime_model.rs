@@ -4,44 +4,24 @@
 //! from disk: every cache is gone) must send exactly the messages the simulator sends for the
 //! whole week, each once, whatever the interleaving.
 
-use aftercart::engine::Message;
+mod common;
+use common::{example_program, sent_key, simulated_sends, Collect, Sent};
+
 use aftercart::ir::Program;
-use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::runtime::{self, Clock, Options, Runtime};
 use aftercart::schema::Schemas;
 use aftercart::store::{SledStore, Store};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 const WEEK: &str = "examples/events/week.jsonl";
 
-type Sent = (String, String, String, String);
-
 fn load() -> &'static (Program, Schemas) {
     static P: OnceLock<(Program, Schemas)> = OnceLock::new();
-    P.get_or_init(|| {
-        let checked = aftercart::check::check_paths(&[PathBuf::from("flows")]).unwrap();
-        assert!(!checked.has_errors(), "the example flows must check clean");
-        let schemas = Schemas::builtin()
-            .with_custom(&checked.project.custom_events)
-            .unwrap();
-        (checked.program.unwrap(), schemas)
-    })
-}
-
-fn rfc(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn key(m: &Message) -> Sent {
-    (
-        m.message_id.clone(),
-        m.to.clone(),
-        m.body.clone(),
-        rfc(m.at),
-    )
+    P.get_or_init(example_program)
 }
 
 /// The simulator's sends for the whole week (the model's answer).
@@ -49,29 +29,12 @@ fn expected() -> &'static BTreeSet<Sent> {
     static E: OnceLock<BTreeSet<Sent>> = OnceLock::new();
     E.get_or_init(|| {
         let (program, schemas) = load().clone();
-        let text = std::fs::read_to_string(WEEK).unwrap();
-        let out =
-            aftercart::sim::simulate(program, schemas, &text, &Default::default(), &|_, _| {});
-        out.records
-            .iter()
-            .filter_map(|r| match &r.effect {
-                aftercart::engine::Effect::Send(m) => Some(key(m)),
-                _ => None,
-            })
-            .collect()
+        simulated_sends(program, schemas, &std::fs::read_to_string(WEEK).unwrap())
     })
 }
 
 /// Outlives restarts, like a real SMS provider: it sees every dispatch.
-#[derive(Default)]
-struct Phone(Mutex<Vec<Message>>);
-
-impl Provider for Phone {
-    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
-        self.0.lock().unwrap().push(msg.clone());
-        Ok(ProviderReceipt::default())
-    }
-}
+type Phone = Collect;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -153,7 +116,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     prop_assert_eq!(store.pending(10).unwrap().len(), 0);
     prop_assert_eq!(store.next_due().unwrap(), None);
     let sent = phone.0.lock().unwrap();
-    let set: BTreeSet<Sent> = sent.iter().map(key).collect();
+    let set: BTreeSet<Sent> = sent.iter().map(sent_key).collect();
     prop_assert_eq!(set.len(), sent.len(), "a message was dispatched twice");
     prop_assert_eq!(&set, expected());
     drop(rt);

@@ -1,9 +1,72 @@
-//! Helpers shared by the integration tests that prove erasure: every file under a data
-//! directory, read whole, and a byte search (a forgotten phone or e-mail must appear nowhere).
+//! Helpers shared by the integration tests: for erasure, every file under a data directory,
+//! read whole, and a byte search (a forgotten phone or e-mail must appear nowhere); for the
+//! runtime, the example flows compiled, the simulator's sends, and a provider that collects.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use aftercart::engine::Message;
+use aftercart::ir::Program;
+use aftercart::runtime::{Provider, ProviderError, ProviderReceipt};
+use aftercart::schema::Schemas;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A sent message as the runtime tests compare it: (message_id, to, body, send time).
+pub type Sent = (String, String, String, String);
+
+/// The example flows (`flows/`), compiled, with their schemas.
+pub fn example_program() -> (Program, Schemas) {
+    let checked = aftercart::check::check_paths(&[PathBuf::from("flows")]).unwrap();
+    assert!(!checked.has_errors(), "the example flows must check clean");
+    let schemas = Schemas::builtin()
+        .with_custom(&checked.project.custom_events)
+        .unwrap();
+    (checked.program.unwrap(), schemas)
+}
+
+pub fn sent_key(m: &Message) -> Sent {
+    (
+        m.message_id.clone(),
+        m.to.clone(),
+        m.body.clone(),
+        m.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// The simulator's answer for `text`: every send.
+pub fn simulated_sends(program: Program, schemas: Schemas, text: &str) -> BTreeSet<Sent> {
+    let out = aftercart::sim::simulate(program, schemas, text, &Default::default(), &|_, _| {});
+    out.records
+        .iter()
+        .filter_map(|r| match &r.effect {
+            aftercart::engine::Effect::Send(m) => Some(sent_key(m)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A provider that keeps what it was given. It outlives runtime restarts, like a real SMS
+/// provider, so it sees every dispatch.
+#[derive(Default)]
+pub struct Collect(pub Mutex<Vec<Message>>);
+
+impl Provider for Collect {
+    fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError> {
+        self.0.lock().unwrap().push(msg.clone());
+        Ok(ProviderReceipt::default())
+    }
+}
+
+impl Collect {
+    /// What was sent, asserting that no message was dispatched twice.
+    pub fn sent(&self) -> BTreeSet<Sent> {
+        let v = self.0.lock().unwrap();
+        let set: BTreeSet<Sent> = v.iter().map(sent_key).collect();
+        assert_eq!(set.len(), v.len(), "a message was dispatched twice");
+        set
+    }
+}
 
 /// Every file under `dir`, recursively, with its bytes.
 pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
