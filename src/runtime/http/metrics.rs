@@ -225,3 +225,54 @@ pub fn render(store: &dyn Store, edge: &Edge, runtime_error: Option<&str>) -> St
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CommitBatch, MemStore};
+
+    fn lines(text: &str, family: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(family))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn plugin_errors_are_labelled_by_plugin_and_reason() {
+        let store = MemStore::default();
+        assert_eq!(
+            lines(
+                &render(&store, &Edge::default(), None),
+                "aftercart_plugin_errors_total"
+            ),
+            ["aftercart_plugin_errors_total 0"]
+        );
+        store
+            .commit(CommitBatch {
+                counters: vec![
+                    ("plugin_errors.vip.fuel".into(), 2),
+                    ("plugin_errors.vip.trap".into(), 1),
+                    ("plugin_errors.recs\"x.bad_answer".into(), 3),
+                    ("runtime.timers_fired".into(), 5),
+                ],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let text = render(&store, &Edge::default(), None);
+        assert_eq!(
+            lines(&text, "aftercart_plugin_errors_total"),
+            [
+                // A quote in a plugin name is escaped, as the exposition format requires.
+                "aftercart_plugin_errors_total{plugin=\"recs\\\"x\",reason=\"bad_answer\"} 3",
+                "aftercart_plugin_errors_total{plugin=\"vip\",reason=\"fuel\"} 2",
+                "aftercart_plugin_errors_total{plugin=\"vip\",reason=\"trap\"} 1",
+            ]
+        );
+        assert!(text.contains("# TYPE aftercart_plugin_errors_total counter"));
+        assert_eq!(
+            lines(&text, "aftercart_timers_fired_total "),
+            ["aftercart_timers_fired_total 5"]
+        );
+    }
+}
