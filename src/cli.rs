@@ -801,6 +801,23 @@ fn open_store(data: &std::path::Path) -> Result<std::sync::Arc<dyn crate::store:
         })
 }
 
+/// For commands that read or maintain a store: a missing data directory is a mistake (a typo
+/// in `--data`), not a request for a new empty store.
+fn open_existing_store(
+    data: &std::path::Path,
+) -> Result<std::sync::Arc<dyn crate::store::Store>, i32> {
+    if !data.join("db").is_dir() {
+        eprintln!(
+            "error: {} is not an aftercart data directory (no `db` inside); run \
+             `aftercart run --data {}` first",
+            data.display(),
+            data.display()
+        );
+        return Err(2);
+    }
+    open_store(data)
+}
+
 fn ingest_and_report(store: &dyn crate::store::Store, file: &std::path::Path) -> i32 {
     let text = match read_input(file) {
         Ok(t) => t,
@@ -1004,7 +1021,7 @@ fn cmd_serve(data: PathBuf, flows: PathBuf, listen: std::net::SocketAddr, provid
 
 fn cmd_inspect(data: PathBuf, what: InspectWhat, json: bool) -> i32 {
     use crate::runtime::inspect;
-    let store = match open_store(&data) {
+    let store = match open_existing_store(&data) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -1152,17 +1169,7 @@ fn cmd_report(
             }
         }
     }
-    // A report never creates a data directory (open_store would).
-    if !data.join("db").is_dir() {
-        eprintln!(
-            "error: {} is not an aftercart data directory (no `db` inside); run \
-             `aftercart run --data {}` first",
-            data.display(),
-            data.display()
-        );
-        return 2;
-    }
-    let store = match open_store(&data) {
+    let store = match open_existing_store(&data) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -1193,59 +1200,49 @@ fn cmd_compact(data: PathBuf, before: String) -> i32 {
         parse_time(&before, "before")
     };
     let Ok(t) = t else { return 2 };
-    let store = match open_store(&data) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match store.compact(t) {
-        Ok(r) => {
-            eprintln!(
-                "compacted: dropped {} events; the log now starts at {}",
-                r.dropped, r.first_seq
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            2
-        }
-    }
+    with_store(&data, |store| {
+        let r = store.compact(t)?;
+        eprintln!(
+            "compacted: dropped {} events; the log now starts at {}",
+            r.dropped, r.first_seq
+        );
+        Ok(())
+    })
 }
 
 fn cmd_forget(data: PathBuf, person: String) -> i32 {
-    let store = match open_store(&data) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match crate::runtime::forget(&store, &person) {
-        Ok(r) if r.found => {
+    with_store(&data, |store| {
+        let r = crate::runtime::forget(store, &person)?;
+        if r.found {
             eprintln!(
                 "forgot {person}: {} events made unreadable, {} timers and {} messages deleted",
                 r.events, r.timers, r.messages
             );
-            0
-        }
-        Ok(_) => {
+        } else {
             eprintln!("nothing stored on {person}");
-            0
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            2
-        }
-    }
+        Ok(())
+    })
 }
 
 fn cmd_export(data: PathBuf, person: String) -> i32 {
-    let store = match open_store(&data) {
+    with_store(&data, |store| {
+        println!("{:#}", crate::runtime::export(&**store, &person)?);
+        Ok(())
+    })
+}
+
+/// Open the store, run `f`, and turn its error into `error: ...` and exit code 2.
+fn with_store(
+    data: &std::path::Path,
+    f: impl FnOnce(&std::sync::Arc<dyn crate::store::Store>) -> crate::runtime::Result<()>,
+) -> i32 {
+    let store = match open_existing_store(data) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    match crate::runtime::export(&*store, &person) {
-        Ok(v) => {
-            println!("{v:#}");
-            0
-        }
+    match f(&store) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             2
@@ -1290,7 +1287,7 @@ fn cmd_diff(old: PathBuf, new: PathBuf, format: SimFormat, data: Option<PathBuf>
     let waiting: Option<crate::ir::diff::Waiting> = match &data {
         None => None,
         Some(dir) => {
-            let store = match open_store(dir) {
+            let store = match open_existing_store(dir) {
                 Ok(s) => s,
                 Err(c) => return c,
             };

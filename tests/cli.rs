@@ -252,3 +252,29 @@ fn plugin_project_checks_tests_and_records_fallbacks() {
         "the fallback (true) lets the flow run"
     );
 }
+
+#[test]
+fn maintenance_commands_refuse_a_missing_data_directory() {
+    let dir = std::env::temp_dir().join(format!("aftercart-cli-missing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["inspect", "--data", d, "stats"],
+        vec!["report", "--data", d],
+        vec!["compact", "--data", d, "--before", "2026-03-04"],
+        vec!["forget", "--data", d, "customer:1"],
+        vec!["export", "--data", d, "customer:1"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "error: {d} is not an aftercart data directory (no `db` inside); run \
+                 `aftercart run --data {d}` first"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(!dir.exists(), "{args:?} created {d}");
+    }
+}
