@@ -257,7 +257,9 @@ fn enter(
     data: &Json,
     shared: &mut Option<SharedJson>,
 ) {
-    let hist = state.entries.get(&flow.name).cloned().unwrap_or_default();
+    // Borrowed: the entry history holds every entry key the person ever used for this flow.
+    let empty = EntryHistory::default();
+    let hist = state.entries.get(&flow.name).unwrap_or(&empty);
     let refuse = |cx: &mut Cx, reason: String| {
         cx.effects.push(Effect::NotEntered {
             flow: flow.name.clone(),
