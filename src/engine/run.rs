@@ -177,10 +177,10 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
             _ => None,
         };
         if let Some(next) = waiting_here {
-            let mut inst = state.instances.remove(iid).expect("present");
+            let mut inst = *state.instances.remove(iid).expect("present");
             cancel_timer(cx, &inst);
             inst.waiting = None;
-            inst.last_event = Some(share(&mut shared, data));
+            inst.last_event = Some(share(&mut shared, state, data));
             inst.step = next;
             advance(cx, state, inst);
         } else if flow
@@ -188,11 +188,12 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
             .iter()
             .any(|s| matches!(s, Step::WaitEvent { event, .. } if event == name))
         {
+            let data = share(&mut shared, state, data);
             let inst = state.instances.get_mut(iid).expect("present");
             inst.seen.push(SeenEvent {
                 name: name.to_string(),
                 at: cx.now,
-                data: share(&mut shared, data),
+                data,
             });
             let excess = inst.seen.len().saturating_sub(SEEN_EVENTS_PER_INSTANCE);
             inst.seen.drain(..excess);
@@ -209,10 +210,45 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
     }
 }
 
-/// The event's payload as one shared allocation, cloned from `data` the first time.
-fn share(slot: &mut Option<SharedJson>, data: &Json) -> SharedJson {
-    slot.get_or_insert_with(|| SharedJson::new(data.clone()))
-        .clone()
+/// The event's payload as one shared allocation, made on first need: a payload the person's
+/// instances already hold when one is equal (an order's `order.fulfilled` carries the order
+/// that `order.created` did), else a copy of `data`. Payloads held for weeks by waiting
+/// instances were most of the simulator's memory, and memory growth much of its time.
+fn share(slot: &mut Option<SharedJson>, state: &PersonState, data: &Json) -> SharedJson {
+    slot.get_or_insert_with(|| {
+        held_equal(state, data).unwrap_or_else(|| SharedJson::new(data.clone()))
+    })
+    .clone()
+}
+
+/// A payload equal to `data` among those the person's instances and last message hold.
+fn held_equal(state: &PersonState, data: &Json) -> Option<SharedJson> {
+    // Instances of one event share one payload: compare each distinct one once.
+    let mut last: *const Json = std::ptr::null();
+    let mut equal = |j: &SharedJson| {
+        let p = SharedJson::as_ptr(j);
+        if p == last {
+            return false;
+        }
+        last = p;
+        **j == *data
+    };
+    for inst in state.instances.values() {
+        let held = std::iter::once(&inst.entry)
+            .chain(inst.last_event.as_ref())
+            .chain(inst.seen.iter().map(|s| &s.data));
+        for j in held {
+            if equal(j) {
+                return Some(j.clone());
+            }
+        }
+    }
+    state
+        .last_message
+        .as_ref()
+        .map(|m| &m.entry)
+        .filter(|j| equal(j))
+        .cloned()
 }
 
 fn conversions(cx: &mut Cx, state: &PersonState, name: &str, data: &Json) {
@@ -322,7 +358,7 @@ fn enter(
         kind: flow.kind,
         entry_key: key,
         entry_event: name.to_string(),
-        entry: share(shared, data),
+        entry: share(shared, state, data),
         entered_at: cx.now,
         step: 0,
         waiting: None,
@@ -344,9 +380,9 @@ pub fn on_timer(cx: &mut Cx, state: &mut PersonState, iid: &str, step: StepId, d
     if inst.step != step || inst.waiting.as_ref().map(Waiting::due) != Some(due) {
         return;
     }
-    let mut inst = state.instances.remove(iid).expect("present");
+    let mut inst = *state.instances.remove(iid).expect("present");
     let Some(flow) = cx.flow(&inst.flow, &inst.flow_version) else {
-        state.instances.insert(inst.id.clone(), inst);
+        state.instances.insert(inst.id.clone(), Box::new(inst));
         return finish(cx, state, iid, "flow version no longer in program".into());
     };
     let held = matches!(inst.waiting, Some(Waiting::Held { .. }));
@@ -406,12 +442,12 @@ pub fn on_reply(cx: &mut Cx, state: &mut PersonState, body: &str) {
                 return record(cx, None, vec![]);
             };
             record(cx, None, vec![iid.clone()]);
-            let mut inst = state.instances.remove(&iid).expect("present");
+            let mut inst = *state.instances.remove(&iid).expect("present");
             let Some(Step::WaitReply { arms, other, .. }) = cx
                 .flow(&inst.flow, &inst.flow_version)
                 .and_then(|f| f.steps.get(inst.step as usize))
             else {
-                state.instances.insert(iid, inst);
+                state.instances.insert(iid, Box::new(inst));
                 return;
             };
             let norm = keywords::normalize(body);
@@ -487,7 +523,7 @@ fn block(cx: &mut Cx, state: &mut PersonState, mut inst: Instance, w: Waiting) {
         at: w.due(),
     });
     inst.waiting = Some(w);
-    state.instances.insert(inst.id.clone(), inst);
+    state.instances.insert(inst.id.clone(), Box::new(inst));
 }
 
 /// Run `inst` from its current step until it blocks or finishes.
