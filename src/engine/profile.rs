@@ -49,23 +49,36 @@ pub fn stated_consent(data: &Json) -> Option<Consent> {
     }
 }
 
+/// [`text`] without a copy when the JSON holds a string.
+fn text_ref(j: Option<&Json>) -> Option<std::borrow::Cow<'_, str>> {
+    match j? {
+        Json::String(s) if !s.trim().is_empty() => Some(s.trim().into()),
+        Json::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
+/// `*slot = Some(v)`, allocating only when the value changes (most events repeat the name,
+/// phone and email the profile already has).
+fn set(slot: &mut Option<String>, v: Option<std::borrow::Cow<'_, str>>) {
+    if let Some(v) = v {
+        if slot.as_deref() != Some(&*v) {
+            *slot = Some(v.into_owned());
+        }
+    }
+}
+
 /// Fold one event into the profile.
 pub fn update(p: &mut Profile, name: &str, data: &Json, now: DateTime<Utc>) {
-    if let Some(id) = text(data.get("customer_id")) {
-        p.customer_id = Some(id);
-    }
-    if let Some(v) = phone_of(data) {
-        p.phone = Some(v);
-    }
-    if let Some(v) = text(data.get("first_name")) {
-        p.first_name = Some(v);
-    }
-    if let Some(v) = text(data.get("last_name")) {
-        p.last_name = Some(v);
-    }
-    if let Some(v) = text(data.get("email")) {
-        p.email = Some(v);
-    }
+    set(&mut p.customer_id, text_ref(data.get("customer_id")));
+    set(
+        &mut p.phone,
+        text_ref(data.get("phone"))
+            .or_else(|| text_ref(data.get("shipping_address").and_then(|a| a.get("phone")))),
+    );
+    set(&mut p.first_name, text_ref(data.get("first_name")));
+    set(&mut p.last_name, text_ref(data.get("last_name")));
+    set(&mut p.email, text_ref(data.get("email")));
     if let Some(z) = text(data.get("zone")).or_else(|| text(data.get("timezone"))) {
         if z.parse::<chrono_tz::Tz>().is_ok() {
             p.zone = Some(z);

@@ -137,24 +137,38 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
     conversions(cx, state, name, data);
 
     // 3. Exits of live instances (`event` = this event, `flow.entry` = the instance's entry).
-    let ids: Vec<String> = state.instances.keys().cloned().collect();
-    for iid in &ids {
-        let Some(inst) = state.instances.get(iid) else {
-            continue;
-        };
-        let Some(flow) = cx.flow(&inst.flow, &inst.flow_version) else {
-            continue;
-        };
-        let hit = flow.exits.iter().any(|x| {
-            x.event == name && matches(cx, state, &x.filter, data, &inst.entry, Some(inst))
-        });
-        if hit {
-            finish(cx, state, iid, format!("exit when {name}"));
-        }
+    // Finishing an instance changes nothing another's exit filter reads, so the hits are
+    // found first (only their ids copied) and finished after, in id order as before.
+    let hits: Vec<String> = state
+        .instances
+        .iter()
+        .filter(|(_, inst)| {
+            cx.flow(&inst.flow, &inst.flow_version).is_some_and(|flow| {
+                flow.exits.iter().any(|x| {
+                    x.event == name && matches(cx, state, &x.filter, data, &inst.entry, Some(inst))
+                })
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for iid in &hits {
+        finish(cx, state, iid, format!("exit when {name}"));
     }
 
-    // 4. Waiting `wait for` steps; other instances remember the event for later waits.
-    let ids: Vec<String> = state.instances.keys().cloned().collect();
+    // 4. Waiting `wait for` steps; other instances remember the event for later waits. Only
+    // instances whose flow waits for this event anywhere can do either.
+    let ids: Vec<String> = state
+        .instances
+        .iter()
+        .filter(|(_, inst)| {
+            cx.flow(&inst.flow, &inst.flow_version).is_some_and(|flow| {
+                flow.steps
+                    .iter()
+                    .any(|s| matches!(s, Step::WaitEvent { event, .. } if event == name))
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
     for iid in &ids {
         let Some(inst) = state.instances.get(iid) else {
             continue;
