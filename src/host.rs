@@ -13,7 +13,7 @@ use crate::schema::Schemas;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 
 pub use envelope::{parse_line, Envelope, Payload};
 pub use state::{HostState, MemState, TimerKey};
@@ -31,15 +31,18 @@ pub struct Record {
 pub struct Host<S: HostState = MemState> {
     pub program: Program,
     pub schemas: Schemas,
-    /// People touched in this process (the runtime loads them lazily through `S`).
-    pub people: BTreeMap<String, PersonState>,
+    /// People touched in this process (the runtime loads them lazily through `S`). A hash map:
+    /// nothing iterates it, and ordered lookups compared key strings on every input and timer.
+    pub people: HashMap<String, PersonState>,
     pub state: S,
     /// The catalog and order history `recommend()` reads: the program's catalog file, then
     /// every `products/*` and order webhook processed, in log order (so a replay rebuilds it).
     pub data: crate::catalog::ShopData,
     /// Source event ids already processed (Shopify delivers at least once). The runtime
     /// de-duplicates in the store instead and calls [`Host::process`].
-    seen: BTreeSet<String>,
+    /// A hash set: it only answers "seen?", and holds every input's id (half a million for
+    /// 100k people), where ordered lookups compared long common prefixes.
+    seen: HashSet<String>,
 }
 
 fn text(j: Option<&Json>) -> Option<String> {
@@ -66,9 +69,9 @@ impl<S: HostState> Host<S> {
             program,
             schemas,
             data,
-            people: BTreeMap::new(),
+            people: HashMap::new(),
             state,
-            seen: BTreeSet::new(),
+            seen: HashSet::new(),
         }
     }
 
@@ -304,20 +307,12 @@ impl<S: HostState> Host<S> {
 
     /// A person's state, loading it through `S` the first time this process touches them.
     pub fn person_mut(&mut self, person: &str) -> &mut PersonState {
-        if !self.people.contains_key(person) {
-            let st = self
-                .state
-                .load_person(person)
-                .unwrap_or_else(|| PersonState::new(person));
-            self.people.insert(person.to_string(), st);
-        }
-        self.people.get_mut(person).expect("just inserted")
+        load(&mut self.people, &mut self.state, person)
     }
 
     /// Step one person with one input and apply the timer effects.
     pub fn apply(&mut self, person: &str, input: &Input, now: DateTime<Utc>) -> Vec<Record> {
-        self.person_mut(person);
-        let state = self.people.get_mut(person).expect("loaded");
+        let state = load(&mut self.people, &mut self.state, person);
         let effects = engine::step_with(&self.program, state, input, now, &self.data);
         self.state.touched(person);
         let mut out = Vec::with_capacity(effects.len());
@@ -392,6 +387,22 @@ impl<S: HostState> Host<S> {
         }
         out
     }
+}
+
+/// `people[person]`, loaded through `state` (or new) the first time (a free function so that
+/// callers can hold the person while reading the host's other fields).
+fn load<'a, S: HostState>(
+    people: &'a mut HashMap<String, PersonState>,
+    state: &mut S,
+    person: &str,
+) -> &'a mut PersonState {
+    if !people.contains_key(person) {
+        let st = state
+            .load_person(person)
+            .unwrap_or_else(|| PersonState::new(person));
+        people.insert(person.to_string(), st);
+    }
+    people.get_mut(person).expect("just inserted")
 }
 
 /// Stored payloads must not nest earlier joins (they would grow without bound).

@@ -68,6 +68,81 @@ struct Pending<'t> {
     line: &'t str,
 }
 
+/// [`parse_line`], without its copy of the event's data for aftercart events (every line is
+/// parsed twice, see [`Pending`]; the copy was a third of parsing). Anything but a
+/// well-formed aftercart event goes to [`parse_line`] itself, so errors and Shopify envelopes
+/// are exactly its own; a test checks both agree.
+fn parse(line: &str) -> Result<Envelope, String> {
+    use crate::host::Payload;
+    let fast = || -> Option<Envelope> {
+        let mut v: Json = serde_json::from_str(line).ok()?;
+        let obj = v.as_object_mut()?;
+        let source = obj.get("source").and_then(Json::as_str);
+        if source == Some("shopify") || (source.is_none() && obj.contains_key("topic")) {
+            return None;
+        }
+        let kind = obj.get("type")?.as_str()?.to_string();
+        let at = DateTime::parse_from_rfc3339(obj.get("at")?.as_str()?)
+            .ok()?
+            .with_timezone(&Utc);
+        let id = match obj.get("id") {
+            Some(Json::String(s)) => s.clone(),
+            Some(v) => v.as_u64()?.to_string(),
+            None => return None,
+        };
+        let data = obj
+            .remove("data")
+            .unwrap_or(Json::Object(Default::default()));
+        Some(Envelope {
+            at,
+            payload: Payload::Aftercart { kind, id, data },
+        })
+    };
+    fast().map(Ok).unwrap_or_else(|| parse_line(line))
+}
+
+/// The time of a well-formed aftercart event line, read without building its JSON tree (the
+/// indexing pass only needs to know that a line is valid and when it happens; building and
+/// dropping every tree was half of parsing). `None` for anything else, which then goes through
+/// [`parse`]: `Some` only when [`parse_line`] accepts the line with this time (a test checks).
+fn time_of(line: &str) -> Option<DateTime<Utc>> {
+    use serde::de::IgnoredAny;
+    use std::borrow::Cow;
+
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        serde::Deserialize::deserialize(d).map(|_: IgnoredAny| true)
+    }
+    /// The fields `parse_line` reads to accept an aftercart line and find its time. A
+    /// duplicate or mistyped field fails here and the line takes the full path.
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        source: Option<Cow<'a, str>>,
+        #[serde(default, deserialize_with = "present")]
+        topic: bool,
+        #[serde(borrow, rename = "type")]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        at: Cow<'a, str>,
+    }
+    // A struct also deserialises from a JSON array; `parse_line` wants an object.
+    if !line.trim_start().starts_with('{') {
+        return None;
+    }
+    let h: Head = serde_json::from_str(line).ok()?;
+    let shopify = match h.source.as_deref() {
+        Some(s) => s == "shopify",
+        None => h.topic,
+    };
+    if shopify {
+        return None;
+    }
+    let _ = h.kind;
+    DateTime::parse_from_rfc3339(&h.at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// As [`read_events`], keeping the lines' text instead of their envelopes.
 fn index_events(text: &str) -> (Vec<Pending<'_>>, Vec<Refused>) {
     let mut pending = Vec::new();
@@ -76,8 +151,11 @@ fn index_events(text: &str) -> (Vec<Pending<'_>>, Vec<Refused>) {
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(line) {
-            Ok(e) => pending.push(Pending { at: e.at, line }),
+        match time_of(line)
+            .map(Ok)
+            .unwrap_or_else(|| parse(line).map(|e| e.at))
+        {
+            Ok(at) => pending.push(Pending { at, line }),
             Err(reason) => refused.push(Refused {
                 line: i + 1,
                 reason,
@@ -127,8 +205,8 @@ pub fn simulate_with(
         if opts.until.is_some_and(|u| p.at > u) {
             break;
         }
-        let env = &parse_line(p.line).expect("the line parsed when it was indexed");
-        host.fire_until(env.at).into_iter().for_each(&mut *sink);
+        let env = &parse(p.line).expect("the line parsed when it was indexed");
+        fire_until(&mut host, env.at, sink);
         match host.ingest(env, env.at) {
             Ok(r) => {
                 inputs += 1;
@@ -151,12 +229,22 @@ pub fn simulate_with(
             .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap())
             + Duration::days(HORIZON_DAYS)
     });
-    host.fire_until(end).into_iter().for_each(&mut *sink);
+    fire_until(&mut host, end, sink);
     Outcome {
         records: Vec::new(),
         refused,
         inputs,
         host,
+    }
+}
+
+/// Fire every timer due at or before `until` (as [`Host::fire_until`]), handing each record to
+/// `sink` as it comes: after the last input the clock runs through the remaining weeks of
+/// timers, and collecting all of their records in one vector first was a fifth of the run
+/// (growing it, and the kernel zeroing its fresh pages).
+fn fire_until(host: &mut Host, until: DateTime<Utc>, sink: &mut dyn FnMut(Record)) {
+    while let Some(records) = host.fire_next(until, None) {
+        records.into_iter().for_each(&mut *sink);
     }
 }
 
@@ -211,11 +299,235 @@ pub fn render_json(records: &[Record]) -> String {
     s
 }
 
-/// One record as a JSON line (with its newline).
+/// One record as a JSON line (with its newline): the text of [`record_json`], written
+/// directly. Building a JSON tree per record and printing it was a sixth of the simulator's
+/// time; the fields are gathered by reference and written in key order (serde_json's maps are
+/// sorted), which a test checks against [`record_json`] for every kind of effect.
 pub fn json_line(r: &Record) -> String {
-    let mut s = record_json(r).to_string();
-    s.push('\n');
-    s
+    use crate::engine::Message;
+    let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut f: Vec<(&str, Field)> = Vec::with_capacity(18);
+    let (kind, mut person) = (effect_type(&r.effect), r.person.as_str());
+    match &r.effect {
+        Effect::Entered {
+            instance,
+            flow,
+            flow_version,
+            entry_key,
+        } => f.extend([
+            ("instance", Field::Str(instance)),
+            ("flow", Field::Str(flow)),
+            ("flow_version", Field::Str(flow_version)),
+            ("entry_key", Field::Str(entry_key)),
+        ]),
+        Effect::Step {
+            instance,
+            flow,
+            step,
+            op,
+        } => f.extend([
+            ("instance", Field::Str(instance)),
+            ("flow", Field::Str(flow)),
+            ("step", Field::Num(u64::from(*step))),
+            ("op", Field::Str(op)),
+        ]),
+        // The effect's own `at` is dropped: the record's stands.
+        Effect::ScheduleTimer { instance, step, .. }
+        | Effect::CancelTimer { instance, step, .. } => f.extend([
+            ("instance", Field::Str(instance)),
+            ("step", Field::Num(u64::from(*step))),
+        ]),
+        Effect::Send(m) => {
+            let Message {
+                message_id,
+                instance,
+                flow,
+                flow_version,
+                step,
+                person: p,
+                to,
+                body,
+                encoding,
+                segments,
+                variant,
+                at: _,
+                local_time,
+                kind,
+                links,
+            } = m;
+            // The message's `person` replaces the record's (a later key wins in the map).
+            person = p;
+            f.extend([
+                ("message_id", Field::Str(message_id)),
+                ("instance", Field::Str(instance)),
+                ("flow", Field::Str(flow)),
+                ("flow_version", Field::Str(flow_version)),
+                ("step", Field::Num(u64::from(*step))),
+                ("to", Field::Str(to)),
+                ("body", Field::Str(body)),
+                ("encoding", Field::Str(encoding)),
+                ("segments", Field::Num(*segments as u64)),
+                ("variant", Field::OptStr(variant.as_deref())),
+                ("local_time", Field::Str(local_time)),
+                ("kind", Field::Ser(kind)),
+                ("links", Field::Ser(links)),
+            ]);
+        }
+        Effect::Held {
+            instance,
+            flow,
+            step,
+            reason,
+            until,
+        } => f.extend([
+            ("instance", Field::Str(instance)),
+            ("flow", Field::Str(flow)),
+            ("step", Field::Num(u64::from(*step))),
+            ("reason", Field::Str(reason)),
+            ("until", Field::Ser(until)),
+        ]),
+        Effect::Dropped {
+            instance,
+            flow,
+            step,
+            reason,
+        } => f.extend([
+            ("instance", Field::Str(instance)),
+            ("flow", Field::Str(flow)),
+            ("step", Field::Num(u64::from(*step))),
+            ("reason", Field::Str(reason)),
+        ]),
+        Effect::NotEntered { flow, reason } => {
+            f.extend([("flow", Field::Str(flow)), ("reason", Field::Str(reason))])
+        }
+        Effect::Exited {
+            instance,
+            flow,
+            reason,
+        } => f.extend([
+            ("instance", Field::Str(instance)),
+            ("flow", Field::Str(flow)),
+            ("reason", Field::Str(reason)),
+        ]),
+        Effect::Conversion {
+            flow,
+            step,
+            variant,
+            message_id,
+            order_id,
+            revenue,
+        } => f.extend([
+            ("flow", Field::Str(flow)),
+            ("step", Field::Num(u64::from(*step))),
+            ("variant", Field::OptStr(variant.as_deref())),
+            ("message_id", Field::Str(message_id)),
+            ("order_id", Field::OptStr(order_id.as_deref())),
+            ("revenue", Field::OptStr(revenue.as_deref())),
+        ]),
+        Effect::ConsentChanged { from, to, source } => f.extend([
+            ("from", Field::Str(from.as_str())),
+            ("to", Field::Str(to.as_str())),
+            ("source", Field::Str(source)),
+        ]),
+        Effect::HelpReply { to, body } => f.extend([
+            ("to", Field::OptStr(to.as_deref())),
+            ("body", Field::Str(body)),
+        ]),
+        Effect::ReplyRecorded {
+            body,
+            keyword,
+            routed_to,
+        } => f.extend([
+            ("body", Field::Str(body)),
+            ("keyword", Field::OptStr(keyword.as_deref())),
+            ("routed_to", Field::Ser(routed_to)),
+        ]),
+        Effect::DeliveryRecorded {
+            message_id,
+            status,
+            error_code,
+        } => f.extend([
+            ("message_id", Field::Str(message_id)),
+            ("status", Field::Str(status)),
+            ("error_code", Field::OptStr(error_code.as_deref())),
+        ]),
+        Effect::ClickRecorded { message_id } => f.push(("message_id", Field::Str(message_id))),
+        Effect::PluginFailed { plugin, reason } => f.extend([
+            ("plugin", Field::Str(plugin)),
+            ("reason", Field::Str(reason)),
+        ]),
+        Effect::Duplicate { id } => f.push(("id", Field::Str(id))),
+    }
+    f.extend([
+        ("type", Field::Str(kind)),
+        ("at", Field::Str(&at)),
+        ("person", Field::Str(person)),
+    ]);
+    f.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    out.push(b'{');
+    for (i, (k, v)) in f.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(&mut out, k);
+        out.push(b':');
+        match v {
+            Field::Str(s) => write_json(&mut out, s),
+            Field::OptStr(s) => write_json(&mut out, s),
+            Field::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Field::Ser(x) => x.write_to(&mut out),
+        }
+    }
+    out.extend_from_slice(b"}\n");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// A field of a JSON line, borrowed from the record.
+enum Field<'r> {
+    Str(&'r str),
+    OptStr(Option<&'r str>),
+    Num(u64),
+    Ser(&'r dyn erased::Ser),
+}
+
+/// Object-safe serialisation into a byte buffer (serde's trait is not object safe).
+mod erased {
+    pub trait Ser {
+        fn write_to(&self, out: &mut Vec<u8>);
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn write_to(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(out, self).expect("effects serialise");
+        }
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("effects serialise");
+}
+
+/// The `effect` tag of an effect (`rename_all = "snake_case"`).
+fn effect_type(e: &Effect) -> &'static str {
+    match e {
+        Effect::Entered { .. } => "entered",
+        Effect::Step { .. } => "step",
+        Effect::ScheduleTimer { .. } => "schedule_timer",
+        Effect::CancelTimer { .. } => "cancel_timer",
+        Effect::Send(_) => "send",
+        Effect::Held { .. } => "held",
+        Effect::Dropped { .. } => "dropped",
+        Effect::NotEntered { .. } => "not_entered",
+        Effect::Exited { .. } => "exited",
+        Effect::Conversion { .. } => "conversion",
+        Effect::ConsentChanged { .. } => "consent_changed",
+        Effect::HelpReply { .. } => "help_reply",
+        Effect::ReplyRecorded { .. } => "reply_recorded",
+        Effect::DeliveryRecorded { .. } => "delivery_recorded",
+        Effect::ClickRecorded { .. } => "click_recorded",
+        Effect::PluginFailed { .. } => "plugin_failed",
+        Effect::Duplicate { .. } => "duplicate",
+    }
 }
 
 fn describe(e: &Effect) -> String {
@@ -374,4 +686,177 @@ pub fn render_text(out: &Outcome) -> String {
         out.refused.len()
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Consent, Link, Message};
+    use crate::ir::FlowKind;
+
+    /// The simulator's parse is `parse_line`'s, errors included.
+    #[test]
+    fn parse_is_parse_line() {
+        let lines = [
+            r#"{"type":"order.created","at":"2026-03-02T14:00:00Z","id":"o1","data":{"a":[1,{"b":null}]}}"#,
+            r#"{"source":"aftercart","type":"x","at":"2026-03-02T14:00:00+02:00","id":17}"#,
+            r#"{"type":"x","at":"2026-03-02T14:00:00Z","data":{"z":1}}"#,
+            r#"{"type":"x","at":"2026-03-02T14:00:00Z","id":-3,"data":{}}"#,
+            r#"{"type":"x","at":"2026-03-02T14:00:00Z","id":null,"data":7}"#,
+            r#"{"type":"x","at":"yesterday","id":"a"}"#,
+            r#"{"type":7,"at":"2026-03-02T14:00:00Z","id":"a"}"#,
+            r#"{"at":"2026-03-02T14:00:00Z","id":"a"}"#,
+            r#"{"topic":"orders/create","received_at":"2026-03-02T14:00:00Z","headers":{"X-Shopify-Event-Id":"e1"},"body":{"id":1}}"#,
+            r#"{"source":"shopify","type":"x","at":"2026-03-02T14:00:00Z","id":"a"}"#,
+            r#"{"source":"other","topic":"t","type":"x","at":"2026-03-02T14:00:00Z","id":"a"}"#,
+            r#"[1,2]"#,
+            r#"{"type":"x""#,
+            r#"{"type":"x","at":"2026-03-02T14:00:00Z","at":"2026-03-03T14:00:00Z"}"#,
+            r#"{"source":null,"topic":null,"type":"x","at":"2026-03-02T14:00:00Z"}"#,
+            r#"{"source":7,"type":"x","at":"2026-03-02T14:00:00Z"}"#,
+            r#"{"type":"x\u0041","at":"2026-03-02T14:00:00Z","extra":[1,{"a":2}]} "#,
+            r#" {"type":"x","at":"2026-03-02T14:00:00Z"} trailing"#,
+            r#"["x","2026-03-02T14:00:00Z"]"#,
+        ];
+        let synthetic = synthetic::events(30);
+        for line in lines.into_iter().chain(synthetic.lines()) {
+            assert_eq!(parse(line), parse_line(line), "{line}");
+            if let Some(at) = time_of(line) {
+                assert_eq!(parse_line(line).map(|e| e.at), Ok(at), "{line}");
+            }
+        }
+        assert!(synthetic.lines().all(|l| time_of(l).is_some()));
+    }
+
+    /// `json_line` writes what `record_json` builds, for every kind of effect.
+    #[test]
+    fn json_line_is_record_json() {
+        let t = DateTime::parse_from_rfc3339("2026-03-02T14:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let s = |x: &str| x.to_string();
+        let msg = Message {
+            message_id: s("m1"),
+            instance: s("i1"),
+            flow: s("f"),
+            flow_version: s("v"),
+            step: 3,
+            person: s("customer:9"),
+            to: s("+1212"),
+            body: s("Hi \"Ada\" \\ é\n😀 \u{1}"),
+            encoding: s("UCS-2"),
+            segments: 2,
+            variant: Some(s("a")),
+            at: t,
+            local_time: s("2026-03-02T09:00:00-05:00 America/New_York"),
+            kind: FlowKind::Marketing,
+            links: vec![Link {
+                code: s("c"),
+                url: s("https://x/y?a=1&b=\"2\""),
+            }],
+        };
+        let effects = vec![
+            Effect::Entered {
+                instance: s("i"),
+                flow: s("f"),
+                flow_version: s("v"),
+                entry_key: s("k"),
+            },
+            Effect::Step {
+                instance: s("i"),
+                flow: s("f"),
+                step: 1,
+                op: s("send"),
+            },
+            Effect::ScheduleTimer {
+                instance: s("i"),
+                step: 2,
+                at: t + Duration::days(1),
+            },
+            Effect::CancelTimer {
+                instance: s("i"),
+                step: 2,
+                at: t,
+            },
+            Effect::Send(msg.clone()),
+            Effect::Send(Message {
+                variant: None,
+                links: vec![],
+                kind: FlowKind::Transactional,
+                ..msg
+            }),
+            Effect::Held {
+                instance: s("i"),
+                flow: s("f"),
+                step: 1,
+                reason: s("quiet"),
+                until: Some(t),
+            },
+            Effect::Held {
+                instance: s("i"),
+                flow: s("f"),
+                step: 1,
+                reason: s("quiet"),
+                until: None,
+            },
+            Effect::Dropped {
+                instance: s("i"),
+                flow: s("f"),
+                step: 1,
+                reason: s("no"),
+            },
+            Effect::NotEntered {
+                flow: s("f"),
+                reason: s("r"),
+            },
+            Effect::Exited {
+                instance: s("i"),
+                flow: s("f"),
+                reason: s("end"),
+            },
+            Effect::Conversion {
+                flow: s("f"),
+                step: 1,
+                variant: None,
+                message_id: s("m"),
+                order_id: Some(s("1")),
+                revenue: None,
+            },
+            Effect::ConsentChanged {
+                from: Consent::Unknown,
+                to: Consent::Unsubscribed,
+                source: s("keyword"),
+            },
+            Effect::HelpReply {
+                to: None,
+                body: s("help"),
+            },
+            Effect::ReplyRecorded {
+                body: s("1"),
+                keyword: Some(s("opt_out")),
+                routed_to: vec![s("a"), s("b")],
+            },
+            Effect::DeliveryRecorded {
+                message_id: s("m"),
+                status: s("failed"),
+                error_code: Some(s("21610")),
+            },
+            Effect::ClickRecorded { message_id: s("m") },
+            Effect::PluginFailed {
+                plugin: s("p"),
+                reason: s("trap"),
+            },
+            Effect::Duplicate { id: s("e1") },
+        ];
+        for effect in effects {
+            for person in ["customer:1", ""] {
+                let r = Record {
+                    at: t,
+                    person: person.to_string(),
+                    effect: effect.clone(),
+                };
+                assert_eq!(json_line(&r), format!("{}\n", record_json(&r)), "{r:?}");
+            }
+        }
+    }
 }

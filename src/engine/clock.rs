@@ -58,11 +58,32 @@ pub fn next_local_time(
 
 /// `2026-03-09T10:00:00-04:00 America/New_York`: what the recipient's clock read.
 pub fn local_label(t: DateTime<Utc>, tz: Tz) -> String {
-    format!(
-        "{} {}",
-        t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%:z"),
+    use chrono::{Offset, Timelike};
+    use std::fmt::Write;
+    let local = t.with_timezone(&tz);
+    let off = local.offset().fix().local_minus_utc();
+    if !(0..=9999).contains(&local.year()) || off % 60 != 0 {
+        // What the fast path below does not write the same way as chrono's `format`.
+        return format!("{} {}", local.format("%Y-%m-%dT%H:%M:%S%:z"), tz.name());
+    }
+    // One label per send: written directly, as chrono's format (which parses its pattern on
+    // every call) would write it.
+    let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
+    let mut s = String::with_capacity(26 + tz.name().len());
+    let _ = write!(
+        s,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02} {}",
+        local.year(),
+        local.month(),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second(),
+        off / 3600,
+        off / 60 % 60,
         tz.name()
-    )
+    );
+    s
 }
 
 #[cfg(test)]
@@ -71,6 +92,29 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn local_label_is_chrono_format() {
+        let zones = [
+            chrono_tz::America::New_York,
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::America::St_Johns,
+            chrono_tz::UTC,
+            chrono_tz::Pacific::Chatham,
+        ];
+        let mut t = utc("2026-01-01T00:00:00Z");
+        while t < utc("2027-01-01T00:00:00Z") {
+            for tz in zones {
+                let want = format!(
+                    "{} {}",
+                    t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%:z"),
+                    tz.name()
+                );
+                assert_eq!(local_label(t, tz), want);
+            }
+            t += Duration::seconds(86_400 * 3 + 3_607);
+        }
     }
 
     #[test]

@@ -2,21 +2,22 @@
 //! arithmetic on null is null, every comparison with null is false, and the `default`
 //! filter replaces null or empty text.
 
-use super::model::Link;
+use super::model::{Consent, Instance, Link, Profile};
 use super::value::Value;
 use crate::ir::{BinOp, Expr, Lit, Quant, Root, Template, TemplatePart, Ty, UnOp};
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// What names mean while evaluating one expression.
 pub struct Scope<'a> {
-    pub event: &'a Value,
-    pub entry: &'a Value,
-    pub profile: &'a Value,
-    pub flow: &'a Value,
-    pub shop: &'a Value,
+    pub event: Src<'a>,
+    pub entry: Src<'a>,
+    pub profile: Src<'a>,
+    pub flow: Src<'a>,
+    pub shop: Src<'a>,
     pub now: DateTime<Utc>,
     /// Set while rendering a message: `link()` then shortens and records links.
     pub links: Option<LinkCtx<'a>>,
@@ -24,6 +25,147 @@ pub struct Scope<'a> {
     pub plugins: &'a [crate::ir::PluginDecl],
     /// Catalog and order history for `recommend()`.
     pub data: &'a crate::catalog::ShopData,
+}
+
+/// Where a root name's value comes from. Roots are read in place and only the leaf a path
+/// reaches is converted: converting whole payloads (`Value::from_json`), building the profile
+/// and shop records and the `flow` record for every evaluation was most of the engine's
+/// allocation (docs/performance.md). The values are the same as converting first.
+#[derive(Clone, Copy)]
+pub enum Src<'a> {
+    Null,
+    /// Event JSON, read as [`Value::from_json`] would convert it.
+    Json(&'a serde_json::Value),
+    /// `profile.*`, as [`super::profile::to_value`] builds it.
+    Profile(&'a Profile, Consent),
+    /// `shop.*`: the `[shop]` table's values with the named settings over them.
+    Shop(&'a crate::ir::Shop),
+    /// `flow.*` of an instance.
+    Flow(&'a Instance),
+}
+
+impl Src<'_> {
+    /// The value at `path` (empty: the whole root), as if the root were converted first.
+    pub fn get(&self, path: &[String]) -> Value {
+        let Some((first, rest)) = path.split_first() else {
+            return self.whole();
+        };
+        match *self {
+            Src::Null => Value::Null,
+            Src::Json(j) => {
+                let mut j = j;
+                for f in path {
+                    match j {
+                        serde_json::Value::Object(m) => match m.get(f) {
+                            Some(x) => j = x,
+                            None => return Value::Null,
+                        },
+                        _ => return Value::Null,
+                    }
+                }
+                Value::from_json(j)
+            }
+            Src::Profile(p, c) => field_then(super::profile::field(p, c, first), rest),
+            Src::Shop(s) => field_then(shop_field(s, first), rest),
+            Src::Flow(inst) => match first.as_str() {
+                "entry" => Src::Json(&inst.entry).get(rest),
+                _ => field_then(flow_field(inst, first), rest),
+            },
+        }
+    }
+
+    /// One field of the root (`Value::Null` when absent).
+    pub fn field(&self, name: &str) -> Value {
+        self.get(std::slice::from_ref(&name.to_string()))
+    }
+
+    /// Does the root have this field (even when null)?
+    pub fn has(&self, name: &str) -> bool {
+        match *self {
+            Src::Null => false,
+            Src::Json(j) => j.as_object().is_some_and(|m| m.contains_key(name)),
+            _ => self.whole().field_ref(name).is_some(),
+        }
+    }
+
+    /// The whole root as a value (plugin input, `x == profile`: rare).
+    pub fn whole(&self) -> Value {
+        match *self {
+            Src::Null => Value::Null,
+            Src::Json(j) => Value::from_json(j),
+            Src::Profile(p, c) => super::profile::to_value(p, c),
+            Src::Shop(s) => {
+                let mut m: BTreeMap<String, Value> = s
+                    .values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+                    .collect();
+                for k in ["name", "zone", "sender", "help_reply", "link_base"] {
+                    if let Some(v) = shop_setting(s, k) {
+                        m.insert(k.into(), Value::Str(v.to_string()));
+                    }
+                }
+                Value::Record(m)
+            }
+            Src::Flow(inst) => {
+                let mut m = BTreeMap::new();
+                for k in FLOW_FIELDS {
+                    m.insert(k.to_string(), flow_field(inst, k));
+                }
+                m.insert("entry".into(), Value::from_json(&inst.entry));
+                Value::Record(m)
+            }
+        }
+    }
+}
+
+fn walk<'v>(mut v: &'v Value, path: &[String]) -> &'v Value {
+    for f in path {
+        v = v.field_ref(f).unwrap_or(&NULL);
+    }
+    v
+}
+
+fn field_then(v: Value, rest: &[String]) -> Value {
+    if rest.is_empty() {
+        v
+    } else {
+        walk(&v, rest).clone()
+    }
+}
+
+/// The named `[shop]` settings, which take precedence over `values` of the same name
+/// (`link_base` only when set).
+fn shop_setting<'s>(s: &'s crate::ir::Shop, name: &str) -> Option<&'s str> {
+    match name {
+        "name" => Some(&s.name),
+        "zone" => Some(&s.zone),
+        "sender" => Some(&s.sender),
+        "help_reply" => Some(&s.help_reply),
+        "link_base" => s.link_base.as_deref(),
+        _ => None,
+    }
+}
+
+fn shop_field(s: &crate::ir::Shop, name: &str) -> Value {
+    shop_setting(s, name)
+        .or_else(|| s.values.get(name).map(String::as_str))
+        .map(|v| Value::Str(v.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// `flow.*` besides `entry`.
+const FLOW_FIELDS: [&str; 4] = ["name", "version", "entry_at", "entry_event"];
+
+fn flow_field(inst: &Instance, name: &str) -> Value {
+    match name {
+        "name" => Value::Str(inst.flow.clone()),
+        "version" => Value::Str(inst.flow_version.clone()),
+        "entry_at" => Value::Time(inst.entered_at),
+        "entry_event" => Value::Str(inst.entry_event.clone()),
+        "entry" => Value::from_json(&inst.entry),
+        _ => Value::Null,
+    }
 }
 
 pub struct LinkCtx<'a> {
@@ -34,7 +176,35 @@ pub struct LinkCtx<'a> {
 
 /// A short code that depends only on (message id, url): a re-rendered message has the same links.
 pub fn link_code(message_id: &str, url: &str) -> String {
-    crate::ir::sha256_hex(format!("{message_id}\n{url}").as_bytes())[..10].to_string()
+    hash_hex(&[message_id, url], 10)
+}
+
+/// sha256 of `parts` joined by newlines.
+pub(super) fn hash_parts(parts: &[&str]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b"\n");
+        }
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The first `n` (<= 64) hex digits of sha256(`parts` joined by newlines): what
+/// `crate::ir::sha256_hex(..)[..n]` gives, without the joined text or all 64 digits formatted
+/// one by one (ids are hashed several times per send; formatting was 5% of the simulator).
+pub(super) fn hash_hex(parts: &[&str], n: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = hash_parts(parts);
+    let mut out = String::with_capacity(n);
+    for i in 0..n {
+        let b = d[i / 2];
+        let nib = if i % 2 == 0 { b >> 4 } else { b & 0xf };
+        out.push(HEX[nib as usize] as char);
+    }
+    out
 }
 
 static NULL: Value = Value::Null;
@@ -53,35 +223,23 @@ impl Scope<'_> {
         match e {
             Expr::Lit(l) => lit(l),
             Expr::Path(root, path) => {
-                // Walk borrowed values and clone only the leaf: cloning a root (a whole event
-                // or profile) per field read dominated the engine's profile.
-                let mut path = path.as_slice();
-                let mut v: &Value = match root {
+                // Read the root in place and convert only the leaf.
+                let src = match root {
                     Root::Event => self.event,
                     Root::Entry => self.entry,
                     Root::Profile => self.profile,
                     Root::Shop => self.shop,
                     // `flow.entry.x` may arrive as a Flow path: same meaning as Root::Entry.
                     Root::Flow if path.first().map(String::as_str) == Some("entry") => {
-                        path = &path[1..];
-                        self.entry
+                        return self.entry.get(&path[1..]);
                     }
                     Root::Flow => self.flow,
                     Root::Var(name) => match vars.iter().rposition(|(n, _)| n == name) {
-                        Some(i) => {
-                            let mut x = &vars[i].1;
-                            for f in path {
-                                x = x.field_ref(f).unwrap_or(&NULL);
-                            }
-                            return x.clone();
-                        }
+                        Some(i) => return walk(&vars[i].1, path).clone(),
                         None => return Value::Null,
                     },
                 };
-                for f in path {
-                    v = v.field_ref(f).unwrap_or(&NULL);
-                }
-                v.clone()
+                src.get(path)
             }
             Expr::Now => Value::Time(self.now),
             Expr::Unary(op, x) => {
@@ -142,8 +300,8 @@ impl Scope<'_> {
                     return Value::Null;
                 };
                 let input = crate::plugins::plugin_input(
-                    &self.profile.to_json(),
-                    Some(&self.event.to_json()),
+                    &self.profile.whole().to_json(),
+                    Some(&self.event.whole().to_json()),
                 );
                 Value::Bool(crate::plugins::call_segment(
                     &decl.name,
@@ -234,16 +392,16 @@ impl Scope<'_> {
                 _ => Vec::new(),
             }
         };
-        let bought = ids_in(self.profile.field_ref("products_bought"));
+        let bought = ids_in(Some(&self.profile.field("products_bought")));
         // The order the flow is about: the entry event when it is an order, else the event.
-        let order = if self.entry.field_ref("line_items").is_some() {
+        let order = if self.entry.has("line_items") {
             self.entry
         } else {
             self.event
         };
         let mut current: Vec<String> = Vec::new();
-        if let Some(Value::List(items)) = order.field_ref("line_items") {
-            for it in items {
+        if let Value::List(items) = order.field("line_items") {
+            for it in &items {
                 let id = it.field("product_id").display();
                 if !id.is_empty() && !current.contains(&id) {
                     current.push(id);
@@ -260,9 +418,12 @@ impl Scope<'_> {
         let ids = match decl {
             None => builtin(),
             Some(decl) => {
+                let order = order.whole();
                 let order_json = (!matches!(order, Value::Null)).then(|| order.to_json());
-                let input =
-                    crate::plugins::plugin_input(&self.profile.to_json(), order_json.as_ref());
+                let input = crate::plugins::plugin_input(
+                    &self.profile.whole().to_json(),
+                    order_json.as_ref(),
+                );
                 let ids =
                     crate::plugins::call_recommend(&decl.name, &decl.module_hash, &input, builtin);
                 data.known_available(&ids)

@@ -2,11 +2,10 @@
 //! replies and consent; and advancing an instance through its steps until it blocks.
 
 use super::clock::{local_label, next_local_time};
-use super::eval::{LinkCtx, Scope};
+use super::eval::{LinkCtx, Scope, Src};
 use super::keywords::{self, Keyword};
 use super::model::*;
 use super::profile;
-use super::value::Value;
 use super::{MAX_STEPS_PER_ADVANCE, SEEN_EVENTS_PER_INSTANCE, SEEN_EVENT_IDS};
 use crate::compliance::{
     area_code_state, area_code_zone, state_zone, FrequencyCap, QuietHours, Rules,
@@ -24,12 +23,7 @@ pub struct Cx<'p> {
     pub program: &'p Program,
     /// The catalog and order history `recommend()` reads (data handed in by the host).
     pub data: &'p crate::catalog::ShopData,
-    /// JSON payloads already converted to values during this call, by address.
-    values: std::cell::RefCell<Vec<(usize, Json, std::rc::Rc<Value>)>>,
-    /// The profile as a value, with the profile and consent it was made from.
-    profile: std::cell::RefCell<Option<(Profile, Consent, std::rc::Rc<Value>)>>,
     pub now: DateTime<Utc>,
-    pub shop: Value,
     pub effects: Vec<Effect>,
 }
 
@@ -39,57 +33,34 @@ impl<'p> Cx<'p> {
         data: &'p crate::catalog::ShopData,
         now: DateTime<Utc>,
     ) -> Cx<'p> {
-        let s = &program.shop;
-        let mut m: BTreeMap<String, Value> = s
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
-            .collect();
-        m.insert("name".into(), Value::Str(s.name.clone()));
-        m.insert("zone".into(), Value::Str(s.zone.clone()));
-        m.insert("sender".into(), Value::Str(s.sender.clone()));
-        m.insert("help_reply".into(), Value::Str(s.help_reply.clone()));
-        if let Some(b) = &s.link_base {
-            m.insert("link_base".into(), Value::Str(b.clone()));
-        }
         Cx {
             program,
             data,
-            values: std::cell::RefCell::new(Vec::new()),
-            profile: std::cell::RefCell::new(None),
             now,
-            shop: Value::Record(m),
             effects: Vec::new(),
         }
     }
 
-    fn profile_value(&self, state: &PersonState) -> std::rc::Rc<Value> {
-        let mut c = self.profile.borrow_mut();
-        if let Some((p, consent, v)) = c.as_ref() {
-            if *consent == state.consent && *p == state.profile {
-                return v.clone();
-            }
+    /// A scope over these roots; `shop`, the plugins and the data come from the call.
+    fn scope<'a>(
+        &'a self,
+        state: &'a PersonState,
+        event: Src<'a>,
+        entry: Src<'a>,
+        flow: Src<'a>,
+        links: Option<LinkCtx<'a>>,
+    ) -> Scope<'a> {
+        Scope {
+            event,
+            entry,
+            profile: Src::Profile(&state.profile, state.consent),
+            flow,
+            shop: Src::Shop(&self.program.shop),
+            plugins: &self.program.plugins,
+            data: self.data,
+            now: self.now,
+            links,
         }
-        let v = std::rc::Rc::new(profile::to_value(&state.profile, state.consent));
-        *c = Some((state.profile.clone(), state.consent, v.clone()));
-        v
-    }
-
-    fn value_of(&self, j: &Json) -> std::rc::Rc<Value> {
-        let key = j as *const Json as usize;
-        let mut cache = self.values.borrow_mut();
-        // The address alone is not proof: a payload freed during the call can be replaced by
-        // another at the same address, so a hit must also be equal (a cheap walk, no allocation).
-        if let Some((_, _, v)) = cache.iter().find(|(k, src, _)| *k == key && src == j) {
-            return v.clone();
-        }
-        let v = std::rc::Rc::new(Value::from_json(j));
-        // Bounded: a call touches a handful of payloads (the event and instance entries).
-        if cache.len() >= 64 {
-            cache.clear();
-        }
-        cache.push((key, j.clone(), v.clone()));
-        v
     }
 
     /// Flows that accept new entries: the first flow of each name (later ones with the same
@@ -113,17 +84,7 @@ impl<'p> Cx<'p> {
 }
 
 fn short_hash(parts: &[&str]) -> String {
-    crate::ir::sha256_hex(parts.join("\n").as_bytes())[..16].to_string()
-}
-
-fn flow_value(inst: &Instance, entry: &Value) -> Value {
-    let mut m = BTreeMap::new();
-    m.insert("name".into(), Value::Str(inst.flow.clone()));
-    m.insert("version".into(), Value::Str(inst.flow_version.clone()));
-    m.insert("entry_at".into(), Value::Time(inst.entered_at));
-    m.insert("entry_event".into(), Value::Str(inst.entry_event.clone()));
-    m.insert("entry".into(), entry.clone());
-    Value::Record(m)
+    super::eval::hash_hex(parts, 16)
 }
 
 /// Evaluate an optional filter with `event` and `flow.entry` bound.
@@ -138,24 +99,10 @@ fn matches(
     if filter.is_none() {
         return true;
     }
-    // Converting JSON to values is most of the cost of a filter: convert each distinct
-    // payload once per step call (keyed by its address, stable for the call's duration).
-    let event = cx.value_of(event);
-    let entry = cx.value_of(entry);
-    let profile = cx.profile_value(state);
-    let flow = inst.map(|i| flow_value(i, &entry)).unwrap_or(Value::Null);
-    let mut scope = Scope {
-        event: &event,
-        entry: &entry,
-        profile: &profile,
-        flow: &flow,
-        shop: &cx.shop,
-        plugins: &cx.program.plugins,
-        data: cx.data,
-        now: cx.now,
-        links: None,
-    };
-    scope.cond(filter)
+    // The payloads are read in place: only the fields the filter names are converted.
+    let flow = inst.map(Src::Flow).unwrap_or(Src::Null);
+    cx.scope(state, Src::Json(event), Src::Json(entry), flow, None)
+        .cond(filter)
 }
 
 // ---------------------------------------------------------------- events
@@ -190,24 +137,38 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
     conversions(cx, state, name, data);
 
     // 3. Exits of live instances (`event` = this event, `flow.entry` = the instance's entry).
-    let ids: Vec<String> = state.instances.keys().cloned().collect();
-    for iid in &ids {
-        let Some(inst) = state.instances.get(iid) else {
-            continue;
-        };
-        let Some(flow) = cx.flow(&inst.flow, &inst.flow_version) else {
-            continue;
-        };
-        let hit = flow.exits.iter().any(|x| {
-            x.event == name && matches(cx, state, &x.filter, data, &inst.entry, Some(inst))
-        });
-        if hit {
-            finish(cx, state, iid, format!("exit when {name}"));
-        }
+    // Finishing an instance changes nothing another's exit filter reads, so the hits are
+    // found first (only their ids copied) and finished after, in id order as before.
+    let hits: Vec<String> = state
+        .instances
+        .iter()
+        .filter(|(_, inst)| {
+            cx.flow(&inst.flow, &inst.flow_version).is_some_and(|flow| {
+                flow.exits.iter().any(|x| {
+                    x.event == name && matches(cx, state, &x.filter, data, &inst.entry, Some(inst))
+                })
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for iid in &hits {
+        finish(cx, state, iid, format!("exit when {name}"));
     }
 
-    // 4. Waiting `wait for` steps; other instances remember the event for later waits.
-    let ids: Vec<String> = state.instances.keys().cloned().collect();
+    // 4. Waiting `wait for` steps; other instances remember the event for later waits. Only
+    // instances whose flow waits for this event anywhere can do either.
+    let ids: Vec<String> = state
+        .instances
+        .iter()
+        .filter(|(_, inst)| {
+            cx.flow(&inst.flow, &inst.flow_version).is_some_and(|flow| {
+                flow.steps
+                    .iter()
+                    .any(|s| matches!(s, Step::WaitEvent { event, .. } if event == name))
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
     for iid in &ids {
         let Some(inst) = state.instances.get(iid) else {
             continue;
@@ -230,10 +191,10 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
             _ => None,
         };
         if let Some(next) = waiting_here {
-            let mut inst = state.instances.remove(iid).expect("present");
+            let mut inst = *state.instances.remove(iid).expect("present");
             cancel_timer(cx, &inst);
             inst.waiting = None;
-            inst.last_event = Some(share(&mut shared, data));
+            inst.last_event = Some(share(&mut shared, state, data));
             inst.step = next;
             advance(cx, state, inst);
         } else if flow
@@ -241,11 +202,12 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
             .iter()
             .any(|s| matches!(s, Step::WaitEvent { event, .. } if event == name))
         {
+            let data = share(&mut shared, state, data);
             let inst = state.instances.get_mut(iid).expect("present");
             inst.seen.push(SeenEvent {
                 name: name.to_string(),
                 at: cx.now,
-                data: share(&mut shared, data),
+                data,
             });
             let excess = inst.seen.len().saturating_sub(SEEN_EVENTS_PER_INSTANCE);
             inst.seen.drain(..excess);
@@ -262,10 +224,45 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
     }
 }
 
-/// The event's payload as one shared allocation, cloned from `data` the first time.
-fn share(slot: &mut Option<SharedJson>, data: &Json) -> SharedJson {
-    slot.get_or_insert_with(|| SharedJson::new(data.clone()))
-        .clone()
+/// The event's payload as one shared allocation, made on first need: a payload the person's
+/// instances already hold when one is equal (an order's `order.fulfilled` carries the order
+/// that `order.created` did), else a copy of `data`. Payloads held for weeks by waiting
+/// instances were most of the simulator's memory, and memory growth much of its time.
+fn share(slot: &mut Option<SharedJson>, state: &PersonState, data: &Json) -> SharedJson {
+    slot.get_or_insert_with(|| {
+        held_equal(state, data).unwrap_or_else(|| SharedJson::new(data.clone()))
+    })
+    .clone()
+}
+
+/// A payload equal to `data` among those the person's instances and last message hold.
+fn held_equal(state: &PersonState, data: &Json) -> Option<SharedJson> {
+    // Instances of one event share one payload: compare each distinct one once.
+    let mut last: *const Json = std::ptr::null();
+    let mut equal = |j: &SharedJson| {
+        let p = SharedJson::as_ptr(j);
+        if p == last {
+            return false;
+        }
+        last = p;
+        **j == *data
+    };
+    for inst in state.instances.values() {
+        let held = std::iter::once(&inst.entry)
+            .chain(inst.last_event.as_ref())
+            .chain(inst.seen.iter().map(|s| &s.data));
+        for j in held {
+            if equal(j) {
+                return Some(j.clone());
+            }
+        }
+    }
+    state
+        .last_message
+        .as_ref()
+        .map(|m| &m.entry)
+        .filter(|j| equal(j))
+        .cloned()
 }
 
 fn conversions(cx: &mut Cx, state: &PersonState, name: &str, data: &Json) {
@@ -310,7 +307,9 @@ fn enter(
     data: &Json,
     shared: &mut Option<SharedJson>,
 ) {
-    let hist = state.entries.get(&flow.name).cloned().unwrap_or_default();
+    // Borrowed: the entry history holds every entry key the person ever used for this flow.
+    let empty = EntryHistory::default();
+    let hist = state.entries.get(&flow.name).unwrap_or(&empty);
     let refuse = |cx: &mut Cx, reason: String| {
         cx.effects.push(Effect::NotEntered {
             flow: flow.name.clone(),
@@ -319,19 +318,8 @@ fn enter(
     };
     let key = match &flow.entry {
         Entry::OncePer(expr) => {
-            let ev = Value::from_json(data);
-            let profile = profile::to_value(&state.profile, state.consent);
-            let mut scope = Scope {
-                event: &ev,
-                entry: &ev,
-                profile: &profile,
-                flow: &Value::Null,
-                shop: &cx.shop,
-                plugins: &cx.program.plugins,
-                data: cx.data,
-                now: cx.now,
-                links: None,
-            };
+            let ev = Src::Json(data);
+            let mut scope = cx.scope(state, ev, ev, Src::Null, None);
             let key = scope.eval(expr).display();
             if key.is_empty() {
                 return refuse(cx, "entry key is empty".into());
@@ -384,7 +372,7 @@ fn enter(
         kind: flow.kind,
         entry_key: key,
         entry_event: name.to_string(),
-        entry: share(shared, data),
+        entry: share(shared, state, data),
         entered_at: cx.now,
         step: 0,
         waiting: None,
@@ -406,9 +394,9 @@ pub fn on_timer(cx: &mut Cx, state: &mut PersonState, iid: &str, step: StepId, d
     if inst.step != step || inst.waiting.as_ref().map(Waiting::due) != Some(due) {
         return;
     }
-    let mut inst = state.instances.remove(iid).expect("present");
+    let mut inst = *state.instances.remove(iid).expect("present");
     let Some(flow) = cx.flow(&inst.flow, &inst.flow_version) else {
-        state.instances.insert(inst.id.clone(), inst);
+        state.instances.insert(inst.id.clone(), Box::new(inst));
         return finish(cx, state, iid, "flow version no longer in program".into());
     };
     let held = matches!(inst.waiting, Some(Waiting::Held { .. }));
@@ -468,12 +456,12 @@ pub fn on_reply(cx: &mut Cx, state: &mut PersonState, body: &str) {
                 return record(cx, None, vec![]);
             };
             record(cx, None, vec![iid.clone()]);
-            let mut inst = state.instances.remove(&iid).expect("present");
+            let mut inst = *state.instances.remove(&iid).expect("present");
             let Some(Step::WaitReply { arms, other, .. }) = cx
                 .flow(&inst.flow, &inst.flow_version)
                 .and_then(|f| f.steps.get(inst.step as usize))
             else {
-                state.instances.insert(iid, inst);
+                state.instances.insert(iid, Box::new(inst));
                 return;
             };
             let norm = keywords::normalize(body);
@@ -549,7 +537,7 @@ fn block(cx: &mut Cx, state: &mut PersonState, mut inst: Instance, w: Waiting) {
         at: w.due(),
     });
     inst.waiting = Some(w);
-    state.instances.insert(inst.id.clone(), inst);
+    state.instances.insert(inst.id.clone(), Box::new(inst));
 }
 
 /// Run `inst` from its current step until it blocks or finishes.
@@ -684,8 +672,10 @@ fn finish_owned(cx: &mut Cx, inst: Instance, reason: &str) {
 
 /// Deterministic A/B bucket in 0..10_000 from (person, flow version, step).
 pub fn split_bucket(person: &str, version: &str, step: StepId) -> u32 {
-    let h = crate::ir::sha256_hex(format!("{person}\n{version}\n{step}").as_bytes());
-    (u64::from_str_radix(&h[..16], 16).unwrap_or(0) % 10_000) as u32
+    // The first 16 hex digits of the hash read as a number: its first 8 bytes, big-endian.
+    let d = super::eval::hash_parts(&[person, version, &step.to_string()]);
+    let head: [u8; 8] = d[..8].try_into().expect("8 bytes");
+    (u64::from_be_bytes(head) % 10_000) as u32
 }
 
 fn eval_in<R>(
@@ -695,25 +685,9 @@ fn eval_in<R>(
     links: Option<LinkCtx<'_>>,
     f: impl FnOnce(&mut Scope) -> R,
 ) -> R {
-    let entry = Value::from_json(&inst.entry);
-    let event = inst
-        .last_event
-        .as_deref()
-        .map(Value::from_json)
-        .unwrap_or_else(|| entry.clone());
-    let profile = profile::to_value(&state.profile, state.consent);
-    let flow = flow_value(inst, &entry);
-    let mut scope = Scope {
-        event: &event,
-        entry: &entry,
-        profile: &profile,
-        flow: &flow,
-        shop: &cx.shop,
-        plugins: &cx.program.plugins,
-        data: cx.data,
-        now: cx.now,
-        links,
-    };
+    let entry = Src::Json(&inst.entry);
+    let event = inst.last_event.as_deref().map(Src::Json).unwrap_or(entry);
+    let mut scope = cx.scope(state, event, entry, Src::Flow(inst), links);
     f(&mut scope)
 }
 
@@ -773,20 +747,44 @@ fn zone(cx: &Cx, state: &PersonState, inst: &Instance) -> (Tz, Option<String>, O
     )
 }
 
-fn quiet_hours(cx: &Cx) -> QuietHours {
+/// The quiet-hours table: the built-in one, borrowed, or the built-in one with the program's
+/// overrides applied (computed once per thread for a given set of overrides). Cloning the
+/// table (and converting the overrides through TOML) per marketing send showed in the
+/// simulator's profile.
+fn with_quiet_hours<R>(cx: &Cx, f: impl FnOnce(&QuietHours) -> R) -> R {
     static BUILTIN: OnceLock<QuietHours> = OnceLock::new();
-    let base = BUILTIN.get_or_init(QuietHours::builtin).clone();
+    let base = BUILTIN.get_or_init(QuietHours::builtin);
     let o = &cx.program.policy.quiet_hours_overrides;
     if o.is_empty() {
-        return base;
+        return f(base);
     }
-    let table: toml::Table = serde_json::to_value(o)
-        .ok()
-        .and_then(|j| toml::Value::try_from(j).ok())
-        .and_then(|v| v.as_table().cloned())
-        .unwrap_or_default();
-    // A malformed override cannot get past the checker; if it does, the built-in rows stand.
-    base.clone().with_overrides(&table).unwrap_or(base)
+    type Overridden = Option<(BTreeMap<String, Json>, std::rc::Rc<QuietHours>)>;
+    thread_local! {
+        static OVERRIDDEN: std::cell::RefCell<Overridden> = const { std::cell::RefCell::new(None) };
+    }
+    let table = OVERRIDDEN.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.as_ref() {
+            Some((key, t)) if key == o => t.clone(),
+            _ => {
+                let table: toml::Table = serde_json::to_value(o)
+                    .ok()
+                    .and_then(|j| toml::Value::try_from(j).ok())
+                    .and_then(|v| v.as_table().cloned())
+                    .unwrap_or_default();
+                // A malformed override cannot get past the checker; if it does, the built-in
+                // rows stand.
+                let t = std::rc::Rc::new(
+                    base.clone()
+                        .with_overrides(&table)
+                        .unwrap_or_else(|_| base.clone()),
+                );
+                *c = Some((o.clone(), t.clone()));
+                t
+            }
+        }
+    });
+    f(&table)
 }
 
 /// The earliest instant >= now inside quiet-hours rules and under the cap, if any within a year.
@@ -854,7 +852,9 @@ fn send(
                 ),
             );
         }
-        let rules = quiet_hours(cx).rules_for(addr_state.as_deref(), ac_state.as_deref());
+        let rules = with_quiet_hours(cx, |q| {
+            q.rules_for(addr_state.as_deref(), ac_state.as_deref())
+        });
         let p = cx.program.policy.frequency_cap;
         let cap = FrequencyCap {
             max: p.max,

@@ -7,7 +7,8 @@ use crate::engine::PersonState;
 use crate::ir::StepId;
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 /// A pending timer. The derived order — (due, person, instance, step) — is THE tie-break for
 /// timers due at the same instant, in every host: it depends only on the timers themselves,
@@ -63,12 +64,32 @@ pub trait HostState {
 /// Everything in memory: the simulator's and the flow tests' state.
 #[derive(Default)]
 pub struct MemState {
-    phones: BTreeMap<String, String>,
+    /// Looked up for every input; never iterated.
+    phones: HashMap<String, String>,
     orders: BTreeMap<String, Json>,
     fulfillments: BTreeMap<String, Json>,
-    timers: BTreeSet<TimerKey>,
-    /// (person, instance, step) -> due, to replace a re-scheduled timer.
-    timer_index: BTreeMap<(String, String, StepId), DateTime<Utc>>,
+    /// Pending timers by due time, then (person, instance, step): [`TimerKey`] order. Most
+    /// dues hold one timer, so the queue orders by time alone and strings are compared only
+    /// between timers due at the same instant.
+    timers: BTreeMap<DateTime<Utc>, BTreeSet<Slot>>,
+    pending: usize,
+    /// person -> (instance, step, due) of their pending timers, to replace a re-scheduled timer
+    /// and find a cancelled one. A person has a handful of timers: a short list, searched
+    /// without building a key (the old `(String, String, StepId)` keys cloned both strings on
+    /// every schedule, cancel and pop).
+    timer_index: HashMap<Rc<str>, Vec<Indexed>>,
+}
+
+/// A person's pending timer in the index: (instance, step, due).
+type Indexed = (Rc<str>, StepId, DateTime<Utc>);
+
+/// A pending timer at its due time: the rest of a [`TimerKey`], with strings shared with the
+/// index, ordered as in [`TimerKey`].
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot {
+    person: Rc<str>,
+    instance: Rc<str>,
+    step: StepId,
 }
 
 impl HostState for MemState {
@@ -97,32 +118,123 @@ impl HostState for MemState {
         self.fulfillments.insert(id.to_string(), payload);
     }
     fn schedule(&mut self, t: TimerKey) {
-        let k = (t.person.clone(), t.instance.clone(), t.step);
-        if let Some(due) = self.timer_index.insert(k, t.due) {
-            self.timers.remove(&TimerKey { due, ..t.clone() });
+        let person = match self.timer_index.get_key_value(t.person.as_str()) {
+            Some((p, _)) => p.clone(),
+            None => Rc::from(t.person),
+        };
+        let list = self.timer_index.entry(person.clone()).or_default();
+        let same = list
+            .iter()
+            .position(|(i, s, _)| **i == *t.instance && *s == t.step);
+        let instance = match same {
+            Some(k) => {
+                // Replace: the old timer of this (person, instance, step) leaves the queue.
+                let (instance, _, due) = &mut list[k];
+                let old = Slot {
+                    person: person.clone(),
+                    instance: instance.clone(),
+                    step: t.step,
+                };
+                let old_due = std::mem::replace(due, t.due);
+                let instance = instance.clone();
+                self.unqueue(old_due, &old);
+                instance
+            }
+            None => {
+                // Another step of the same instance shares its id.
+                let instance = list
+                    .iter()
+                    .find(|(i, _, _)| **i == *t.instance)
+                    .map(|(i, _, _)| i.clone())
+                    .unwrap_or_else(|| Rc::from(t.instance));
+                list.push((instance.clone(), t.step, t.due));
+                instance
+            }
+        };
+        if self.timers.entry(t.due).or_default().insert(Slot {
+            person,
+            instance,
+            step: t.step,
+        }) {
+            self.pending += 1;
         }
-        self.timers.insert(t);
     }
     fn cancel(&mut self, t: &TimerKey) {
-        let k = (t.person.clone(), t.instance.clone(), t.step);
-        if let Some(due) = self.timer_index.remove(&k) {
-            self.timers.remove(&TimerKey { due, ..t.clone() });
-        }
+        let Some((person, list)) = self.timer_index.get_key_value(t.person.as_str()) else {
+            return;
+        };
+        let Some(k) = list
+            .iter()
+            .position(|(i, s, _)| **i == *t.instance && *s == t.step)
+        else {
+            return;
+        };
+        let (instance, step, due) = list[k].clone();
+        let person = person.clone();
+        self.forget(&person, k);
+        self.unqueue(
+            due,
+            &Slot {
+                person,
+                instance,
+                step,
+            },
+        );
     }
     fn pop_due(&mut self, until: DateTime<Utc>) -> Option<TimerKey> {
-        let first = self.timers.first()?.clone();
-        if first.due > until {
+        let mut entry = self.timers.first_entry()?;
+        let due = *entry.key();
+        if due > until {
             return None;
         }
-        self.timers.remove(&first);
-        self.timer_index
-            .remove(&(first.person.clone(), first.instance.clone(), first.step));
-        Some(first)
+        let first = entry.get_mut().pop_first().expect("no empty sets are kept");
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        self.pending -= 1;
+        if let Some(list) = self.timer_index.get(&first.person) {
+            if let Some(k) = list
+                .iter()
+                .position(|(i, s, _)| *i == first.instance && *s == first.step)
+            {
+                self.forget(&first.person, k);
+            }
+        }
+        Some(TimerKey {
+            due,
+            person: first.person.to_string(),
+            instance: first.instance.to_string(),
+            step: first.step,
+        })
     }
     fn next_due(&mut self) -> Option<DateTime<Utc>> {
-        self.timers.first().map(|t| t.due)
+        self.timers.first_key_value().map(|(due, _)| *due)
     }
     fn pending_timers(&self) -> usize {
-        self.timers.len()
+        self.pending
+    }
+}
+
+impl MemState {
+    /// Take a timer out of the queue (a no-op when it is not there).
+    fn unqueue(&mut self, due: DateTime<Utc>, slot: &Slot) {
+        if let Some(set) = self.timers.get_mut(&due) {
+            if set.remove(slot) {
+                self.pending -= 1;
+            }
+            if set.is_empty() {
+                self.timers.remove(&due);
+            }
+        }
+    }
+
+    /// Drop entry `k` of a person's timer list (and the person when it is empty).
+    fn forget(&mut self, person: &str, k: usize) {
+        if let Some(list) = self.timer_index.get_mut(person) {
+            list.swap_remove(k);
+            if list.is_empty() {
+                self.timer_index.remove(person);
+            }
+        }
     }
 }
