@@ -260,8 +260,56 @@ struct Builder<'d> {
     ends: std::rc::Rc<Vec<usize>>,
 }
 
+/// A keyword token (`kw_*` in the grammar). A match rather than the rule's name, which
+/// allocated a string per child pair on the hot path.
 fn is_kw(p: &P) -> bool {
-    format!("{:?}", p.as_rule()).starts_with("kw_")
+    is_kw_rule(p.as_rule())
+}
+
+fn is_kw_rule(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::kw_flow
+            | Rule::kw_segment
+            | Rule::kw_description
+            | Rule::kw_kind
+            | Rule::kw_trigger
+            | Rule::kw_where
+            | Rule::kw_entry
+            | Rule::kw_once
+            | Rule::kw_per
+            | Rule::kw_at
+            | Rule::kw_most
+            | Rule::kw_ever
+            | Rule::kw_every
+            | Rule::kw_time
+            | Rule::kw_exit
+            | Rule::kw_when
+            | Rule::kw_goal
+            | Rule::kw_within
+            | Rule::kw_held
+            | Rule::kw_send
+            | Rule::kw_sms
+            | Rule::kw_wait
+            | Rule::kw_until
+            | Rule::kw_local
+            | Rule::kw_on
+            | Rule::kw_for
+            | Rule::kw_reply
+            | Rule::kw_received
+            | Rule::kw_timeout
+            | Rule::kw_other
+            | Rule::kw_if
+            | Rule::kw_else
+            | Rule::kw_split
+            | Rule::kw_and
+            | Rule::kw_or
+            | Rule::kw_in
+            | Rule::kw_plugin
+            | Rule::kw_fuel
+            | Rule::kw_memory
+            | Rule::kw_fallback
+    )
 }
 
 /// The children of a pair, without keyword tokens.
@@ -1081,6 +1129,21 @@ fn dedent_parts(parts: &mut [TemplatePart], indent: usize) {
                 }
             }
             *text = out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_kw` lists the keyword rules by hand; it must agree with their `kw_` names.
+    #[test]
+    fn is_kw_covers_exactly_the_kw_rules() {
+        for r in Rule::all_rules() {
+            let named = format!("{r:?}").starts_with("kw_");
+            let listed = is_kw_rule(*r);
+            assert_eq!(named, listed, "{r:?}");
         }
     }
 }
