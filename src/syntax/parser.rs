@@ -1146,4 +1146,42 @@ mod tests {
             assert_eq!(named, listed, "{r:?}");
         }
     }
+
+    fn first_template(src: &str) -> Result<String, String> {
+        let (file, diags) = parse(FileId::default(), src);
+        if let Some(d) = diags.first() {
+            return Err(d.message.clone());
+        }
+        let Some(Item::Flow(f)) = file.items.first() else {
+            return Err("no flow".into());
+        };
+        for m in &f.members {
+            if let MemberKind::Step(Step {
+                kind: StepKind::Send { template },
+                ..
+            }) = &m.kind
+            {
+                return Ok(template.raw.clone());
+            }
+        }
+        Err("no send".into())
+    }
+
+    /// The string rules are written as runs between escapes (for speed); they must still
+    /// take any escaped character, stop at the first unescaped quote, and refuse line breaks.
+    #[test]
+    fn string_escapes_and_ends() {
+        let t = |body: &str| first_template(&format!("flow f {{\n  send sms {body}\n}}\n"));
+        assert_eq!(t(r#""plain""#).unwrap(), "plain");
+        assert_eq!(t(r#""a \" b""#).unwrap(), r#"a \" b"#);
+        assert!(t(r#""a \\" b""#).is_err());
+        assert_eq!(t(r#""ends \\""#).unwrap(), r#"ends \\"#);
+        assert_eq!(
+            t(r#""x {{ a('q\'s') }} y""#).unwrap(),
+            r#"x {{ a('q\'s') }} y"#
+        );
+        assert!(t("\"broken\nline\"").is_err());
+        assert!(t("\"unterminated").is_err());
+        assert!(t(r#""\"#).is_err());
+    }
 }
