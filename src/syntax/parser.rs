@@ -4,6 +4,7 @@
 //! nesting depth and pest's call count are bounded.
 
 use super::ast::*;
+use super::format::TokenEnds;
 use crate::diagnostic::{Diagnostic, FileId, Span};
 use pest::iterators::Pair;
 use pest::Parser as _;
@@ -32,7 +33,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         diags.push(d);
         return (File { items }, diags);
     }
-    let ends = std::rc::Rc::new(super::format::token_ends(text));
+    let ends = TokenEnds::new(text);
     for (start, end) in chunks(text) {
         let chunk = &text[start..end];
         match Grammar::parse(Rule::file, chunk) {
@@ -41,7 +42,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                     file,
                     base: start,
                     diags: &mut diags,
-                    ends: ends.clone(),
+                    ends: &ends,
                 };
                 let file_pair = pairs.next().expect("file rule");
                 for p in file_pair.into_inner() {
@@ -252,12 +253,12 @@ fn syntax_error(file: FileId, base: usize, chunk: &str, e: pest::error::Error<Ru
     d
 }
 
-struct Builder<'d> {
+struct Builder<'d, 't> {
     file: FileId,
     base: usize,
     diags: &'d mut Vec<Diagnostic>,
     /// Token ends of the whole file (absolute offsets), to trim trailing trivia from spans.
-    ends: std::rc::Rc<Vec<usize>>,
+    ends: &'t TokenEnds,
 }
 
 /// A keyword token (`kw_*` in the grammar). A match rather than the rule's name, which
@@ -317,20 +318,14 @@ fn kids<'a>(p: P<'a>) -> impl Iterator<Item = P<'a>> {
     p.into_inner().filter(|c| !is_kw(c))
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     /// A pair's span without the whitespace and comments pest's implicit `~` consumed after
     /// its last token (a trailing repetition that fails still eats the trivia before it).
     fn span(&self, p: &P) -> Span {
         let s = p.as_span();
         let (start, end) = (self.base + s.start(), self.base + s.end());
         // The last token end at or before the pair's end (never before its start).
-        let i = self.ends.partition_point(|&e| e <= end);
-        let real = if i > 0 {
-            self.ends[i - 1].max(start)
-        } else {
-            end
-        };
-        Span::new(self.file, start, real.min(end))
+        Span::new(self.file, start, self.ends.trim(start, end))
     }
 
     fn ident(&self, p: P) -> Ident {
@@ -758,7 +753,7 @@ impl Builder<'_> {
                     diags: self.diags,
                     // Inside a string the file's token ends say nothing (the string is one
                     // token); an interpolation's own spans need no trimming.
-                    ends: std::rc::Rc::new(Vec::new()),
+                    ends: &TokenEnds::empty(),
                 };
                 let mut it = pairs
                     .next()
