@@ -27,10 +27,25 @@ pub fn lower(ctx: &Ctx, flows: &[&ast::FlowDef]) -> ir::Program {
         catalog: ctx.project.products.clone(),
     };
     // The same text `Program::compute_hash` hashes (it clones the whole program to blank the
-    // hash field, which is already blank here): one serialisation, no copy.
-    p.hash = ir::sha256_hex(&serde_json::to_vec(&p).expect("IR serialises"));
+    // hash field, which is already blank here): no copy, and streamed into the hasher.
+    p.hash = json_sha256_hex(&p);
     debug_assert_eq!(p.hash, p.compute_hash());
     p
+}
+
+/// `ir::sha256_hex` of `value`'s JSON, with the JSON written straight into the hasher rather
+/// than into a buffer first (the whole program's JSON is megabytes of fresh pages on a big
+/// project).
+fn json_sha256_hex(value: &impl serde::Serialize) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut h = Sha256::new();
+    serde_json::to_writer(&mut h, value).expect("IR serialises");
+    let mut hex = String::with_capacity(64);
+    for b in h.finalize() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 struct L<'a, 'c, 'f> {
@@ -116,8 +131,7 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
         steps: graph,
     };
     // As `Flow::compute_version`, without its clone of the flow (the version is blank here).
-    flow.version =
-        ir::sha256_hex(&serde_json::to_vec(&flow).expect("IR serialises"))[..16].to_string();
+    flow.version = json_sha256_hex(&flow)[..16].to_string();
     debug_assert_eq!(flow.version, flow.compute_version());
     flow
 }
