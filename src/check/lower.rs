@@ -26,13 +26,32 @@ pub fn lower(ctx: &Ctx, flows: &[&ast::FlowDef]) -> ir::Program {
         flows: out,
         catalog: ctx.project.products.clone(),
     };
-    p.hash = p.compute_hash();
+    // The same text `Program::compute_hash` hashes (it clones the whole program to blank the
+    // hash field, which is already blank here): no copy, and streamed into the hasher.
+    p.hash = json_sha256_hex(&p);
+    debug_assert_eq!(p.hash, p.compute_hash());
     p
 }
 
-struct L<'a, 'c> {
+/// `ir::sha256_hex` of `value`'s JSON, with the JSON written straight into the hasher rather
+/// than into a buffer first (the whole program's JSON is megabytes of fresh pages on a big
+/// project).
+fn json_sha256_hex(value: &impl serde::Serialize) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut h = Sha256::new();
+    serde_json::to_writer(&mut h, value).expect("IR serialises");
+    let mut hex = String::with_capacity(64);
+    for b in h.finalize() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+struct L<'a, 'c, 'f> {
     ctx: &'a Ctx<'c>,
-    trigger: Option<String>,
+    /// The trigger's event name, borrowed from the AST (read for every step and path).
+    trigger: Option<&'f str>,
     steps: Vec<ir::Step>,
 }
 
@@ -46,12 +65,12 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
     let mut held = ctx.project.policy.held;
     let mut steps = Vec::new();
     let trig_name = f.members.iter().find_map(|m| match &m.kind {
-        MemberKind::Trigger { event, .. } => Some(event.name.clone()),
+        MemberKind::Trigger { event, .. } => Some(event.name.as_str()),
         _ => None,
     });
     let mut l = L {
         ctx,
-        trigger: trig_name.clone(),
+        trigger: trig_name,
         steps: Vec::new(),
     };
     for m in &f.members {
@@ -66,9 +85,7 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
             }
             MemberKind::Entry(r) => {
                 entry = match r {
-                    EntryRule::OncePer(e) => {
-                        ir::Entry::OncePer(l.expr(e, trig_name.as_deref(), &[]))
-                    }
+                    EntryRule::OncePer(e) => ir::Entry::OncePer(l.expr(e, trig_name, &[])),
                     EntryRule::AtMostOncePer(d) => ir::Entry::AtMostOncePer { secs: d.secs },
                     EntryRule::OnceEver => ir::Entry::OnceEver,
                     EntryRule::EveryTime => ir::Entry::EveryTime,
@@ -90,13 +107,13 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
                 })
             }
             MemberKind::Held(h) => held = *h,
-            MemberKind::Step(s) => steps.push(s.clone()),
+            MemberKind::Step(s) => steps.push(s),
         }
     }
     // Build the graph backwards (each step needs its successor's id), then renumber so that
     // ids follow source order.
     let end = l.push(ir::Step::End);
-    let start = l.block(&steps, end);
+    let start = l.block(steps.iter().copied(), end);
     let graph = renumber(l.steps, start);
     let mut flow = ir::Flow {
         name: f.name.name.clone(),
@@ -113,7 +130,9 @@ fn lower_flow(ctx: &Ctx, f: &ast::FlowDef) -> ir::Flow {
         held,
         steps: graph,
     };
-    flow.version = flow.compute_version();
+    // As `Flow::compute_version`, without its clone of the flow (the version is blank here).
+    flow.version = json_sha256_hex(&flow)[..16].to_string();
+    debug_assert_eq!(flow.version, flow.compute_version());
     flow
 }
 
@@ -145,7 +164,7 @@ fn successors(s: &ir::Step) -> Vec<StepId> {
     }
 }
 
-fn renumber(steps: Vec<ir::Step>, start: StepId) -> Vec<ir::Step> {
+fn renumber(mut steps: Vec<ir::Step>, start: StepId) -> Vec<ir::Step> {
     let mut order = Vec::new();
     let mut seen = vec![false; steps.len()];
     let mut stack = vec![start];
@@ -165,7 +184,8 @@ fn renumber(steps: Vec<ir::Step>, start: StepId) -> Vec<ir::Step> {
     let m = |id: &mut StepId| *id = map[*id as usize];
     let mut out = Vec::with_capacity(order.len());
     for &old in &order {
-        let mut s = steps[old as usize].clone();
+        // Each id is visited once: move the step out instead of cloning it.
+        let mut s = std::mem::replace(&mut steps[old as usize], ir::Step::End);
         use ir::Step::*;
         match &mut s {
             Send { next, .. } | Wait { next, .. } | WaitUntil { next, .. } => m(next),
@@ -221,22 +241,26 @@ fn weekday_numbers(days: &[ast::Ident]) -> Vec<u8> {
     v
 }
 
-impl L<'_, '_> {
+impl L<'_, '_, '_> {
     fn push(&mut self, s: ir::Step) -> StepId {
         self.steps.push(s);
         (self.steps.len() - 1) as StepId
     }
 
-    fn block(&mut self, steps: &[ast::Step], next: StepId) -> StepId {
+    fn block<'s>(
+        &mut self,
+        steps: impl DoubleEndedIterator<Item = &'s ast::Step>,
+        next: StepId,
+    ) -> StepId {
         let mut k = next;
-        for s in steps.iter().rev() {
+        for s in steps.rev() {
             k = self.step(s, k);
         }
         k
     }
 
     fn step(&mut self, s: &ast::Step, next: StepId) -> StepId {
-        let trig = self.trigger.clone();
+        let trig = self.trigger;
         match &s.kind {
             StepKind::Send { template } => {
                 let t = self.template(template);
@@ -261,7 +285,7 @@ impl L<'_, '_> {
                 let mut on_event = next;
                 let mut on_timeout = next;
                 for a in arms {
-                    let target = self.block(&a.body.steps, next);
+                    let target = self.block(a.body.steps.iter(), next);
                     match a.pattern {
                         Pattern::Received => on_event = target,
                         _ => on_timeout = target,
@@ -283,7 +307,7 @@ impl L<'_, '_> {
                 let mut other = next;
                 let mut on_timeout = next;
                 for a in arms {
-                    let target = self.block(&a.body.steps, next);
+                    let target = self.block(a.body.steps.iter(), next);
                     match &a.pattern {
                         Pattern::Answers(list) => out.push(ir::ReplyArm {
                             answers: list
@@ -308,12 +332,12 @@ impl L<'_, '_> {
                 otherwise,
             } => {
                 let mut k = match otherwise {
-                    Some(b) => self.block(&b.steps, next),
+                    Some(b) => self.block(b.steps.iter(), next),
                     None => next,
                 };
                 for (cond, b) in branches.iter().rev() {
-                    let then = self.block(&b.steps, next);
-                    let c = self.expr(cond, trig.as_deref(), &[]);
+                    let then = self.block(b.steps.iter(), next);
+                    let c = self.expr(cond, trig, &[]);
                     k = self.push(ir::Step::Branch {
                         cond: c,
                         then,
@@ -328,7 +352,7 @@ impl L<'_, '_> {
                     .map(|a| ir::SplitArm {
                         name: a.name.name.clone(),
                         weight: a.weight,
-                        next: self.block(&a.body.steps, next),
+                        next: self.block(a.body.steps.iter(), next),
                     })
                     .collect();
                 self.push(ir::Step::Split { arms })
@@ -338,7 +362,7 @@ impl L<'_, '_> {
     }
 
     fn template(&mut self, t: &ast::Template) -> ir::Template {
-        let trig = self.trigger.clone();
+        let trig = self.trigger;
         let mut parts: Vec<ir::TemplatePart> = Vec::new();
         for p in &t.parts {
             match p {
@@ -347,16 +371,12 @@ impl L<'_, '_> {
                     _ => parts.push(ir::TemplatePart::Text(text.clone())),
                 },
                 TemplatePart::Interp { expr, filters, .. } => {
-                    let e = self.expr(expr, trig.as_deref(), &[]);
+                    let e = self.expr(expr, trig, &[]);
                     let filters = filters
                         .iter()
                         .map(|f| ir::FilterCall {
                             name: f.name.name.clone(),
-                            args: f
-                                .args
-                                .iter()
-                                .map(|a| self.expr(a, trig.as_deref(), &[]))
-                                .collect(),
+                            args: f.args.iter().map(|a| self.expr(a, trig, &[])).collect(),
                         })
                         .collect();
                     parts.push(ir::TemplatePart::Interp { expr: e, filters });
@@ -438,7 +458,7 @@ impl L<'_, '_> {
     fn type_of(&self, e: &ast::Expr, event_name: Option<&str>, vars: &[(String, Ty)]) -> Ty {
         let scope = Scope {
             event: event_name.map(String::from),
-            entry: self.trigger.clone(),
+            entry: self.trigger.map(String::from),
             vars: vars.to_vec(),
         };
         let mut sink = Vec::new();

@@ -52,18 +52,88 @@ struct Lexed {
     token_ends: Vec<usize>,
 }
 
-/// The end offset of every token (comments and whitespace excluded), ascending: where a pest
-/// span really ends (the parser trims spans with it).
-pub(crate) fn token_ends(text: &str) -> Vec<usize> {
-    scan(text).token_ends
+/// Where tokens end in a text (comments and whitespace excluded): a bit per byte offset, for
+/// the parser to trim a pest span that runs on over trivia. A bit set rather than the sorted
+/// offsets [`Lexed::token_ends`] (one `usize` per character, searched per span): the answer is
+/// the nearest set bit at or below a span's end, a few bytes of trivia away.
+pub(crate) struct TokenEnds {
+    bits: Vec<u64>,
+    /// The first token end (`usize::MAX` when there is none).
+    first: usize,
+}
+
+impl TokenEnds {
+    pub(crate) fn new(text: &str) -> Self {
+        let mut bits = vec![0u64; text.len() / 64 + 1];
+        let mut first = usize::MAX;
+        lex(
+            text,
+            |_, _| {},
+            |e| {
+                bits[e / 64] |= 1 << (e % 64);
+                first = first.min(e);
+            },
+        );
+        TokenEnds { bits, first }
+    }
+
+    /// No token ends at all (the trimming is then a no-op).
+    pub(crate) fn empty() -> Self {
+        TokenEnds {
+            bits: Vec::new(),
+            first: usize::MAX,
+        }
+    }
+
+    fn is_end(&self, e: usize) -> bool {
+        self.bits
+            .get(e / 64)
+            .is_some_and(|w| w & (1 << (e % 64)) != 0)
+    }
+
+    /// The last token end at or before `end`, but not before `start`; `end` itself when no
+    /// token ends at or before it. (What a binary search over the sorted ends gave.)
+    pub(crate) fn trim(&self, start: usize, end: usize) -> usize {
+        if self.first > end {
+            return end;
+        }
+        let mut e = end;
+        while e > start {
+            if self.is_end(e) {
+                return e;
+            }
+            e -= 1;
+        }
+        start
+    }
 }
 
 /// The lexical scan: comments and token ends, skipping string literals the way the grammar
 /// reads them (`"""..."""`, then `"..."` and `'...'` with backslash escapes, single line).
 fn scan(text: &str) -> Lexed {
-    let b = text.as_bytes();
     let mut comments = Vec::new();
     let mut token_ends = Vec::new();
+    lex(
+        text,
+        |start, end| {
+            comments.push(Comment {
+                start,
+                end,
+                text: text[start..end].to_string(),
+            })
+        },
+        |e| token_ends.push(e),
+    );
+    Lexed {
+        comments,
+        token_ends,
+    }
+}
+
+/// The scan itself: calls `comment(start, end)` for each comment (trailing whitespace
+/// excluded) and `token_end(offset)` for each token end, in ascending order.
+fn lex(text: &str, mut comment: impl FnMut(usize, usize), mut token_end: impl FnMut(usize)) {
+    let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -71,18 +141,14 @@ fn scan(text: &str) -> Lexed {
             b'#' => {
                 let eol = text[i..].find('\n').map_or(text.len(), |n| i + n);
                 let body = text[i..eol].trim_end();
-                comments.push(Comment {
-                    start: i,
-                    end: i + body.len(),
-                    text: body.to_string(),
-                });
+                comment(i, i + body.len());
                 i = eol;
             }
             b'"' if text[i..].starts_with("\"\"\"") => {
                 i = text[i + 3..]
                     .find("\"\"\"")
                     .map_or(text.len(), |n| i + 3 + n + 3);
-                token_ends.push(i);
+                token_end(i);
             }
             q @ (b'"' | b'\'') => {
                 let mut j = i + 1;
@@ -102,17 +168,13 @@ fn scan(text: &str) -> Lexed {
                 while !text.is_char_boundary(i) {
                     i += 1;
                 }
-                token_ends.push(i);
+                token_end(i);
             }
             _ => {
                 i += text[i..].chars().next().map_or(1, char::len_utf8);
-                token_ends.push(i);
+                token_end(i);
             }
         }
-    }
-    Lexed {
-        comments,
-        token_ends,
     }
 }
 
@@ -847,4 +909,26 @@ fn reindent(raw: &str, level: usize) -> Option<String> {
         }
     }
     (super::parser::dedent(raw) == super::parser::dedent(&out)).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `TokenEnds::trim` answers what a binary search over the sorted token ends answered.
+    #[test]
+    fn token_end_bits_agree_with_sorted_ends() {
+        let text = "# lead\nflow f { # c \"x\n  send sms \"a \\\" {{ b }}\"  \n  wait 2d # t\n\n  \
+                    if x == 'y' { exit }\n  send sms \"\"\"\n  hi\n  \"\"\"\n}\n  ";
+        let ends = scan(text).token_ends;
+        let bits = TokenEnds::new(text);
+        for end in 0..=text.len() {
+            for start in 0..=end {
+                let i = ends.partition_point(|&e| e <= end);
+                let want = if i > 0 { ends[i - 1].max(start) } else { end };
+                assert_eq!(bits.trim(start, end), want.min(end), "{start}..{end}");
+            }
+        }
+        assert_eq!(TokenEnds::empty().trim(3, 9), 9);
+    }
 }

@@ -4,6 +4,7 @@
 //! nesting depth and pest's call count are bounded.
 
 use super::ast::*;
+use super::format::TokenEnds;
 use crate::diagnostic::{Diagnostic, FileId, Span};
 use pest::iterators::Pair;
 use pest::Parser as _;
@@ -32,7 +33,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         diags.push(d);
         return (File { items }, diags);
     }
-    let ends = std::rc::Rc::new(super::format::token_ends(text));
+    let ends = TokenEnds::new(text);
     for (start, end) in chunks(text) {
         let chunk = &text[start..end];
         match Grammar::parse(Rule::file, chunk) {
@@ -41,7 +42,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                     file,
                     base: start,
                     diags: &mut diags,
-                    ends: ends.clone(),
+                    ends: &ends,
                 };
                 let file_pair = pairs.next().expect("file rule");
                 for p in file_pair.into_inner() {
@@ -252,16 +253,64 @@ fn syntax_error(file: FileId, base: usize, chunk: &str, e: pest::error::Error<Ru
     d
 }
 
-struct Builder<'d> {
+struct Builder<'d, 't> {
     file: FileId,
     base: usize,
     diags: &'d mut Vec<Diagnostic>,
     /// Token ends of the whole file (absolute offsets), to trim trailing trivia from spans.
-    ends: std::rc::Rc<Vec<usize>>,
+    ends: &'t TokenEnds,
 }
 
+/// A keyword token (`kw_*` in the grammar). A match rather than the rule's name, which
+/// allocated a string per child pair on the hot path.
 fn is_kw(p: &P) -> bool {
-    format!("{:?}", p.as_rule()).starts_with("kw_")
+    is_kw_rule(p.as_rule())
+}
+
+fn is_kw_rule(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::kw_flow
+            | Rule::kw_segment
+            | Rule::kw_description
+            | Rule::kw_kind
+            | Rule::kw_trigger
+            | Rule::kw_where
+            | Rule::kw_entry
+            | Rule::kw_once
+            | Rule::kw_per
+            | Rule::kw_at
+            | Rule::kw_most
+            | Rule::kw_ever
+            | Rule::kw_every
+            | Rule::kw_time
+            | Rule::kw_exit
+            | Rule::kw_when
+            | Rule::kw_goal
+            | Rule::kw_within
+            | Rule::kw_held
+            | Rule::kw_send
+            | Rule::kw_sms
+            | Rule::kw_wait
+            | Rule::kw_until
+            | Rule::kw_local
+            | Rule::kw_on
+            | Rule::kw_for
+            | Rule::kw_reply
+            | Rule::kw_received
+            | Rule::kw_timeout
+            | Rule::kw_other
+            | Rule::kw_if
+            | Rule::kw_else
+            | Rule::kw_split
+            | Rule::kw_and
+            | Rule::kw_or
+            | Rule::kw_in
+            | Rule::kw_plugin
+            | Rule::kw_fuel
+            | Rule::kw_memory
+            | Rule::kw_fallback
+    )
 }
 
 /// The children of a pair, without keyword tokens.
@@ -269,20 +318,14 @@ fn kids<'a>(p: P<'a>) -> impl Iterator<Item = P<'a>> {
     p.into_inner().filter(|c| !is_kw(c))
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     /// A pair's span without the whitespace and comments pest's implicit `~` consumed after
     /// its last token (a trailing repetition that fails still eats the trivia before it).
     fn span(&self, p: &P) -> Span {
         let s = p.as_span();
         let (start, end) = (self.base + s.start(), self.base + s.end());
         // The last token end at or before the pair's end (never before its start).
-        let i = self.ends.partition_point(|&e| e <= end);
-        let real = if i > 0 {
-            self.ends[i - 1].max(start)
-        } else {
-            end
-        };
-        Span::new(self.file, start, real.min(end))
+        Span::new(self.file, start, self.ends.trim(start, end))
     }
 
     fn ident(&self, p: P) -> Ident {
@@ -710,7 +753,7 @@ impl Builder<'_> {
                     diags: self.diags,
                     // Inside a string the file's token ends say nothing (the string is one
                     // token); an interpolation's own spans need no trimming.
-                    ends: std::rc::Rc::new(Vec::new()),
+                    ends: &TokenEnds::empty(),
                 };
                 let mut it = pairs
                     .next()
@@ -1082,5 +1125,58 @@ fn dedent_parts(parts: &mut [TemplatePart], indent: usize) {
             }
             *text = out;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_kw` lists the keyword rules by hand; it must agree with their `kw_` names.
+    #[test]
+    fn is_kw_covers_exactly_the_kw_rules() {
+        for r in Rule::all_rules() {
+            let named = format!("{r:?}").starts_with("kw_");
+            let listed = is_kw_rule(*r);
+            assert_eq!(named, listed, "{r:?}");
+        }
+    }
+
+    fn first_template(src: &str) -> Result<String, String> {
+        let (file, diags) = parse(FileId::default(), src);
+        if let Some(d) = diags.first() {
+            return Err(d.message.clone());
+        }
+        let Some(Item::Flow(f)) = file.items.first() else {
+            return Err("no flow".into());
+        };
+        for m in &f.members {
+            if let MemberKind::Step(Step {
+                kind: StepKind::Send { template },
+                ..
+            }) = &m.kind
+            {
+                return Ok(template.raw.clone());
+            }
+        }
+        Err("no send".into())
+    }
+
+    /// The string rules are written as runs between escapes (for speed); they must still
+    /// take any escaped character, stop at the first unescaped quote, and refuse line breaks.
+    #[test]
+    fn string_escapes_and_ends() {
+        let t = |body: &str| first_template(&format!("flow f {{\n  send sms {body}\n}}\n"));
+        assert_eq!(t(r#""plain""#).unwrap(), "plain");
+        assert_eq!(t(r#""a \" b""#).unwrap(), r#"a \" b"#);
+        assert!(t(r#""a \\" b""#).is_err());
+        assert_eq!(t(r#""ends \\""#).unwrap(), r#"ends \\"#);
+        assert_eq!(
+            t(r#""x {{ a('q\'s') }} y""#).unwrap(),
+            r#"x {{ a('q\'s') }} y"#
+        );
+        assert!(t("\"broken\nline\"").is_err());
+        assert!(t("\"unterminated").is_err());
+        assert!(t(r#""\"#).is_err());
     }
 }
