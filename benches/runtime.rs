@@ -128,7 +128,7 @@ struct Durable {
 fn durable_once(program: &Program, schemas: &Schemas, text: &str) -> Durable {
     let dir = tmp("durable");
     let t = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(runtime::open_store(&dir).unwrap());
+    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).unwrap());
     let rep = runtime::ingest_text(&*store, text, &|_, _| {}).unwrap();
     assert!(rep.refused.is_empty(), "{:?}", &rep.refused[..1]);
     let ingest_secs = t.elapsed().as_secs_f64();
@@ -207,7 +207,7 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
     let want = (rate * secs).min(max);
     let lines = synthetic(want);
     let dir = tmp("latency");
-    let store: Arc<dyn Store> = Arc::new(runtime::open_store(&dir).unwrap());
+    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).unwrap());
     // Parse before the clock starts: the driver only appends (as a webhook edge would).
     let events: Vec<NewEvent> = lines
         .iter()
@@ -359,7 +359,7 @@ fn timers(program: &Program, schemas: &Schemas, quick: bool) {
     let t = Instant::now();
     {
         let text = orders(n);
-        let store: Arc<dyn Store> = Arc::new(runtime::open_store(&dir).unwrap());
+        let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).unwrap());
         let rep = runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
         assert_eq!(rep.accepted.len(), n);
         drop(text);
@@ -408,7 +408,7 @@ fn timers_child() {
     let (program, schemas) = load();
     let rss0 = proc_mib("VmRSS:");
     let t = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(runtime::open_store(&dir).unwrap());
+    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).unwrap());
     let mut rt = Runtime::new(store.clone(), program, schemas, opts()).unwrap();
     let first = rt.next_due();
     let restart = t.elapsed().as_secs_f64();

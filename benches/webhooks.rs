@@ -36,7 +36,7 @@ fn main() {
     let schemas = aftercart::schema::Schemas::builtin()
         .with_custom(&checked.project.custom_events)
         .unwrap();
-    let store: Arc<dyn Store> = Arc::new(aftercart::runtime::open_store(&data).unwrap());
+    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&data).unwrap());
     let secrets = Secrets {
         shopify_secret: SECRET.into(),
         twilio_auth_token: "unused".into(),

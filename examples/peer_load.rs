@@ -38,7 +38,7 @@
 //!   and the ratios of the runtime's events/s to them.
 
 use aftercart::engine::Message;
-use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::runtime::{Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
 use aftercart::schema::Schemas;
 use aftercart::store::{baseline, AppendResult, NewEvent, Store};
 use chrono::{Duration as CDuration, SecondsFormat, Utc};
@@ -234,7 +234,7 @@ fn main() {
     let mean_size = events.iter().map(|e| e.payload.len()).sum::<usize>() / total;
 
     let dir = tmp("flows");
-    let store: Arc<dyn Store> = Arc::new(runtime::open_store(&dir).expect("open the store"));
+    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).expect("open the store"));
     let start = Instant::now() + Duration::from_millis(300);
     let provider = Arc::new(Recorder {
         start,

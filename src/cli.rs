@@ -793,7 +793,7 @@ fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i
 // ------------------------------------------------------------------ the durable runtime
 
 fn open_store(data: &std::path::Path) -> Result<std::sync::Arc<dyn crate::store::Store>, i32> {
-    crate::runtime::open_store(data)
+    crate::store::open(data)
         .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::store::Store>)
         .map_err(|e| {
             eprintln!("error: {e}");

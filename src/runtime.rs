@@ -234,12 +234,6 @@ pub struct Runtime {
     opted_out: std::collections::HashSet<String>,
 }
 
-/// Open the store in `dir`, creating it if absent or empty (atomically: see
-/// `SledStore::open`, which builds a new store beside `dir` and renames it into place).
-pub fn open_store(dir: &std::path::Path) -> Result<crate::store::SledStore> {
-    Ok(crate::store::open(dir)?)
-}
-
 /// Store the program under its content hash and point `deployed` at it, unless it already is.
 pub fn deploy(store: &dyn Store, program: &Program) -> Result<bool> {
     if store.deployed()?.as_deref() == Some(program.hash.as_str()) {

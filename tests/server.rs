@@ -42,7 +42,7 @@ fn start(name: &str, max_body: usize) -> Running {
     let schemas = aftercart::schema::Schemas::builtin()
         .with_custom(&checked.project.custom_events)
         .unwrap();
-    let store: Arc<dyn Store> = Arc::new(aftercart::runtime::open_store(&data).unwrap());
+    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&data).unwrap());
     let secrets = Secrets {
         shopify_secret: SHOPIFY_SECRET.into(),
         twilio_auth_token: TWILIO_TOKEN.into(),
