@@ -479,6 +479,16 @@ impl OrderHistory {
     pub fn orders(&self) -> impl Iterator<Item = &(String, Vec<String>)> {
         self.orders.iter()
     }
+
+    /// A history holding `orders` (oldest first), as [`OrderHistory::orders`] listed them: how
+    /// the runtime restores its snapshot.
+    pub fn from_orders(orders: Vec<(String, Vec<String>)>) -> OrderHistory {
+        let mut h = OrderHistory::new();
+        for (id, products) in orders {
+            h.record(&id, products);
+        }
+        h
+    }
 }
 
 /// What the engine reads to recommend: the catalog and the order history. The host keeps it
@@ -488,6 +498,10 @@ impl OrderHistory {
 pub struct ShopData {
     pub catalog: Catalog,
     pub orders: OrderHistory,
+    /// The last `products/*` webhook applied per product id (topic, payload): what the runtime
+    /// snapshots so that a restart re-applies the catalog's changes without replaying the log.
+    /// Each product webhook carries the whole product, so the last one per id decides.
+    pub product_webhooks: BTreeMap<String, (String, Value)>,
 }
 
 /// Nothing known: what `engine::step` (without shop data) recommends from.
@@ -496,6 +510,7 @@ pub static EMPTY: ShopData = ShopData {
         products: BTreeMap::new(),
     },
     orders: OrderHistory::new(),
+    product_webhooks: BTreeMap::new(),
 };
 
 /// The product ids of an order payload's line items (Shopify REST: `line_items[].product_id`,
@@ -529,23 +544,29 @@ impl ShopData {
         body: &Value,
         shop_url: &str,
     ) -> Result<bool, CatalogError> {
+        let id = || match body.get("id") {
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
         match topic {
             "products/create" | "products/update" => {
                 self.catalog.apply_shopify_product(body, shop_url)?;
-                Ok(true)
             }
             // products/delete sends only `{"id": ...}`.
             "products/delete" => {
-                let id = match body.get("id") {
-                    Some(Value::Number(n)) => n.to_string(),
-                    Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                    _ => return err("products/delete: the payload has no `id`"),
+                let Some(id) = id() else {
+                    return err("products/delete: the payload has no `id`");
                 };
                 self.catalog.remove(&id);
-                Ok(true)
             }
-            _ => Ok(false),
+            _ => return Ok(false),
         }
+        if let Some(id) = id() {
+            self.product_webhooks
+                .insert(id, (topic.to_string(), body.clone()));
+        }
+        Ok(true)
     }
 
     /// The built-in recommendation for a person: see [`recommend`].

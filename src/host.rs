@@ -63,7 +63,7 @@ impl<S: HostState> Host<S> {
     pub fn with_state(program: Program, schemas: Schemas, state: S) -> Host<S> {
         let data = crate::catalog::ShopData {
             catalog: program.catalog.clone(),
-            orders: Default::default(),
+            ..Default::default()
         };
         Host {
             program,

@@ -64,6 +64,9 @@ pub struct Options {
     pub dispatch_batch: usize,
     /// A provider error on the same message this many times marks it failed.
     pub max_attempts: u32,
+    /// Log entries between snapshots of what `recommend()` learned from the log (see
+    /// [`state::LEARNED`]): a restart replays at most this many entries.
+    pub snapshot_every: u64,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             batch: 256,
             dispatch_batch: 256,
             max_attempts: 5,
+            snapshot_every: 10_000,
         }
     }
 }
@@ -232,6 +236,8 @@ pub struct Runtime {
     /// messages to them already in the outbox fail without a request (the carrier refuses
     /// them all; the log event makes the engine stop making new ones).
     opted_out: std::collections::HashSet<String>,
+    /// The log position the last learned-state snapshot covers.
+    snapshot_cursor: Seq,
 }
 
 /// Store the program under its content hash and point `deployed` at it, unless it already is.
@@ -247,9 +253,30 @@ pub fn deploy(store: &dyn Store, program: &Program) -> Result<bool> {
 /// The catalog and order history are not stored apart: they are rebuilt from the log entries
 /// already processed (products and order webhooks, in log order), so after a restart
 /// `recommend()` sees exactly what it saw before, and replay and the simulator agree.
-fn learn_from_log<S: HostState>(store: &dyn Store, host: &mut Host<S>) -> Result<()> {
+/// Rebuild what `recommend()` reads (catalog changes, order history) as of the processed log:
+/// from the last snapshot ([`state::LEARNED`]), then the entries processed after it. Returns the
+/// cursor the snapshot covered (0 without one). Replaying the whole log instead made a restart
+/// O(events): 44 s for a million (docs/performance.md, "Timers").
+fn learn_from_log<S: HostState>(store: &dyn Store, host: &mut Host<S>) -> Result<Seq> {
     let cursor = store.cursor()?;
-    let mut from = 1;
+    let snapshot = match store.person(state::LEARNED)? {
+        Some(b) => Some(state::decode_learned(&b)?),
+        None => None,
+    };
+    let mut covered = 0;
+    if let Some(l) = snapshot.filter(|l| l.cursor <= cursor) {
+        let shop_url = host.program.shop.values.get("url").cloned();
+        for (topic, body) in l.product_webhooks.values() {
+            // Applied when it was first processed, so it applies again; a failure cannot
+            // happen, and would only leave the product as the catalog file has it.
+            let _ = host
+                .data
+                .apply_product_webhook(topic, body, shop_url.as_deref().unwrap_or(""));
+        }
+        host.data.orders = crate::catalog::OrderHistory::from_orders(l.orders);
+        covered = l.cursor;
+    }
+    let mut from = covered + 1;
     while from <= cursor {
         let entries = store.read_log(from, 1024)?;
         let Some(last) = entries.last().map(|e| e.seq) else {
@@ -267,7 +294,7 @@ fn learn_from_log<S: HostState>(store: &dyn Store, host: &mut Host<S>) -> Result
         }
         from = last + 1;
     }
-    Ok(())
+    Ok(covered)
 }
 
 impl Runtime {
@@ -284,7 +311,7 @@ impl Runtime {
         deploy(&*store, &program)?;
         let state = StoreState::new(store.clone());
         let mut host = Host::with_state(program, schemas, state);
-        learn_from_log(&*store, &mut host)?;
+        let snapshot_cursor = learn_from_log(&*store, &mut host)?;
         Ok(Runtime {
             host,
             store,
@@ -294,11 +321,17 @@ impl Runtime {
             attribute: Vec::new(),
             counters: BTreeMap::new(),
             opted_out: Default::default(),
+            snapshot_cursor,
         })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// What `recommend()` reads: the catalog and the order history learned from the log.
+    pub fn shop_data(&self) -> &crate::catalog::ShopData {
+        &self.host.data
     }
 
     /// The program being run (old versions included).
@@ -612,6 +645,14 @@ impl Runtime {
             people_put.push((p, bytes));
         }
         people_put.extend(st.take_index_puts());
+        // The learned-state snapshot goes in the same atomic commit as the cursor it covers.
+        if let Some(c) = cursor.filter(|c| *c >= self.snapshot_cursor + self.opts.snapshot_every) {
+            people_put.push((
+                state::LEARNED.to_string(),
+                state::encode_learned(c, &self.host.data),
+            ));
+            self.snapshot_cursor = c;
+        }
         let (added, removed) = st.take_timer_changes();
         let links_put = links_of(&self.outbox);
         let batch = CommitBatch {

@@ -814,7 +814,7 @@ fn shop_data_follows_product_webhooks_and_order_history() {
     use aftercart::catalog::ShopData;
     let mut d = ShopData {
         catalog: sample_catalog(),
-        orders: Default::default(),
+        ..Default::default()
     };
     let fixture = |name: &str| -> serde_json::Value {
         serde_json::from_str(

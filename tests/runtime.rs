@@ -37,6 +37,9 @@ fn opts(batch: usize) -> Options {
     Options {
         clock: Clock::Virtual,
         batch,
+        // A learned-state snapshot every few entries, so restarts start from one and replay
+        // the log only after it (the week's recommendations depend on the order history).
+        snapshot_every: 7,
         ..Options::default()
     }
 }
@@ -124,6 +127,51 @@ fn restart_after_every_batch_changes_nothing() {
     };
     assert_eq!(got, expected, "SledStore batch 5");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A restart rebuilds what `recommend()` learned from the last snapshot plus the entries after
+/// it, and gets what a replay of the whole log gets (orders of the week, the products webhooks
+/// of the recommendations test stream).
+#[test]
+fn a_restart_from_the_learned_snapshot_equals_a_full_replay() {
+    let mut product: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/shopify/products__update.json").unwrap(),
+    )
+    .unwrap();
+    product["title"] = serde_json::json!("Gift Box (new)");
+    let mut text = std::fs::read_to_string(WEEK).unwrap();
+    text.push_str(&webhook(
+        "products/update",
+        "snap-p1",
+        "2026-03-02T09:00:00Z",
+        product,
+    ));
+    text.push('\n');
+    let restarted = |snapshot_every: u64, name: &str| {
+        let dir = tmp(name);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
+        runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
+        let (program, schemas) = load();
+        let o = Options {
+            snapshot_every,
+            ..opts(16)
+        };
+        let mut rt =
+            Runtime::new(store.clone(), program.clone(), schemas.clone(), o.clone()).unwrap();
+        rt.run_until_idle(&Collect::default(), &AtomicBool::new(false))
+            .unwrap();
+        let snapshot = store.person("idx:learned").unwrap().is_some();
+        drop(rt);
+        let rt = Runtime::new(store, program, schemas, o).unwrap();
+        let data = rt.shop_data().clone();
+        let _ = std::fs::remove_dir_all(&dir);
+        (snapshot, data)
+    };
+    let (with, from_snapshot) = restarted(7, "snap-7");
+    let (without, replayed) = restarted(u64::MAX / 2, "snap-none");
+    assert!(with && !without);
+    assert!(!replayed.orders.is_empty() && !replayed.product_webhooks.is_empty());
+    assert_eq!(from_snapshot, replayed);
 }
 
 #[test]

@@ -24,6 +24,51 @@ use std::sync::Arc;
 /// Subject of the record that holds the index key (never a person, never forgotten).
 pub const INDEX_KEY: &str = "idx:key";
 
+/// Subject of the record that snapshots what `recommend()` learned from the log: the order
+/// history (order and product ids, no personal data: see `catalog::OrderHistory`) and the last
+/// `products/*` webhook per product, with the log cursor they cover. Written with the commit
+/// that moves the cursor past `Options::snapshot_every` more entries; a restart starts from it
+/// and replays only the entries after it.
+pub const LEARNED: &str = "idx:learned";
+
+#[derive(Serialize, Deserialize)]
+pub struct Learned {
+    pub cursor: u64,
+    pub orders: Vec<(String, Vec<String>)>,
+    pub product_webhooks: BTreeMap<String, (String, Json)>,
+}
+
+pub fn encode_learned(cursor: u64, data: &crate::catalog::ShopData) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Ref<'a> {
+        cursor: u64,
+        orders: Vec<&'a (String, Vec<String>)>,
+        product_webhooks: &'a BTreeMap<String, (String, Json)>,
+    }
+    let json = serde_json::to_vec(&Ref {
+        cursor,
+        orders: data.orders.orders().collect(),
+        product_webhooks: &data.product_webhooks,
+    })
+    .expect("snapshots serialise");
+    let mut out = vec![LZ4_JSON];
+    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(&json));
+    out
+}
+
+pub fn decode_learned(bytes: &[u8]) -> Result<Learned, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: format!("runtime record {LEARNED}"),
+        detail,
+    };
+    if bytes.first() != Some(&LZ4_JSON) {
+        return Err(corrupt("unknown format".into()));
+    }
+    let json = lz4_flex::block::decompress_size_prepended(&bytes[1..])
+        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| corrupt(format!("cannot decode: {e}")))
+}
+
 /// Is this store subject one of the runtime's index records rather than a person?
 pub fn is_index(subject: &str) -> bool {
     subject.starts_with("idx:")
