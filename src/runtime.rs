@@ -64,8 +64,8 @@ pub struct Options {
     pub dispatch_batch: usize,
     /// A provider error on the same message this many times marks it failed.
     pub max_attempts: u32,
-    /// Log entries between snapshots of what `recommend()` learned from the log (see
-    /// [`state::LEARNED`]): a restart replays at most this many entries.
+    /// Log entries between snapshots of what `recommend()` learned from the log (the
+    /// `idx:learned` record, docs/storage.md): a restart replays at most this many entries.
     pub snapshot_every: u64,
 }
 

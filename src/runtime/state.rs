@@ -244,7 +244,7 @@ impl StoreState {
 
     /// Forget everything cached about people (after a commit, to bound memory): the store has
     /// it all. The timer read-ahead stays: it mirrors the store's due index, which a commit
-    /// keeps in step (see [`StoreState::take_timer_changes`]).
+    /// keeps in step (see `StoreState::take_timer_changes`).
     pub fn evict(&mut self) {
         debug_assert!(self.dirty.is_empty() && self.added.is_empty());
         self.joins.clear();
