@@ -805,28 +805,35 @@ pub fn register(module_hash: &str, plugin: LoadedPlugin) {
 /// Call a registered segment plugin; on any failure (or when the module is not loaded in this
 /// process) the fallback applies and the reason is recorded for `take_failures`.
 pub fn call_segment(name: &str, module_hash: &str, input_json: &str, fallback: bool) -> bool {
-    let plugin = registry()
+    let (value, err) = match registered(module_hash) {
+        Ok(p) => p.segment_or_fallback(input_json),
+        Err(e) => (fallback, Some(e)),
+    };
+    match err {
+        Some(e) => {
+            record_failure(name, &e);
+            fallback
+        }
+        None => value,
+    }
+}
+
+/// The plugin loaded for `module_hash` in this process.
+fn registered(module_hash: &str) -> Result<LoadedPlugin, CallError> {
+    registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(module_hash)
-        .cloned();
-    let (value, err) = match plugin {
-        Some(p) => p.segment_or_fallback(input_json),
-        None => (
-            fallback,
-            Some(CallError::Unavailable(format!(
-                "module {module_hash} is not loaded"
-            ))),
-        ),
-    };
-    let value = if err.is_some() { fallback } else { value };
-    if let Some(e) = err {
-        FAILURES.with(|f| {
-            f.borrow_mut()
-                .push((name.to_string(), format!("{}: {e}", e.reason())))
-        });
-    }
-    value
+        .cloned()
+        .ok_or_else(|| CallError::Unavailable(format!("module {module_hash} is not loaded")))
+}
+
+/// Remember a failed call for [`take_failures`] (the timeline and the counters read them).
+fn record_failure(name: &str, e: &CallError) {
+    FAILURES.with(|f| {
+        f.borrow_mut()
+            .push((name.to_string(), format!("{}: {e}", e.reason())))
+    });
 }
 
 /// Call a registered recommend plugin; on any failure the plugin's declared fallback applies
@@ -837,25 +844,12 @@ pub fn call_recommend(
     input_json: &str,
     builtin: impl FnOnce() -> Vec<String>,
 ) -> Vec<String> {
-    let plugin = registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(module_hash)
-        .cloned();
-    let (value, err) = match plugin {
-        Some(p) => p.recommend_or_fallback(input_json, builtin),
-        None => (
-            builtin(),
-            Some(CallError::Unavailable(format!(
-                "module {module_hash} is not loaded"
-            ))),
-        ),
+    let (value, err) = match registered(module_hash) {
+        Ok(p) => p.recommend_or_fallback(input_json, builtin),
+        Err(e) => (builtin(), Some(e)),
     };
     if let Some(e) = err {
-        FAILURES.with(|f| {
-            f.borrow_mut()
-                .push((name.to_string(), format!("{}: {e}", e.reason())))
-        });
+        record_failure(name, &e);
     }
     value
 }

@@ -256,7 +256,7 @@ pub fn deploy(store: &dyn Store, program: &Program) -> Result<bool> {
 /// Rebuild what `recommend()` reads (catalog changes, order history) as of the processed log:
 /// from the last snapshot ([`state::LEARNED`]), then the entries processed after it. Returns the
 /// cursor the snapshot covered (0 without one). Replaying the whole log instead made a restart
-/// O(events): 44 s for a million (docs/performance.md, "Timers").
+/// O(events) in decryption and parsing (docs/performance.md, "Timers").
 fn learn_from_log<S: HostState>(store: &dyn Store, host: &mut Host<S>) -> Result<Seq> {
     let cursor = store.cursor()?;
     let snapshot = match store.person(state::LEARNED)? {
@@ -776,6 +776,7 @@ impl Runtime {
             let mut retry_later = 0;
             let mut updates = Vec::new();
             let mut to_send = Vec::new();
+            let mark = provider.can_lookup();
             for o in pending {
                 let msg = decode_message(&o)?;
                 if o.status == OutboxStatus::Sending {
@@ -802,21 +803,21 @@ impl Runtime {
                         }
                     }
                 }
-                updates.push(OutboxUpdate {
-                    message_id: o.message_id.clone(),
-                    status: OutboxStatus::Sending,
-                    attempts: o.attempts,
-                    provider_id: o.provider_id.clone(),
-                    error_code: None,
-                });
+                // Marked `sending` only where a restart could ask the provider about it
+                // (`Provider::can_lookup`); otherwise it is sent again either way.
+                if mark {
+                    updates.push(OutboxUpdate {
+                        message_id: o.message_id.clone(),
+                        status: OutboxStatus::Sending,
+                        attempts: o.attempts,
+                        provider_id: o.provider_id.clone(),
+                        error_code: None,
+                    });
+                }
                 to_send.push((o, msg));
             }
-            if provider.can_lookup() {
+            if mark {
                 self.commit_updates(std::mem::take(&mut updates))?;
-            } else {
-                // Nothing to mark (see `Provider::can_lookup`): only the in-doubt answers
-                // found above go with the results.
-                updates.retain(|u| u.status != OutboxStatus::Sending);
             }
             for (o, msg) in &to_send {
                 let attempts = o.attempts + 1;

@@ -45,28 +45,22 @@ pub fn encode_learned(cursor: u64, data: &crate::catalog::ShopData) -> Vec<u8> {
         orders: Vec<&'a (String, Vec<String>)>,
         product_webhooks: &'a BTreeMap<String, (String, Json)>,
     }
-    let json = serde_json::to_vec(&Ref {
+    lz4_json(&Ref {
         cursor,
         orders: data.orders.orders().collect(),
         product_webhooks: &data.product_webhooks,
     })
-    .expect("snapshots serialise");
-    let mut out = vec![LZ4_JSON];
-    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(&json));
-    out
 }
 
 pub fn decode_learned(bytes: &[u8]) -> Result<Learned, StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        what: format!("runtime record {LEARNED}"),
-        detail,
-    };
+    let what = format!("runtime record {LEARNED}");
     if bytes.first() != Some(&LZ4_JSON) {
-        return Err(corrupt("unknown format".into()));
+        return Err(StoreError::Corrupt {
+            what,
+            detail: "not LZ4-compressed JSON (first byte is not 0x01)".into(),
+        });
     }
-    let json = lz4_flex::block::decompress_size_prepended(&bytes[1..])
-        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
-    serde_json::from_slice(&json).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    from_json_maybe_lz4(&what, bytes)
 }
 
 /// Is this store subject one of the runtime's index records rather than a person?
@@ -124,16 +118,30 @@ pub fn encode_record(state: &PersonState, joins: &Joins) -> Vec<u8> {
         state: &'a PersonState,
         joins: &'a Joins,
     }
-    let json = serde_json::to_vec(&Ref { state, joins }).expect("records serialise");
+    lz4_json(&Ref { state, joins })
+}
+
+pub fn decode_record(person: &str, bytes: &[u8]) -> Result<PersonRecord, StoreError> {
+    from_json_maybe_lz4(&format!("person record {person}"), bytes)
+}
+
+/// `value` as JSON, LZ4-compressed, behind the [`LZ4_JSON`] byte: the runtime's stored format.
+fn lz4_json(value: &impl Serialize) -> Vec<u8> {
+    let json = serde_json::to_vec(value).expect("runtime records serialise");
     let mut out = Vec::with_capacity(json.len() / 3 + 8);
     out.push(LZ4_JSON);
     out.extend_from_slice(&lz4_flex::block::compress_prepend_size(&json));
     out
 }
 
-pub fn decode_record(person: &str, bytes: &[u8]) -> Result<PersonRecord, StoreError> {
+/// Decode [`lz4_json`]'s format, or plain JSON (records written before compression); errors
+/// name the record (`what`).
+fn from_json_maybe_lz4<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt {
-        what: format!("person record {person}"),
+        what: what.to_string(),
         detail,
     };
     let json;
