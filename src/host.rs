@@ -45,7 +45,8 @@ pub struct Host<S: HostState = MemState> {
     seen: HashSet<String>,
 }
 
-fn text(j: Option<&Json>) -> Option<String> {
+/// A JSON string (non-empty) or number as text: how ids and phones are read from payloads.
+pub(crate) fn text(j: Option<&Json>) -> Option<String> {
     match j? {
         Json::String(s) if !s.is_empty() => Some(s.clone()),
         Json::Number(n) => Some(n.to_string()),

@@ -134,8 +134,9 @@ fn source_label(env: &Envelope) -> &'static str {
 
 /// One input line as the log keeps it: parsed ([`parse_line`] says what is wrong and where)
 /// and turned into the event to append, de-duplicated on (`shopify`|`aftercart`,
-/// [`Envelope::source_id`]). The payload is the raw line; the person is `None` (routing needs the
-/// join tables, so the runtime attributes the event when it processes it). `ingest_text` and the
+/// [`Envelope::source_id`]). The payload is the raw line; the person is the one the line names
+/// ([`Envelope::named_person`]), else `None` (routing needs the join tables, so the runtime
+/// attributes the event when it processes it). `ingest_text` and the
 /// webhook server (`runtime::http`) both go through here, so a webhook and an ingested line of
 /// the same event are the same log entry.
 pub fn event_of_line(line: &str) -> std::result::Result<(Envelope, NewEvent), String> {
@@ -144,9 +145,10 @@ pub fn event_of_line(line: &str) -> std::result::Result<(Envelope, NewEvent), St
         received_at: env.at,
         source: source_label(&env).to_string(),
         source_id: env.source_id(),
-        // Routing needs the join tables: the runtime attributes the event when it processes
-        // it (CommitBatch::attribute), so erasure finds it.
-        person: None,
+        // The person the line names by itself, sealed under their key now. Otherwise routing
+        // needs the join tables: the runtime attributes the event when it processes it
+        // (CommitBatch::attribute), which re-seals and rewrites the entry, so erasure finds it.
+        person: env.named_person(),
         payload: line.as_bytes().to_vec(),
     };
     Ok((env, event))
@@ -728,11 +730,16 @@ impl Runtime {
                     // it reached, else the owner of the payload it filed for later joins.
                     let owner = self.host.state.last_owner.take();
                     let first = self.host.state.first_touched.take();
-                    if e.person.is_none() {
-                        let p = first.or(owner);
-                        if let Some(p) = p {
-                            self.attribute.push((e.seq, p));
-                        }
+                    match (&e.person, first.or(owner)) {
+                        (None, Some(p)) => self.attribute.push((e.seq, p)),
+                        // `Envelope::named_person` promises the routing; a break of that
+                        // promise would file the entry under the wrong person's key.
+                        (Some(named), Some(p)) => debug_assert_eq!(
+                            named, &p,
+                            "seq {}: named {named}, routed to {p}",
+                            e.seq
+                        ),
+                        _ => {}
                     }
                     self.count("runtime.events_processed", 1);
                     let currency = event_currency(&env);

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 mod load;
 mod normalize;
+pub(crate) use normalize::lookup;
 
 /// The builtin schema file, embedded so the binary stands alone.
 pub const BUILTIN_TOML: &str = include_str!("schema/shopify-2026-07.toml");

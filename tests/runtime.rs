@@ -201,8 +201,8 @@ fn join_tables_persist_and_are_erased_with_the_person() {
     {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
         run_virtual(store.clone(), 7, true);
-        // Every event was attributed to a person while processing (so erasure finds it),
-        // including fulfillments/create, which starts no flow but files its payload.
+        // Every event was attributed to a person at append or while processing (so erasure
+        // finds it), including fulfillments/create, which starts no flow but files its payload.
         for e in store.read_log(1, 1000).unwrap() {
             assert!(e.person.is_some(), "event {} not attributed", e.seq);
         }
@@ -245,6 +245,66 @@ fn join_tables_persist_and_are_erased_with_the_person() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The person a line names by itself (sealed under their key at append, so processing does not
+/// re-seal it) is the person the host routes it to, on the example week (Shopify webhooks:
+/// orders, checkouts, consent, fulfillments that need the join) and on synthetic customers
+/// (aftercart's normalised events and replies). Lines that need a join or a phone owner name
+/// nobody.
+#[test]
+fn the_person_a_line_names_is_the_person_it_is_routed_to() {
+    let (program, schemas) = load();
+    let synthetic = aftercart::sim::synthetic::events(200);
+    let week = std::fs::read_to_string(WEEK).unwrap();
+    for text in [week.as_str(), synthetic.as_str()] {
+        let mut host = aftercart::host::Host::new(program.clone(), schemas.clone());
+        let mut envs: Vec<_> = text
+            .lines()
+            .map(|l| aftercart::host::parse_line(l).unwrap())
+            .collect();
+        envs.sort_by_key(|e| e.at);
+        let (mut named, mut unnamed) = (0, 0);
+        for env in &envs {
+            let routed = host.inputs(env).unwrap();
+            match env.named_person() {
+                Some(p) => {
+                    named += 1;
+                    if let Some((first, _)) = routed.first() {
+                        assert_eq!(&p, first, "{}", env.describe());
+                    }
+                }
+                None => unnamed += 1,
+            }
+        }
+        // Most lines name their person; the joins and replies do not.
+        assert!(named > unnamed, "named {named}, unnamed {unnamed}");
+        assert!(unnamed > 0);
+    }
+    // The webhook fixtures: an order names its customer; a fulfillment does not (joined).
+    let fixture = |topic: &str, file: &str| {
+        let body = std::fs::read_to_string(format!("tests/fixtures/shopify/{file}")).unwrap();
+        let line = serde_json::json!({
+            "source": "shopify", "topic": topic, "received_at": "2026-03-02T14:19:00Z",
+            "headers": { "X-Shopify-Event-Id": "e1" },
+            "body": serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        });
+        aftercart::host::parse_line(&line.to_string())
+            .unwrap()
+            .named_person()
+    };
+    let order: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/shopify/orders__create.json").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        fixture("orders/create", "orders__create.json"),
+        Some(format!("customer:{}", order["customer"]["id"]))
+    );
+    assert_eq!(
+        fixture("fulfillments/create", "fulfillments__create.json"),
+        None
+    );
 }
 
 // ------------------------------------------------------------------------------ crash test

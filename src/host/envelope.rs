@@ -42,6 +42,54 @@ impl Envelope {
             Payload::Aftercart { kind, .. } => kind.clone(),
         }
     }
+
+    /// The person this event names by itself, read from the payload alone (no join tables, no
+    /// phone owners): whenever this is `Some`, [`crate::host::Host::inputs`] routes the event
+    /// to exactly this person, because routing takes the normalised `customer_id` first and
+    /// here that field comes from the payload's own fields. The durable runtime seals the log
+    /// entry under this person's key when it is appended, so processing does not have to
+    /// re-seal it. `None` where routing needs state: a fulfillment's customer is joined from
+    /// the stored order (`order.customer.id`), a reply belongs to its phone's owner, and a
+    /// project's custom event normalises by its own schema.
+    pub fn named_person(&self) -> Option<String> {
+        let schemas = crate::schema::Schemas::builtin();
+        let customer = |id: Option<String>| id.map(|id| format!("customer:{id}"));
+        match &self.payload {
+            Payload::Shopify { topic, body, .. } => {
+                // Every event of the topic routes the same body; the first decides the owner.
+                let event = *schemas.events_for_topic(topic, body).first()?;
+                let field = event.fields.get("customer_id")?;
+                // Paths rooted in what the host joins in (`order`, `fulfillment`) are only
+                // known after the join.
+                if field
+                    .from
+                    .iter()
+                    .any(|p| p.starts_with("order.") || p.starts_with("fulfillment."))
+                {
+                    return None;
+                }
+                // As normalisation does: the first `from` path that is present and not null.
+                let value = field
+                    .from
+                    .iter()
+                    .filter_map(|p| crate::schema::lookup(body, p))
+                    .find(|v| !v.is_null());
+                customer(crate::host::text(value))
+            }
+            Payload::Aftercart { kind, data, .. } => match kind.as_str() {
+                "sms.replied" => None,
+                "message.clicked" | "message.delivered" | "message.failed" | "message.status" => {
+                    crate::host::text(data.get("person"))
+                }
+                // A built-in event with a Shopify topic arrives already normalised: its
+                // `customer_id` is used as is.
+                name if schemas.event(name).is_some_and(|e| e.topic.is_some()) => {
+                    customer(crate::host::text(data.get("customer_id")))
+                }
+                _ => None,
+            },
+        }
+    }
 }
 
 fn time(v: Option<&Json>) -> Option<DateTime<Utc>> {

@@ -189,7 +189,7 @@ fn plain_decimal(s: &str) -> bool {
 }
 
 /// A dotted path into JSON: object keys, and array indexes (`tracking_numbers.0`).
-fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+pub(crate) fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     path.split('.').try_fold(v, |v, seg| match v {
         Value::Object(m) => m.get(seg),
         Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),

@@ -17,6 +17,8 @@ pub(crate) const DEDUP: u8 = b'd';
 pub(crate) const PERSON_EVENTS: u8 = b'e';
 pub(crate) const PEOPLE: u8 = b'p';
 pub(crate) const TIMERS: u8 = b't';
+/// No longer written: a person -> timer index kept by earlier stores (`T ++ tag ++ due ++
+/// instance hash ++ step`); erasure still removes a person's old entries.
 pub(crate) const PERSON_TIMERS: u8 = b'T';
 pub(crate) const OUTBOX: u8 = b'o';
 pub(crate) const PENDING: u8 = b'q';
@@ -89,25 +91,6 @@ pub(crate) fn timer(ms: i64, tag: &Tag, ihash: &[u8; 16], step: u32) -> [u8; 45]
     k
 }
 
-/// `T ++ tag ++ due ++ instance hash ++ step`: the same timer found by person (for erasure).
-pub(crate) fn person_timer(timer_key: &[u8; 45]) -> [u8; 45] {
-    let mut k = [0u8; 45];
-    k[0] = PERSON_TIMERS;
-    k[1..17].copy_from_slice(&timer_key[9..25]);
-    k[17..25].copy_from_slice(&timer_key[1..9]);
-    k[25..45].copy_from_slice(&timer_key[25..45]);
-    k
-}
-
-pub(crate) fn timer_from_person_timer(k: &[u8]) -> [u8; 45] {
-    let mut t = [0u8; 45];
-    t[0] = TIMERS;
-    t[1..9].copy_from_slice(&k[17..25]);
-    t[9..25].copy_from_slice(&k[1..17]);
-    t[25..45].copy_from_slice(&k[25..45]);
-    t
-}
-
 pub(crate) fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
@@ -166,11 +149,5 @@ mod tests {
             .collect();
         assert!(ks.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(due_from(&ks[0][1..9]), -5_000);
-    }
-
-    #[test]
-    fn person_timer_round_trips() {
-        let t = timer(123, &[7; 16], &[3; 16], 9);
-        assert_eq!(timer_from_person_timer(&person_timer(&t)), t);
     }
 }

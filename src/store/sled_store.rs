@@ -586,6 +586,20 @@ impl SledStore {
         }))
     }
 
+    /// Every timer key of one person, found by the tag inside the key: a scan of the whole due
+    /// index (keys only). Erasure and export are rare, and an index by person cost two sled
+    /// writes per timer on the hot path (an insert when it was set, a removal when it fired).
+    fn timer_keys_of(&self, tag: &Tag) -> Result<Vec<sled::IVec>> {
+        let mut out = Vec::new();
+        for k in self.db.scan_prefix([layout::TIMERS]).keys() {
+            let k = k?;
+            if k.get(9..25) == Some(&tag[..]) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
     fn read_outbox(&self, keys: &KeyDir, message_id: &str) -> Result<Option<OutboxEntry>> {
         let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
         let Some(v) = self.db.get(&k)? else {
@@ -623,15 +637,18 @@ impl SledStore {
             b.remove(k?);
             ev += 1;
         }
+        for k in self.timer_keys_of(tag)? {
+            b.remove(k);
+            ti += 1;
+        }
+        // Earlier stores also kept a person -> timer index
+        // (`T ++ tag ++ ...`); its entries hold no personal data, but they go with the person.
         for k in self
             .db
             .scan_prefix(layout::tagged(layout::PERSON_TIMERS, tag))
             .keys()
         {
-            let k = k?;
-            b.remove(&layout::timer_from_person_timer(&k)[..]);
-            b.remove(k);
-            ti += 1;
+            b.remove(k?);
         }
         for k in self
             .db
@@ -797,7 +814,6 @@ impl Store for SledStore {
                     t.step,
                 );
                 b.remove(&tk[..]);
-                b.remove(&layout::person_timer(&tk)[..]);
             }
         }
         for t in &c.timers_add {
@@ -810,8 +826,6 @@ impl Store for SledStore {
             );
             let sealed = keys::seal(&key, &tk, t.instance.as_bytes())?;
             b.insert(&tk[..], frame(&tk, &sealed));
-            let pk = layout::person_timer(&tk);
-            b.insert(&pk[..], frame(&pk, b""));
         }
         // Outbox records written earlier in this batch, so updates see them.
         let mut overlay: HashMap<String, OutRec> = HashMap::new();
@@ -1052,19 +1066,11 @@ impl Store for SledStore {
             return Ok(vec![]);
         };
         let mut out = Vec::new();
-        for k in self
-            .db
-            .scan_prefix(layout::tagged(layout::PERSON_TIMERS, &tag))
-            .keys()
-        {
-            let tk = layout::timer_from_person_timer(&k?);
-            let Some(v) = self.db.get(tk)? else {
-                return Err(StoreError::Corrupt {
-                    what: layout::describe(&tk),
-                    detail: "in the person-timer index but missing".into(),
-                });
-            };
-            out.extend(self.read_timer(&keys, &tk, &v)?);
+        for tk in self.timer_keys_of(&tag)? {
+            // Removed since the scan: not a timer any more.
+            if let Some(v) = self.db.get(&tk)? {
+                out.extend(self.read_timer(&keys, &tk, &v)?);
+            }
         }
         Ok(out)
     }
