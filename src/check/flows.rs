@@ -353,9 +353,12 @@ fn terminates(steps: &[Step]) -> bool {
 
 impl StepChecker<'_, '_> {
     fn block(&mut self, steps: &[Step]) {
+        let mut reported = false;
         for (i, s) in steps.iter().enumerate() {
+            // Unreachable steps are still checked, as rustc type-checks dead code: lowering
+            // compiles them too, and an unknown name there must be an error, not a crash.
             self.step(s);
-            if terminates(std::slice::from_ref(s)) && i + 1 < steps.len() {
+            if !reported && terminates(std::slice::from_ref(s)) && i + 1 < steps.len() {
                 let rest = steps[i + 1].span.to(steps[steps.len() - 1].span);
                 self.diags.push(
                     Diagnostic::new("AC0302", "unreachable step")
@@ -363,7 +366,7 @@ impl StepChecker<'_, '_> {
                         .secondary(s.span, "every path through this step ends the flow")
                         .help("remove the unreachable steps or the `exit` before them"),
                 );
-                break;
+                reported = true;
             }
         }
     }
