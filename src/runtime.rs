@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use provider::{
-    FileProvider, Lookup, Provider, ProviderError, ProviderReceipt, StdoutProvider,
+    FileProvider, FindSent, Lookup, Provider, ProviderError, ProviderReceipt, StdoutProvider,
 };
 pub use state::{decode_record, encode_record, PersonRecord, SentRef, StoreState};
 pub use twilio::{Sender, TwilioConfig, TwilioProvider};
@@ -771,7 +771,7 @@ impl Runtime {
     /// at the provider (found -> `Sent` with its id, never sent again); every message about to
     /// be sent is marked `Sending` in ONE commit + flush BEFORE any provider call (Twilio has no
     /// idempotency key, so this mark is what tells a restart to look before resending; skipped
-    /// for providers that cannot be asked, `Provider::can_lookup`); then the answers are
+    /// for providers that cannot be asked, `Provider::find_sent`); then the answers are
     /// committed and flushed. Returns (sent, failed).
     pub fn dispatch(&mut self, provider: &dyn Provider) -> Result<(usize, usize)> {
         let (mut sent, mut failed) = (0, 0);
@@ -783,11 +783,14 @@ impl Runtime {
             let mut retry_later = 0;
             let mut updates = Vec::new();
             let mut to_send = Vec::new();
-            let mark = provider.can_lookup();
+            let finder = provider.find_sent();
+            let mark = finder.is_some();
             for o in pending {
                 let msg = decode_message(&o)?;
-                if o.status == OutboxStatus::Sending {
-                    match provider.lookup(&msg) {
+                // In doubt, and the provider can be asked (else it is sent again: a provider
+                // that cannot be asked drops an id it already took).
+                if let Some(finder) = finder.filter(|_| o.status == OutboxStatus::Sending) {
+                    match finder.find(&msg) {
                         Ok(Lookup::Found(r)) => {
                             sent += 1;
                             self.count("runtime.in_doubt_found", 1);
@@ -802,7 +805,6 @@ impl Runtime {
                             continue;
                         }
                         Ok(Lookup::NotFound) => self.count("runtime.in_doubt_not_found", 1),
-                        Ok(Lookup::Unknown) => {}
                         Err(_) => {
                             // Still in doubt: never send blind; ask again next round.
                             retry_later += 1;
@@ -811,7 +813,7 @@ impl Runtime {
                     }
                 }
                 // Marked `sending` only where a restart could ask the provider about it
-                // (`Provider::can_lookup`); otherwise it is sent again either way.
+                // (`Provider::find_sent`); otherwise it is sent again either way.
                 if mark {
                     updates.push(OutboxUpdate {
                         message_id: o.message_id.clone(),

@@ -353,11 +353,8 @@ impl Provider for Spy<'_> {
         self.seen.lock().unwrap().push(msg.clone());
         self.inner.send(msg)
     }
-    fn lookup(&self, msg: &Message) -> Result<runtime::Lookup, ProviderError> {
-        self.inner.lookup(msg)
-    }
-    fn can_lookup(&self) -> bool {
-        self.inner.can_lookup()
+    fn find_sent(&self) -> Option<&dyn runtime::FindSent> {
+        self.inner.find_sent()
     }
 }
 
@@ -472,8 +469,8 @@ impl Provider for CrashOn<'_> {
         }
         self.inner.send(msg)
     }
-    fn can_lookup(&self) -> bool {
-        self.inner.can_lookup()
+    fn find_sent(&self) -> Option<&dyn runtime::FindSent> {
+        self.inner.find_sent()
     }
 }
 

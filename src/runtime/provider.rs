@@ -59,8 +59,6 @@ pub enum Lookup {
     Found(ProviderReceipt),
     /// The provider has no such message: sending it is safe.
     NotFound,
-    /// The provider cannot tell; sending again is safe only because `send` de-duplicates by id.
-    Unknown,
 }
 
 impl std::fmt::Display for ProviderError {
@@ -74,21 +72,22 @@ pub trait Provider {
     /// deliver it once.
     fn send(&self, msg: &Message) -> Result<ProviderReceipt, ProviderError>;
 
-    /// Did an earlier `send` of this message reach the provider? Asked before an in-doubt
-    /// message (marked sending, answer never recorded) is sent again. The default cannot tell:
-    /// right for providers whose `send` drops an id it has already taken (the file provider).
-    fn lookup(&self, _msg: &Message) -> Result<Lookup, ProviderError> {
-        Ok(Lookup::Unknown)
+    /// How to ask this provider whether an earlier `send` of a message reached it, if it can be
+    /// asked. Only then does the runtime mark messages `sending` (one commit and flush per
+    /// dispatch round) before calling `send`: the mark exists so that a restart asks the
+    /// provider before resending. A provider that cannot be asked (the default: the file sink
+    /// drops an id it already took) is sent an in-doubt message again either way. One method
+    /// for both questions, so "can be asked" and "how" cannot disagree.
+    fn find_sent(&self) -> Option<&dyn FindSent> {
+        None
     }
+}
 
-    /// Can [`Provider::lookup`] ever answer? Only then does the runtime mark messages
-    /// `sending` (one commit and flush per dispatch round) before calling `send`: the mark
-    /// exists so that a restart asks the provider before resending, and a provider that cannot
-    /// be asked (the file sink drops an id it already took) would be sent the message again
-    /// either way.
-    fn can_lookup(&self) -> bool {
-        false
-    }
+/// Asking a provider about a message that may have reached it (see [`Provider::find_sent`]).
+pub trait FindSent {
+    /// Did an earlier `send` of this message reach the provider? Asked before an in-doubt
+    /// message (marked sending, answer never recorded) is sent again.
+    fn find(&self, msg: &Message) -> Result<Lookup, ProviderError>;
 }
 
 /// The JSON line the file sink writes for a message.

@@ -4,7 +4,7 @@
 //! answers the runtime's in-doubt question by listing the recipient's messages. Configuration
 //! comes from the environment only (docs/providers.md).
 
-use super::provider::{Lookup, Provider, ProviderError, ProviderReceipt};
+use super::provider::{FindSent, Lookup, Provider, ProviderError, ProviderReceipt};
 use crate::engine::Message;
 use base64::Engine as _;
 use std::collections::HashMap;
@@ -469,15 +469,17 @@ impl Provider for TwilioProvider {
         })
     }
 
-    fn can_lookup(&self) -> bool {
-        true
+    fn find_sent(&self) -> Option<&dyn FindSent> {
+        Some(self)
     }
+}
 
+impl FindSent for TwilioProvider {
     /// Twilio has no idempotency key, so an in-doubt message is looked for in the account's
     /// message list: `GET Messages.json?To=...&DateSent>=YYYY-MM-DD` (the day before the
     /// engine's send time, so a send just after midnight UTC is covered), matched on sender
     /// and body, following `next_page_uri` for at most `lookup_pages` pages.
-    fn lookup(&self, msg: &Message) -> Result<Lookup, ProviderError> {
+    fn find(&self, msg: &Message) -> Result<Lookup, ProviderError> {
         if let Some(sid) = self
             .accepted
             .lock()
