@@ -17,10 +17,8 @@ use std::sync::Arc;
 
 const WEEK: &str = "examples/events/week.jsonl";
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("aftercart-rt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> common::TmpDir {
+    common::TmpDir::new(&format!("rt-{name}"), false)
 }
 
 fn load() -> (Program, Schemas) {
@@ -344,8 +342,8 @@ fn survives_sigkill_at_random_instants() {
     eprintln!("crash test: {kills} kills, seed {seed}");
     let mut rng = Rng(seed);
     let dir = tmp("crash");
-    let out = dir.with_extension("sink.jsonl");
-    let _ = std::fs::remove_file(&out);
+    let sink_dir = common::TmpDir::new("rt-crash-sink", true);
+    let out = sink_dir.join("sent.jsonl");
     let run = || {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_aftercart"));
         c.args(["run", "--data"])

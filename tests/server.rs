@@ -4,6 +4,8 @@
 //! de-duplication, 400/401/403/413 answers with nothing stored, a tracked-link click, Shopify's
 //! privacy webhooks followed by a byte scan of the data directory, and /metrics parsed.
 
+mod common;
+
 use aftercart::runtime;
 use aftercart::runtime::http::{self, signature, Secrets, ServeConfig, Server};
 use aftercart::store::Store;
@@ -18,11 +20,8 @@ const SHOPIFY_SECRET: &str = "test-shopify-secret";
 const TWILIO_TOKEN: &str = "test-twilio-auth-token";
 const PUBLIC_URL: &str = "https://hooks.example.com";
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("aftercart-srv-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::TmpDir {
+    common::TmpDir::new(&format!("srv-{name}"), true)
 }
 
 struct Running {
@@ -31,6 +30,8 @@ struct Running {
     data: PathBuf,
     sink: PathBuf,
     base: String,
+    /// Last: removed after the server and the store are dropped.
+    _root: common::TmpDir,
 }
 
 fn start(name: &str, max_body: usize) -> Running {
@@ -60,6 +61,7 @@ fn start(name: &str, max_body: usize) -> Running {
         data,
         sink,
         base,
+        _root: root,
     }
 }
 

@@ -12,10 +12,8 @@ use aftercart::store::{
 use chrono::{DateTime, TimeZone, Utc};
 use std::path::PathBuf;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("aftercart-store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> common::TmpDir {
+    common::TmpDir::new(&format!("store-{name}"), false)
 }
 
 fn t(secs: i64) -> DateTime<Utc> {
@@ -179,7 +177,8 @@ fn commit_is_all_or_nothing() {
 
 #[test]
 fn timers_come_back_in_due_order_across_people() {
-    let s = store::open(tmp("timers")).unwrap();
+    let dir = tmp("timers");
+    let s = store::open(&dir).unwrap();
     s.commit(CommitBatch {
         timers_add: vec![
             timer(300, "a", "ia", 1),
@@ -216,7 +215,8 @@ fn timers_come_back_in_due_order_across_people() {
 /// people share the instant, so the chance that no tag begins with 0xff is under 1e-5.
 #[test]
 fn a_read_ending_on_an_instant_returns_every_timer_due_then() {
-    let s = store::open(tmp("timers-instant")).unwrap();
+    let dir = tmp("timers-instant");
+    let s = store::open(&dir).unwrap();
     let n = 3000;
     s.commit(CommitBatch {
         timers_add: (0..n)
@@ -233,7 +233,8 @@ fn a_read_ending_on_an_instant_returns_every_timer_due_then() {
 
 #[test]
 fn outbox_status_transitions_and_counters() {
-    let s = store::open(tmp("outbox")).unwrap();
+    let dir = tmp("outbox");
+    let s = store::open(&dir).unwrap();
     s.commit(CommitBatch {
         outbox_put: vec![msg("m1", "p", "one"), msg("m2", "q", "two")],
         ..CommitBatch::default()
@@ -380,7 +381,8 @@ fn forget_leaves_no_identifier_in_any_file() {
 
 #[test]
 fn export_holds_the_persons_events_state_timers_and_messages() {
-    let s = store::open(tmp("export")).unwrap();
+    let dir = tmp("export");
+    let s = store::open(&dir).unwrap();
     s.append(&[
         ev("1", Some("customer:7"), r#"{"order":1}"#),
         ev("2", Some("customer:8"), r#"{"order":2}"#),

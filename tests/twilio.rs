@@ -4,6 +4,8 @@
 //! from the fake's request times), and in-doubt recovery after a crash between Twilio's answer
 //! and the outbox commit (found by lookup and not re-sent; not found -> sent once).
 
+mod common;
+
 use aftercart::engine::{Consent, Message};
 use aftercart::ir::{FlowKind, Program};
 use aftercart::runtime::{
@@ -320,10 +322,8 @@ fn retries_429_and_5xx_with_retry_after_but_not_other_4xx() {
 
 // ------------------------------------------------------------------ through the runtime
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("aftercart-twilio-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> common::TmpDir {
+    common::TmpDir::new(&format!("twilio-{name}"), false)
 }
 
 fn load() -> (Program, Schemas) {
@@ -376,7 +376,8 @@ fn opt_out_21610_reaches_consent_and_rate_limit_holds() {
         inner: &twilio,
         seen: Mutex::new(vec![]),
     };
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&tmp("rate")).unwrap());
+    let dir = tmp("rate");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
     run_week(store.clone(), &spy);
     let seen = spy.seen.lock().unwrap().clone();
     assert!(seen.len() > 20, "the week sends messages");
@@ -406,7 +407,8 @@ fn opt_out_21610_reaches_consent_and_rate_limit_holds() {
     let (f, base) = fake();
     f.lock().unwrap().stopped.push(stopped.clone());
     let twilio = TwilioProvider::new(config(&base, 1000.0));
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&tmp("stop")).unwrap());
+    let dir = tmp("stop");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
     let spy = Spy {
         inner: &twilio,
         seen: Mutex::new(vec![]),
@@ -474,7 +476,8 @@ impl Provider for CrashOn<'_> {
     }
 }
 
-fn crash_and_recover(after: bool) -> (Fake, Message, Arc<dyn Store>) {
+/// Returns the store's directory too: it is removed when the caller drops it.
+fn crash_and_recover(after: bool) -> (Fake, Message, Arc<dyn Store>, common::TmpDir) {
     let dir = tmp(if after { "doubt-after" } else { "doubt-before" });
     let (f, base) = fake();
     let victim = {
@@ -507,7 +510,7 @@ fn crash_and_recover(after: bool) -> (Fake, Message, Arc<dyn Store>) {
     let mut rt = Runtime::new(store.clone(), program, schemas, opts()).unwrap();
     rt.run_until_idle(&twilio, &AtomicBool::new(false)).unwrap();
     assert!(store.pending(10).unwrap().is_empty());
-    (f, victim, store)
+    (f, victim, store, dir)
 }
 
 fn posts_of(f: &Fake, m: &Message) -> usize {
@@ -523,7 +526,7 @@ fn posts_of(f: &Fake, m: &Message) -> usize {
 
 #[test]
 fn in_doubt_message_accepted_before_the_crash_is_found_and_not_resent() {
-    let (f, victim, store) = crash_and_recover(true);
+    let (f, victim, store, _dir) = crash_and_recover(true);
     assert_eq!(
         posts_of(&f, &victim),
         1,
@@ -558,7 +561,7 @@ fn in_doubt_message_accepted_before_the_crash_is_found_and_not_resent() {
 
 #[test]
 fn in_doubt_message_never_accepted_is_looked_up_then_sent_once() {
-    let (f, victim, store) = crash_and_recover(false);
+    let (f, victim, store, _dir) = crash_and_recover(false);
     assert_eq!(posts_of(&f, &victim), 1, "sent once, after the restart");
     let looked = f
         .lock()

@@ -341,6 +341,7 @@ mod tests {
         assert!(!bytes.windows(12).any(|w| w == b"+15550001111"));
         assert!(!bytes.windows(32).any(|w| w == ka));
         assert!(KeyDir::load(&p).unwrap().get("customer:2").is_some());
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
     #[test]
@@ -358,6 +359,7 @@ mod tests {
         bad[14] ^= 0xff; // inside the first record
         std::fs::write(&p, &bad).unwrap();
         assert!(matches!(KeyDir::load(&p), Err(StoreError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
     #[test]

@@ -89,3 +89,44 @@ pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A fresh directory under the system temp dir, named `aftercart-{name}-{pid}`, removed when
+/// dropped, also when the test fails (a failed assertion unwinds through the drop), so the
+/// suite leaves nothing under /tmp. `created`: whether to create it (stores create their own).
+pub struct TmpDir(PathBuf);
+
+impl TmpDir {
+    pub fn new(name: &str, created: bool) -> TmpDir {
+        let d = std::env::temp_dir().join(format!("aftercart-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        if created {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        TmpDir(d)
+    }
+}
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TmpDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
