@@ -231,6 +231,13 @@ impl Progress {
     }
 }
 
+/// What became of one send attempt.
+enum Outcome {
+    Sent,
+    Failed,
+    Retry,
+}
+
 pub struct Runtime {
     store: Arc<dyn Store>,
     host: Host<StoreState>,
@@ -247,6 +254,9 @@ pub struct Runtime {
     opted_out: std::collections::HashSet<String>,
     /// The log position the last learned-state snapshot covers.
     snapshot_cursor: Seq,
+    /// Messages sent (or failed for good) before their batch's commit (`send_direct`), for
+    /// the next [`Progress`].
+    direct: Progress,
 }
 
 /// Store the program under its content hash and point `deployed` at it, unless it already is.
@@ -331,6 +341,7 @@ impl Runtime {
             counters: BTreeMap::new(),
             opted_out: Default::default(),
             snapshot_cursor,
+            direct: Progress::default(),
         })
     }
 
@@ -635,8 +646,12 @@ impl Runtime {
     }
 
     /// ONE atomic commit of everything this batch changed, then ONE flush: only then is the
-    /// batch durable (and its messages may be dispatched).
-    fn commit(&mut self, cursor: Option<Seq>) -> Result<()> {
+    /// batch durable (and its messages may be dispatched). With `direct`, the batch's new
+    /// messages are sent first and committed with their outcome (`send_direct`).
+    fn commit(&mut self, cursor: Option<Seq>, direct: Option<&dyn Provider>) -> Result<()> {
+        if let Some(p) = direct {
+            self.send_direct(p)?;
+        }
         let st = &mut self.host.state;
         let mut people_put = Vec::new();
         let no_joins = state::Joins::default();
@@ -692,6 +707,12 @@ impl Runtime {
     /// Process up to one batch of log entries from the cursor, with the timers due before
     /// each. Returns (entries, timers fired).
     pub fn process_log(&mut self) -> Result<(usize, usize)> {
+        self.process_log_with(None)
+    }
+
+    /// [`Runtime::process_log`], sending the batch's new messages through `direct` before the
+    /// commit (see `send_direct`; only for a provider that drops ids it already took).
+    fn process_log_with(&mut self, direct: Option<&dyn Provider>) -> Result<(usize, usize)> {
         let cursor = self.store.cursor()?;
         let entries = self.store.read_log(cursor + 1, self.opts.batch)?;
         if entries.is_empty() {
@@ -760,15 +781,23 @@ impl Runtime {
                 }
             }
         }
-        self.commit(Some(last))?;
+        self.commit(Some(last), direct)?;
         Ok((entries.len(), fired))
     }
 
     /// Fire up to one batch of timers due at or before `until`, then commit.
     pub fn process_timers(&mut self, until: DateTime<Utc>) -> Result<usize> {
+        self.process_timers_with(until, None)
+    }
+
+    fn process_timers_with(
+        &mut self,
+        until: DateTime<Utc>,
+        direct: Option<&dyn Provider>,
+    ) -> Result<usize> {
         let n = self.fire(until, self.opts.batch)?;
         if n > 0 {
-            self.commit(None)?;
+            self.commit(None, direct)?;
         }
         Ok(n)
     }
@@ -836,54 +865,13 @@ impl Runtime {
                 self.commit_updates(std::mem::take(&mut updates))?;
             }
             for (o, msg) in &to_send {
-                let attempts = o.attempts + 1;
-                let update = |status, provider_id, error_code| OutboxUpdate {
-                    message_id: o.message_id.clone(),
-                    status,
-                    attempts,
-                    provider_id,
-                    error_code,
-                };
-                let result = if self.opted_out.contains(&msg.to) {
-                    Err(ProviderError {
-                        code: Some("21610".into()),
-                        ..ProviderError::fatal("the recipient opted out of this sender (21610)")
-                    })
-                } else {
-                    provider.send(msg)
-                };
-                match result {
-                    Ok(r) => {
-                        sent += 1;
-                        self.count_sent(o, msg);
-                        updates.push(update(OutboxStatus::Sent, r.provider_id, None));
-                    }
-                    Err(e) if e.opted_out => {
-                        // Twilio 21610: the recipient opted out of this sender. The opt-out goes
-                        // through the log (durable before the message is marked), so consent stays
-                        // derived from the log and the engine cancels their marketing.
-                        self.record_provider_opt_out(o, msg, &e)?;
-                        self.opted_out.insert(msg.to.clone());
-                        failed += 1;
-                        self.report_failed(o, msg);
-                        updates.push(update(OutboxStatus::Failed, None, e.code));
-                    }
-                    Err(e) if e.retryable && attempts < self.opts.max_attempts => {
-                        retry_later += 1;
-                        // A request that may have reached the provider stays in doubt.
-                        let status = if e.in_doubt {
-                            OutboxStatus::Sending
-                        } else {
-                            OutboxStatus::Pending
-                        };
-                        updates.push(update(status, None, e.code));
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        self.report_failed(o, msg);
-                        updates.push(update(OutboxStatus::Failed, None, e.code));
-                    }
+                let (update, outcome) = self.send_one(provider, o, msg)?;
+                match outcome {
+                    Outcome::Sent => sent += 1,
+                    Outcome::Failed => failed += 1,
+                    Outcome::Retry => retry_later += 1,
                 }
+                updates.push(update);
             }
             self.commit_updates(updates)?;
             if retry_later > 0 {
@@ -892,6 +880,98 @@ impl Runtime {
             }
         }
         Ok((sent, failed))
+    }
+
+    /// Send one message through `provider` and say what became of it: the status update to
+    /// record, and whether it was sent, failed for good, or is to be retried. Shared by the
+    /// dispatch rounds and the direct send of a batch's new messages.
+    fn send_one(
+        &mut self,
+        provider: &dyn Provider,
+        o: &OutboxEntry,
+        msg: &Message,
+    ) -> Result<(OutboxUpdate, Outcome)> {
+        let attempts = o.attempts + 1;
+        let update = |status, provider_id, error_code| OutboxUpdate {
+            message_id: o.message_id.clone(),
+            status,
+            attempts,
+            provider_id,
+            error_code,
+        };
+        let result = if self.opted_out.contains(&msg.to) {
+            Err(ProviderError {
+                code: Some("21610".into()),
+                ..ProviderError::fatal("the recipient opted out of this sender (21610)")
+            })
+        } else {
+            provider.send(msg)
+        };
+        Ok(match result {
+            Ok(r) => {
+                self.count_sent(o, msg);
+                (
+                    update(OutboxStatus::Sent, r.provider_id, None),
+                    Outcome::Sent,
+                )
+            }
+            Err(e) if e.opted_out => {
+                // Twilio 21610: the recipient opted out of this sender. The opt-out goes
+                // through the log (durable before the message is marked), so consent stays
+                // derived from the log and the engine cancels their marketing.
+                self.record_provider_opt_out(o, msg, &e)?;
+                self.opted_out.insert(msg.to.clone());
+                self.report_failed(o, msg);
+                (update(OutboxStatus::Failed, None, e.code), Outcome::Failed)
+            }
+            Err(e) if e.retryable && attempts < self.opts.max_attempts => {
+                // A request that may have reached the provider stays in doubt.
+                let status = if e.in_doubt {
+                    OutboxStatus::Sending
+                } else {
+                    OutboxStatus::Pending
+                };
+                (update(status, None, e.code), Outcome::Retry)
+            }
+            Err(e) => {
+                self.report_failed(o, msg);
+                (update(OutboxStatus::Failed, None, e.code), Outcome::Failed)
+            }
+        })
+    }
+
+    /// Send this batch's new messages BEFORE its commit, through a provider that takes the
+    /// message id as its idempotency key (one that cannot be asked about a message,
+    /// [`Provider::find_sent`] is `None`, must drop an id it already took: the trait's
+    /// contract). Each message is then put in the outbox already `sent` (or `failed`, or
+    /// `pending` for a retry) in the same commit, instead of `pending` + a queue entry, then a
+    /// second commit with the status and the queue entry's removal: three sled writes fewer per
+    /// message. A crash between the send and the commit replays the batch from the log, which
+    /// makes the same messages with the same ids, and the provider drops the repeats: the
+    /// at-least-once-with-stable-ids argument of the dispatch rounds, unchanged.
+    fn send_direct(&mut self, provider: &dyn Provider) -> Result<()> {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let result = (|| {
+            for o in outbox
+                .iter_mut()
+                .filter(|o| o.status == OutboxStatus::Pending)
+            {
+                let msg = decode_message(o)?;
+                let (u, outcome) = self.send_one(provider, o, &msg)?;
+                match outcome {
+                    Outcome::Sent => self.direct.sent += 1,
+                    Outcome::Failed => self.direct.failed += 1,
+                    Outcome::Retry => {}
+                }
+                o.status = u.status;
+                o.attempts = u.attempts;
+                o.provider_id = u.provider_id;
+                o.error_code = u.error_code;
+            }
+            Ok(())
+        })();
+        self.outbox = outbox;
+        result
     }
 
     /// One commit + flush of outbox status updates with the counters gathered so far.
@@ -960,22 +1040,26 @@ impl Runtime {
     /// One round: a batch of the log (or, when the log is processed, a batch of due timers:
     /// by the wall clock, or up to the horizon on the virtual clock), then dispatch.
     pub fn step(&mut self, provider: &dyn Provider) -> Result<Progress> {
-        let (entries, mut timers) = self.process_log()?;
+        // A provider that cannot be asked about a message drops an id it already took, so a
+        // batch's new messages go to it before the commit (`send_direct`).
+        let direct = provider.find_sent().is_none().then_some(provider);
+        let (entries, mut timers) = self.process_log_with(direct)?;
         if entries == 0 {
             let until = match self.opts.clock {
                 Clock::Wall => Some(Utc::now()),
                 Clock::Virtual => self.horizon()?,
             };
             if let Some(until) = until {
-                timers += self.process_timers(until)?;
+                timers += self.process_timers_with(until, direct)?;
             }
         }
         let (sent, failed) = self.dispatch(provider)?;
+        let direct = std::mem::take(&mut self.direct);
         Ok(Progress {
             entries,
             timers,
-            sent,
-            failed,
+            sent: sent + direct.sent,
+            failed: failed + direct.failed,
         })
     }
 
