@@ -711,8 +711,9 @@ impl Runtime {
     }
 
     /// [`Runtime::process_log`], sending the batch's new messages through `direct` before the
-    /// commit (see `send_direct`; only for a provider that drops ids it already took).
-    fn process_log_with(&mut self, direct: Option<&dyn Provider>) -> Result<(usize, usize)> {
+    /// commit, as [`Runtime::step`] does for a provider that cannot be asked about a message
+    /// (one that drops an id it already took: see docs/storage.md, "Direct send").
+    pub fn process_log_with(&mut self, direct: Option<&dyn Provider>) -> Result<(usize, usize)> {
         let cursor = self.store.cursor()?;
         let entries = self.store.read_log(cursor + 1, self.opts.batch)?;
         if entries.is_empty() {
