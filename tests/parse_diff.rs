@@ -136,6 +136,9 @@ const EDGE_CASES: &[&str] = &[
     "flow f {\n  if a { exit } else if { exit }\n}\n",
     "flow f {\n  wait 5mx\n}\n",
     "flow f {\n  wait 123:00 local\n}\n",
+    "segment s = 5mss + 5_000 + 5x + 2.5d\n",
+    "segment s = f # c\n (x) + any # c\n (x in l: x) + count\n(x)\n",
+    "segment s = a in.b\n",
     "plugin p = \"x.wat\" kind segment fuel 10 memory 8MiB fallback true memory 2KiB\n",
     "plugin p = 'x.wat' kind recommend fuel 99999999999999999999999 memory 99999999999999999999MiB\n",
     "plugin p = \"x.wat\" kind segment fuel\n",
@@ -162,6 +165,7 @@ fn variants(text: &str) -> Vec<String> {
     out.push(text.replace("\n  ", " # c\n\t"));
     out.push(text.replace("{{ ", "{{").replace(" }}", "}}"));
     out.push(text.replace("{{ ", "{{\t ").replace(" }}", "  }}"));
+    out.push(text.replace('\n', "\r\n"));
     out
 }
 
@@ -267,6 +271,51 @@ const TOKENS: &[&str] = &[
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Valid flows with one random edit (a byte removed, or one of a few inserted): mostly
+    /// invalid, where the fast path must give up, or valid in another way, where it must agree.
+    #[test]
+    fn both_parsers_agree_on_edited_flows(
+        src in flowgen::source(),
+        at in any::<prop::sample::Index>(),
+        insert in prop::option::of(prop::sample::select(vec![
+            " ", "\n", "#", "\"", "'", "{", "}", "(", ")", ",", ".", "|", "=", "-", "not ", "5", "x", "%", "\\",
+        ])),
+    ) {
+        let mut text = src.clone();
+        let mut i = at.index(text.len().max(1));
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        match insert {
+            Some(ins) => text.insert_str(i, ins),
+            None if i < text.len() => {
+                text.remove(i);
+            }
+            None => {}
+        }
+        compare("edited flow", &text, text.contains("any") || text.contains("all") || text.contains("count"));
+    }
+
+    /// Random expressions and filters inside a `{{ }}` with random layout: where the pest path
+    /// keeps trivia at the end of some spans.
+    #[test]
+    fn both_parsers_agree_on_random_interpolations(
+        expr in flowgen::expr(),
+        seps in prop::collection::vec(any::<u8>(), 64),
+        filters in prop::collection::vec(prop::sample::select(vec![
+            vec!["|", "upper"], vec!["|", "default", "(", "'x'", ")"], vec!["|", "f", "(", "1", ",", "a.b", ")"],
+        ]), 0..3),
+        pad in prop::sample::select(vec!["", " ", "  ", "\t", "\n"]),
+    ) {
+        let mut tokens = expr;
+        tokens.extend(filters.into_iter().flatten().map(str::to_string));
+        let seps: Vec<u8> = seps.iter().copied().cycle().take(tokens.len()).collect();
+        let inner = flowgen::render(&tokens, &seps);
+        let text = format!("flow f {{\n  send sms \"\"\"\n    a {{{{{pad}{inner}{pad}}}}} b\n  \"\"\"\n}}\n");
+        eprintln!("TEXT {text:?}");
+        prop_assert!(compare("random interpolation", &text, false), "not valid:\n{}", text);
+    }
 
     /// Valid flows with random layout: always taken by the fast path, always the same AST.
     #[test]

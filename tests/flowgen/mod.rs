@@ -33,7 +33,7 @@ fn atom() -> BoxedStrategy<Vec<String>> {
 
 /// Expressions shaped by the grammar's levels, so every token sequence parses: `or`/`and`
 /// chains of `not`s over one optional comparison of arithmetic chains over primaries.
-fn expr() -> BoxedStrategy<Vec<String>> {
+pub fn expr() -> BoxedStrategy<Vec<String>> {
     atom()
         .prop_recursive(3, 32, 3, |inner| {
             let primary = prop_oneof![
@@ -269,7 +269,7 @@ fn item() -> BoxedStrategy<Vec<String>> {
 }
 
 /// Tokens joined by random layout: spaces, tabs, newlines, blank lines, comments.
-fn render(tokens: &[String], seps: &[u8]) -> String {
+pub fn render(tokens: &[String], seps: &[u8]) -> String {
     let mut s = String::new();
     for (n, (t, &k)) in tokens.iter().zip(seps).enumerate() {
         if n > 0 {
