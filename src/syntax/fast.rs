@@ -1227,3 +1227,42 @@ impl Interps for Fast<'_> {
         Err(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRAMMAR: &str = include_str!("../../grammar/aftercart.pest");
+
+    /// This parser restates the grammar by hand. When the grammar changes, this test fails
+    /// until the parser is brought in line (and `tests/parse_diff.rs` covers the change) and
+    /// the hash below is updated.
+    #[test]
+    fn grammar_is_the_one_this_parser_follows() {
+        // Line breaks normalised, so that a CRLF checkout hashes the same.
+        let hash = crate::ir::sha256_hex(GRAMMAR.replace("\r\n", "\n").as_bytes());
+        assert_eq!(
+            hash, "104bdb0e91751d20e64b2f818c9ed0c4502a61bb1316fa9a47c7dc3d3896f0d7",
+            "grammar/aftercart.pest changed: update src/syntax/fast.rs to match, then this hash"
+        );
+    }
+
+    /// `is_keyword` lists the grammar's `keyword` rule by hand; every word of a `kw_` rule is
+    /// a keyword exactly when that rule lists it.
+    #[test]
+    fn keywords_match_the_grammar() {
+        let start = GRAMMAR.find("\nkeyword = @{").expect("keyword rule");
+        let rule = &GRAMMAR[start..start + GRAMMAR[start..].find('}').unwrap()];
+        let listed: Vec<&str> = rule.split('"').skip(1).step_by(2).collect();
+        assert!(listed.len() > 30, "{listed:?}");
+        let kw_words: Vec<&str> = GRAMMAR
+            .lines()
+            .filter(|l| l.starts_with("kw_"))
+            .map(|l| l.split('"').nth(1).unwrap())
+            .collect();
+        assert!(kw_words.len() >= listed.len());
+        for w in kw_words.iter().chain(&listed) {
+            assert_eq!(is_keyword(w.as_bytes()), listed.contains(w), "{w}");
+        }
+    }
+}
