@@ -4,6 +4,8 @@
 //! `budget` the cross-flow 24 h budget, `lower` the IR, `suppress` inline allow comments.
 
 mod budget;
+#[doc(hidden)]
+pub mod corpus;
 mod exprs;
 mod flows;
 pub mod lower;

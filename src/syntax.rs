@@ -2,6 +2,7 @@
 //! The only module that knows pest.
 
 pub mod ast;
+mod fast;
 pub mod format;
 pub mod parser;
 

@@ -1,9 +1,12 @@
 //! From source text to the AST: runs the pest grammar item by item (so one syntax error does
 //! not hide the rest of the file), maps pest's errors to our own messages, and parses the
 //! `{{ }}` interpolations inside templates. Parsing never panics and always terminates:
-//! nesting depth and pest's call count are bounded.
+//! nesting depth and pest's call count are bounded. Each chunk is first given to the
+//! hand-written parser in `fast` (same AST, much faster); pest runs on the chunks it does not
+//! fully accept, so every syntax error still comes from here.
 
 use super::ast::*;
+use super::fast;
 use super::format::TokenEnds;
 use crate::diagnostic::{Diagnostic, FileId, Span};
 use pest::iterators::Pair;
@@ -20,12 +23,42 @@ type P<'a> = Pair<'a, Rule>;
 const MAX_DEPTH: usize = 64;
 /// Longer operator chains (or more prefix operators) than this are refused: the tree would be
 /// deep enough to overflow the stack when walked or dropped.
-const MAX_CHAIN: usize = 256;
+pub(super) const MAX_CHAIN: usize = 256;
 /// pest's backtracking is bounded by a call limit so any input finishes in bounded time.
 const CALL_LIMIT: usize = 5_000_000;
+/// Chunks longer than this skip the fast path: pest's call limit could refuse one that the
+/// fast path accepts, and pest must then say so. Measured (binary search on the limit): pest
+/// 2.9 counts 4-20 calls per byte on real flows and at most 97 on dense nested brackets
+/// (`[a,[a,[a,...`), so a chunk this long needs at most 1.6M of the 5M.
+const MAX_FAST_CHUNK: usize = 16 * 1024;
 
 /// Parse a whole file. Returns the items that parsed and a diagnostic per item that did not.
 pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
+    parse_chunks(file, text, true)
+}
+
+/// `parse` with pest on every chunk: what `parse` returned before the fast path, kept so that
+/// tests can compare the two (`tests/parse_diff.rs`).
+#[doc(hidden)]
+pub fn parse_with_pest(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
+    parse_chunks(file, text, false)
+}
+
+/// The fast path alone: `Some` only if it accepted every chunk (and the nesting check passed),
+/// so tests can tell that it was used rather than fallen back from.
+#[doc(hidden)]
+pub fn parse_fast(file: FileId, text: &str) -> Option<File> {
+    if depth_check(file, text).is_some() {
+        return None;
+    }
+    let mut items = Vec::new();
+    for (start, end) in chunks(text) {
+        items.extend(fast::parse_chunk(file, text, start, end)?);
+    }
+    Some(File { items })
+}
+
+fn parse_chunks(file: FileId, text: &str, try_fast: bool) -> (File, Vec<Diagnostic>) {
     pest::set_call_limit(std::num::NonZeroUsize::new(CALL_LIMIT));
     let mut items = Vec::new();
     let mut diags = Vec::new();
@@ -33,8 +66,18 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
         diags.push(d);
         return (File { items }, diags);
     }
-    let ends = TokenEnds::new(text);
+    // Only pest's spans need trimming, so the token ends are found only if pest runs.
+    let mut ends = None;
     for (start, end) in chunks(text) {
+        // pest's call limit could refuse a long chunk that the fast path accepts; such a
+        // chunk goes to pest, which then says what it always said.
+        if try_fast && end - start <= MAX_FAST_CHUNK {
+            if let Some(chunk_items) = fast::parse_chunk(file, text, start, end) {
+                items.extend(chunk_items);
+                continue;
+            }
+        }
+        let ends = ends.get_or_insert_with(|| TokenEnds::new(text));
         let chunk = &text[start..end];
         match Grammar::parse(Rule::file, chunk) {
             Ok(mut pairs) => {
@@ -42,7 +85,7 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                     file,
                     base: start,
                     diags: &mut diags,
-                    ends: &ends,
+                    ends,
                 };
                 let file_pair = pairs.next().expect("file rule");
                 for p in file_pair.into_inner() {
@@ -99,9 +142,11 @@ fn chunks(text: &str) -> Vec<(usize, usize)> {
 
 fn depth_check(file: FileId, text: &str) -> Option<Diagnostic> {
     let mut depth = 0usize;
-    for (i, c) in text.char_indices() {
+    // Bytes, not chars: brackets are ASCII and never part of a multi-byte character, and
+    // decoding every character of every file was 2% of `check`.
+    for (i, c) in text.bytes().enumerate() {
         match c {
-            '(' | '[' | '{' => {
+            b'(' | b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Some(
@@ -114,7 +159,7 @@ fn depth_check(file: FileId, text: &str) -> Option<Diagnostic> {
                     );
                 }
             }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
@@ -349,27 +394,16 @@ impl Builder<'_, '_> {
         let name = self.ident(it.next().unwrap());
         let path = self.str_lit(it.next().unwrap());
         let kind = it.next().unwrap().as_str().to_string();
-        let mut def = PluginDef {
-            name,
-            path,
-            kind,
-            fuel: None,
-            memory_bytes: None,
-            fallback: None,
-            span,
-        };
+        let mut def = plugin_def(name, path, kind);
+        def.span = span;
         for opt in it {
             let v = kids(opt).next().unwrap();
-            match v.as_rule() {
-                Rule::int => def.fuel = v.as_str().parse().ok(),
-                Rule::mem_size => {
-                    let t = v.as_str();
-                    let (n, unit) = t.split_at(t.len() - 3);
-                    let mult = if unit == "MiB" { 1 << 20 } else { 1 << 10 };
-                    def.memory_bytes = n.parse::<usize>().ok().and_then(|n| n.checked_mul(mult));
-                }
-                _ => def.fallback = Some(v.as_str() == "true"),
-            }
+            let key: &[u8] = match v.as_rule() {
+                Rule::int => b"fuel",
+                Rule::mem_size => b"memory",
+                _ => b"fallback",
+            };
+            set_plugin_opt(&mut def, key, v.as_str());
         }
         def
     }
@@ -615,42 +649,18 @@ impl Builder<'_, '_> {
     fn duration(&mut self, p: P) -> DurationLit {
         let span = self.span(&p);
         let text = p.as_str().to_string();
-        let digits: String = text.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let unit = &text[digits.len()..];
-        let n: i64 = match digits.parse() {
-            Ok(n) => n,
-            Err(_) => {
-                self.diags.push(
-                    Diagnostic::new("AC0005", format!("duration `{text}` is too large"))
-                        .primary(span, "does not fit in 64 bits"),
-                );
-                0
-            }
-        };
-        let mult = match unit {
-            "ms" => 0,
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => 7 * 86_400,
-        };
-        let secs = if unit == "ms" {
-            n / 1000
-        } else {
-            n.saturating_mul(mult)
-        };
+        let secs = duration_secs(&text).unwrap_or_else(|| {
+            self.diags.push(
+                Diagnostic::new("AC0005", format!("duration `{text}` is too large"))
+                    .primary(span, "does not fit in 64 bits"),
+            );
+            0
+        });
         DurationLit { secs, text, span }
     }
 
     fn time(&self, p: P) -> TimeLit {
-        let span = self.span(&p);
-        let (h, m) = p.as_str().split_once(':').unwrap_or(("0", "0"));
-        TimeLit {
-            hour: h.parse().unwrap_or(99),
-            minute: m.parse().unwrap_or(99),
-            span,
-        }
+        time_lit(p.as_str(), self.span(&p))
     }
 
     fn str_lit(&mut self, p: P) -> StrLit {
@@ -672,7 +682,7 @@ impl Builder<'_, '_> {
         let q = if triple { 3 } else { 1 };
         let raw = &raw_all[q..raw_all.len() - q];
         let content_start = span.start + q;
-        let parts = self.template_parts(raw, content_start, triple);
+        let Ok(parts) = template_parts(self.file, raw, content_start, triple, self);
         Template {
             parts,
             triple,
@@ -681,70 +691,7 @@ impl Builder<'_, '_> {
         }
     }
 
-    /// Split a template's raw content into text and `{{ }}` parts. Text is unescaped (and, for
-    /// triple-quoted templates, dedented); interpolations are parsed with their own spans.
-    fn template_parts(&mut self, raw: &str, start: usize, triple: bool) -> Vec<TemplatePart> {
-        let mut parts = Vec::new();
-        let mut pos = 0;
-        let dedented_indent = if triple { common_indent(raw) } else { 0 };
-        let mut text_buf = String::new();
-        let mut text_start = 0;
-        while pos < raw.len() {
-            if raw[pos..].starts_with("{{") {
-                let close = raw[pos..].find("}}");
-                let Some(close) = close else {
-                    self.diags.push(
-                        Diagnostic::new("AC0004", "unclosed `{{` in template")
-                            .primary(
-                                Span::new(self.file, start + pos, start + pos + 2),
-                                "opened here",
-                            )
-                            .help("close the interpolation with `}}`"),
-                    );
-                    break;
-                };
-                if !text_buf.is_empty() || pos > text_start {
-                    let t = std::mem::take(&mut text_buf);
-                    parts.push(TemplatePart::Text {
-                        text: self.cook(&t, triple),
-                        span: Span::new(self.file, start + text_start, start + pos),
-                    });
-                }
-                let inner_start = pos + 2;
-                let inner = &raw[inner_start..pos + close];
-                let ispan = Span::new(self.file, start + pos, start + pos + close + 2);
-                if let Some(part) = self.interp(inner, start + inner_start, ispan) {
-                    parts.push(part);
-                }
-                pos += close + 2;
-                text_start = pos;
-            } else {
-                let c = raw[pos..].chars().next().unwrap();
-                text_buf.push(c);
-                pos += c.len_utf8();
-            }
-        }
-        if !text_buf.is_empty() {
-            parts.push(TemplatePart::Text {
-                text: self.cook(&text_buf, triple),
-                span: Span::new(self.file, start + text_start, start + raw.len()),
-            });
-        }
-        if triple {
-            dedent_parts(&mut parts, dedented_indent);
-        }
-        parts
-    }
-
-    fn cook(&self, t: &str, triple: bool) -> String {
-        if triple {
-            t.to_string()
-        } else {
-            unescape(t)
-        }
-    }
-
-    fn interp(&mut self, inner: &str, abs: usize, span: Span) -> Option<TemplatePart> {
+    fn interp_pest(&mut self, inner: &str, abs: usize, span: Span) -> Option<TemplatePart> {
         match Grammar::parse(Rule::interp, inner) {
             Ok(mut pairs) => {
                 let mut b = Builder {
@@ -1035,7 +982,154 @@ impl Builder<'_, '_> {
     }
 }
 
-fn parse_percent(text: &str) -> u32 {
+impl Interps for Builder<'_, '_> {
+    type Stop = std::convert::Infallible;
+
+    fn interp(
+        &mut self,
+        inner: &str,
+        abs: usize,
+        span: Span,
+    ) -> Result<Option<TemplatePart>, Self::Stop> {
+        Ok(self.interp_pest(inner, abs, span))
+    }
+
+    fn unclosed(&mut self, at: Span) -> Result<(), Self::Stop> {
+        self.diags.push(
+            Diagnostic::new("AC0004", "unclosed `{{` in template")
+                .primary(at, "opened here")
+                .help("close the interpolation with `}}`"),
+        );
+        Ok(())
+    }
+}
+
+/// How `template_parts` handles interpolations: the pest builder parses each with pest and
+/// reports problems; the fast parser parses it itself and stops (gives up) at any problem.
+pub(super) trait Interps {
+    type Stop;
+    /// Parse the `{{ }}` whose content is `inner`, at absolute offset `abs`; `span` covers the
+    /// braces. `Ok(None)`: reported, no part.
+    fn interp(
+        &mut self,
+        inner: &str,
+        abs: usize,
+        span: Span,
+    ) -> Result<Option<TemplatePart>, Self::Stop>;
+    /// A `{{` without `}}` at `at`; the text after it stays text.
+    fn unclosed(&mut self, at: Span) -> Result<(), Self::Stop>;
+}
+
+/// Split a template's raw content (starting at absolute offset `start`) into text and `{{ }}`
+/// parts. Text is unescaped (and, for triple-quoted templates, dedented); interpolations are
+/// parsed by `ip` with their own spans.
+pub(super) fn template_parts<I: Interps>(
+    file: FileId,
+    raw: &str,
+    start: usize,
+    triple: bool,
+    ip: &mut I,
+) -> Result<Vec<TemplatePart>, I::Stop> {
+    let mut parts = Vec::new();
+    let mut pos = 0;
+    let dedented_indent = if triple { common_indent(raw) } else { 0 };
+    let mut text_start = 0;
+    // Text runs up to each `{{` (the first one, as a character-by-character scan finds it).
+    let mut text_end = raw.len();
+    while let Some(open) = raw[pos..].find("{{").map(|n| pos + n) {
+        let Some(close) = raw[open..].find("}}") else {
+            ip.unclosed(Span::new(file, start + open, start + open + 2))?;
+            // What the character scan did: the text before the `{{`, with a span to the end.
+            text_end = open;
+            break;
+        };
+        if open > text_start {
+            parts.push(TemplatePart::Text {
+                text: cook(&raw[text_start..open], triple),
+                span: Span::new(file, start + text_start, start + open),
+            });
+        }
+        let inner_start = open + 2;
+        let inner = &raw[inner_start..open + close];
+        let ispan = Span::new(file, start + open, start + open + close + 2);
+        if let Some(part) = ip.interp(inner, start + inner_start, ispan)? {
+            parts.push(part);
+        }
+        pos = open + close + 2;
+        text_start = pos;
+    }
+    if text_end > text_start {
+        parts.push(TemplatePart::Text {
+            text: cook(&raw[text_start..text_end], triple),
+            span: Span::new(file, start + text_start, start + raw.len()),
+        });
+    }
+    if triple {
+        dedent_parts(&mut parts, dedented_indent);
+    }
+    Ok(parts)
+}
+
+fn cook(t: &str, triple: bool) -> String {
+    if triple {
+        t.to_string()
+    } else {
+        unescape(t)
+    }
+}
+
+/// A plugin without options (and without a span yet).
+pub(super) fn plugin_def(name: Ident, path: StrLit, kind: String) -> PluginDef {
+    PluginDef {
+        name,
+        path,
+        kind,
+        fuel: None,
+        memory_bytes: None,
+        fallback: None,
+        span: Span::default(),
+    }
+}
+
+/// Apply `fuel N`, `memory NKiB|NMiB` or `fallback BOOL` (`key` is the keyword, `value` the
+/// token after it as the grammar matched it). Values that do not fit are left unset.
+pub(super) fn set_plugin_opt(def: &mut PluginDef, key: &[u8], value: &str) {
+    match key {
+        b"fuel" => def.fuel = value.parse().ok(),
+        b"memory" => {
+            let (n, unit) = value.split_at(value.len() - 3);
+            let mult = if unit == "MiB" { 1 << 20 } else { 1 << 10 };
+            def.memory_bytes = n.parse::<usize>().ok().and_then(|n| n.checked_mul(mult));
+        }
+        _ => def.fallback = Some(value == "true"),
+    }
+}
+
+/// A duration's length in seconds (`ms` rounds down); `None` if the number does not fit.
+pub(super) fn duration_secs(text: &str) -> Option<i64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let n: i64 = text[..digits].parse().ok()?;
+    Some(match &text[digits..] {
+        "ms" => n / 1000,
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => n.saturating_mul(7 * 86_400),
+    })
+}
+
+/// `HH:MM` as written; out-of-range values are the checker's to report (AC0309).
+pub(super) fn time_lit(text: &str, span: Span) -> TimeLit {
+    let (h, m) = text.split_once(':').unwrap_or(("0", "0"));
+    TimeLit {
+        hour: h.parse().unwrap_or(99),
+        minute: m.parse().unwrap_or(99),
+        span,
+    }
+}
+
+pub(super) fn parse_percent(text: &str) -> u32 {
     let t = text.trim_end_matches('%');
     let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
     let whole: u32 = whole.parse().unwrap_or(u32::MAX / 200).min(1_000_000);
