@@ -8,8 +8,9 @@
 //!   size. Prints the ratios (goal: >= 50% of raw sled, >= 30k events/s).
 //! - `latency`: a driver thread appends the same kind of events at a fixed offered rate (1k and
 //!   10k events/s), group-committing whatever is due every millisecond (append + flush), while
-//!   the runtime processes on this thread (`process_log`, then `dispatch`). An event's latency
-//!   is from its SCHEDULED arrival instant (so a driver that falls behind is not forgiven:
+//!   the runtime processes on this thread (`process_log_with`, which sends a batch's new
+//!   messages before its commit as `step` does, then `dispatch`). An event's latency is from
+//!   its SCHEDULED arrival instant (so a driver that falls behind is not forgiven:
 //!   no coordinated omission) to the end of the commit + flush of the batch that processed it
 //!   (its messages are in the outbox, durable), and to the end of the dispatch that followed.
 //! - `timers`: N people each waiting in win_back's 75-day `wait` (only orders are ingested).
@@ -265,7 +266,9 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
     let (mut to_outbox, mut to_dispatch) = (Vec::with_capacity(total), Vec::with_capacity(total));
     let mut done = 0usize;
     while done < total {
-        let (n, _) = rt.process_log().unwrap();
+        // As `Runtime::step` does for a provider that cannot be asked: a batch's new messages
+        // go to it before the commit.
+        let (n, _) = rt.process_log_with(Some(&provider)).unwrap();
         if n == 0 {
             std::thread::sleep(Duration::from_micros(200));
             continue;

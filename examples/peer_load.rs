@@ -6,8 +6,9 @@
 //! cargo run --release --example peer_load -- --n 1000 --rate 1000 [--raw] [--flows DIR]
 //! ```
 //!
-//! One run: a fresh `SledStore` in a temp dir; the runtime on its own thread (`process_log`,
-//! then `process_timers(Utc::now())` when the log is drained, then `dispatch`: exactly
+//! One run: a fresh `SledStore` in a temp dir; the runtime on its own thread
+//! (`process_log_with`, then `process_timers_with(Utc::now())` when the log is drained, each
+//! sending its batch's new messages before the commit, then `dispatch`: exactly
 //! `Runtime::step` on `Clock::Wall`, with the commit instant recorded; 1 ms sleep when idle); a
 //! provider that records when each message reached it. The main thread offers, for flow `i`
 //! (`i` = 0..N), an `order.created` at `i / rate` seconds and its `shipment.delivered` 0.5 s
@@ -258,13 +259,18 @@ fn main() {
             let mut commits: Vec<(usize, u64)> = Vec::new();
             let mut timers_total = 0usize;
             loop {
-                // Runtime::step on the wall clock, with the commit instant noted.
-                let (entries, mut timers) = rt.process_log().expect("process_log");
+                // Runtime::step on the wall clock, with the commit instant noted. The recorder
+                // cannot be asked about a message, so, as `step` does, each batch's new messages
+                // go to it before the commit.
+                let direct: Option<&dyn Provider> = Some(&*provider);
+                let (entries, mut timers) = rt.process_log_with(direct).expect("process_log");
                 if entries > 0 {
                     let t = Instant::now().saturating_duration_since(start).as_nanos() as u64;
                     commits.push((store.cursor().unwrap() as usize, t));
                 } else {
-                    timers += rt.process_timers(Utc::now()).expect("process_timers");
+                    timers += rt
+                        .process_timers_with(Utc::now(), direct)
+                        .expect("process_timers");
                 }
                 timers_total += timers;
                 let (sent, _) = rt.dispatch(&*provider).expect("dispatch");

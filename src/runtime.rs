@@ -791,7 +791,9 @@ impl Runtime {
         self.process_timers_with(until, None)
     }
 
-    fn process_timers_with(
+    /// [`Runtime::process_timers`], sending the batch's new messages through `direct` before
+    /// the commit (as [`Runtime::process_log_with`]).
+    pub fn process_timers_with(
         &mut self,
         until: DateTime<Utc>,
         direct: Option<&dyn Provider>,
