@@ -276,6 +276,21 @@ fn outbox_status_transitions_and_counters() {
     assert_eq!(c["messages.review.sent"], 1);
     assert_eq!(c["messages.review.delivered"], 1);
     assert_eq!(c["messages.review.failed"], 1);
+    // A message put already sent (the runtime's direct send) is counted as created too, and
+    // needs no dispatch.
+    s.commit(CommitBatch {
+        outbox_put: vec![OutboxEntry {
+            status: OutboxStatus::Sent,
+            attempts: 1,
+            ..msg("m3", "p", "three")
+        }],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    assert!(s.pending(10).unwrap().is_empty());
+    let c = s.counters().unwrap();
+    assert_eq!(c["messages.review.pending"], 3);
+    assert_eq!(c["messages.review.sent"], 2);
 }
 
 #[test]

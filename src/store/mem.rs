@@ -174,6 +174,15 @@ impl Store for MemStore {
         for o in &c.outbox_put {
             s.subjects.insert(o.person.clone());
             let old = s.outbox.get(&o.message_id).map(|e| e.status);
+            // `pending` counts messages created, also those put already sent (the runtime's
+            // direct send), as SledStore does.
+            if old.is_none() && o.status != OutboxStatus::Pending {
+                bump(
+                    &mut s.counters,
+                    format!("messages.{}.{}", o.flow, OutboxStatus::Pending.as_str()),
+                    1,
+                );
+            }
             if old != Some(o.status) {
                 bump(
                     &mut s.counters,

@@ -843,6 +843,17 @@ impl Store for SledStore {
             if let Some((_, old_tag)) = old.filter(|(_, t)| *t != tag) {
                 b.remove(layout::person_outbox(&old_tag, &o.message_id));
             }
+            // `pending` counts messages created (docs/server.md, `aftercart_messages_total`),
+            // also those put already sent (the runtime's direct send).
+            if old.is_none() && o.status != OutboxStatus::Pending {
+                *counters
+                    .entry(format!(
+                        "messages.{}.{}",
+                        o.flow,
+                        OutboxStatus::Pending.as_str()
+                    ))
+                    .or_default() += 1;
+            }
             if old.map(|(s, _)| s) != Some(o.status) {
                 *counters
                     .entry(format!("messages.{}.{}", o.flow, o.status.as_str()))
