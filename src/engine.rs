@@ -9,6 +9,7 @@ mod keywords;
 mod model;
 mod profile;
 mod run;
+mod small;
 mod value;
 
 pub use clock::{local_label, next_local_time, resolve_local};
@@ -19,6 +20,7 @@ pub use model::{
     PluginFailure, Profile, SeenEvent, Waiting,
 };
 pub use profile::person_key;
+pub use small::{SortedMap, SortedSet};
 pub use value::Value;
 
 use crate::ir::{FlowKind, Program};

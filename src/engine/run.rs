@@ -355,7 +355,7 @@ fn enter(
     if state.instances.contains_key(&iid) {
         return refuse(cx, "instance already live".into());
     }
-    let h = state.entries.entry(flow.name.clone()).or_default();
+    let h = state.entries.get_or_default(flow.name.as_str());
     h.keys.insert(key.clone());
     h.count += 1;
     h.last_at = Some(cx.now);
