@@ -14,6 +14,15 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+/// Make room for one more entry: exactly one while small, as a vector does after. Most of a
+/// person's sets hold one value (one entry key per flow, one order) and the maps a handful
+/// (instances, flows entered), where a vector's growth (4, then 8) left half of them empty.
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+}
+
 /// A set kept as a sorted, duplicate-free vector.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SortedSet<T>(Vec<T>);
@@ -34,11 +43,7 @@ impl<T: Ord> SortedSet<T> {
         match self.0.binary_search(&v) {
             Ok(_) => false,
             Err(i) => {
-                // Most of a person's sets hold one value (one entry key per flow, one order):
-                // room for exactly one first (a vector's first growth makes room for four).
-                if self.0.capacity() == 0 {
-                    self.0.reserve_exact(1);
-                }
+                grow(&mut self.0);
                 self.0.insert(i, v);
                 true
             }
@@ -169,6 +174,7 @@ impl<K: Ord, V> SortedMap<K, V> {
         match self.find(&k) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
             Err(i) => {
+                grow(&mut self.0);
                 self.0.insert(i, (k, v));
                 None
             }
@@ -192,6 +198,7 @@ impl<K: Ord, V> SortedMap<K, V> {
         let i = match self.find(q) {
             Ok(i) => i,
             Err(i) => {
+                grow(&mut self.0);
                 self.0.insert(i, (q.to_owned(), V::default()));
                 i
             }
