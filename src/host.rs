@@ -333,7 +333,9 @@ impl<S: HostState> Host<S> {
         let inputs = self.inputs_of(env)?;
         let mut out = Vec::new();
         for (person, input) in inputs {
-            out.extend(self.apply(&person, &input, now));
+            let state = load(&mut self.people, &mut self.state, &person);
+            let effects = engine::step_owned(&self.program, state, input, now, &self.data);
+            out.extend(self.recorded(&person, effects, now));
         }
         Ok(out)
     }
@@ -347,6 +349,11 @@ impl<S: HostState> Host<S> {
     pub fn apply(&mut self, person: &str, input: &Input, now: DateTime<Utc>) -> Vec<Record> {
         let state = load(&mut self.people, &mut self.state, person);
         let effects = engine::step_with(&self.program, state, input, now, &self.data);
+        self.recorded(person, effects, now)
+    }
+
+    /// The records of one step of `person`, with its timer effects applied to the queue.
+    fn recorded(&mut self, person: &str, effects: Vec<Effect>, now: DateTime<Utc>) -> Vec<Record> {
         self.state.touched(person);
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {
