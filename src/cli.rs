@@ -646,9 +646,14 @@ fn load_project(
     ))
 }
 
-fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
-    // Only on a terminal and only when the input is large enough to wait for.
-    if !std::io::stderr().is_terminal() || len < 10_000 {
+/// A bar over the lines of `text`. Only on a terminal (lines are counted only then: a scan of
+/// the whole input) and only when the input is large enough to wait for.
+fn progress_bar(text: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let len = text.lines().count() as u64;
+    if len < 10_000 {
         return None;
     }
     let pb = indicatif::ProgressBar::new(len);
@@ -689,24 +694,18 @@ fn cmd_simulate(
             Err(c) => return c,
         }
     }
-    let pb = progress_bar(text.lines().count() as u64);
+    let pb = progress_bar(&text);
     let progress = |done: usize, _total: usize| {
         if let Some(pb) = &pb {
             pb.set_position(done as u64);
         }
     };
-    let stdout = std::io::stdout();
-    let mut w = std::io::BufWriter::new(stdout.lock());
-    let mut write_failed = false;
-    let out = if format == SimFormat::Json {
-        // Stream: records are written as they happen and never all held in memory.
-        crate::sim::simulate_with(program, schemas, &text, &opts, &progress, &mut |r| {
-            if !write_failed && crate::sim::shown(&r.effect) {
-                write_failed = w.write_all(crate::sim::json_line(&r).as_bytes()).is_err();
-            }
-        })
+    let (out, mut write_failed) = if format == SimFormat::Json {
+        // Stream: records are written as they happen (on a writer thread), never all held.
+        crate::sim::simulate_json(program, schemas, &text, &opts, &progress, std::io::stdout())
     } else {
-        crate::sim::simulate(program, schemas, &text, &opts, &progress)
+        let out = crate::sim::simulate(program, schemas, &text, &opts, &progress);
+        (out, false)
     };
     if let Some(pb) = &pb {
         pb.finish_and_clear();
@@ -719,11 +718,12 @@ fn cmd_simulate(
         }
     }
     if format == SimFormat::Text {
+        let mut w = std::io::stdout().lock();
         write_failed |= w
             .write_all(crate::sim::render_text(&out).as_bytes())
             .is_err();
+        write_failed |= w.flush().is_err();
     }
-    write_failed |= w.flush().is_err();
     // Freeing a large simulation's state record by record takes longer than the process exit.
     std::mem::forget(out);
     if write_failed {
@@ -823,7 +823,7 @@ fn ingest_and_report(store: &dyn crate::store::Store, file: &std::path::Path) ->
         Ok(t) => t,
         Err(c) => return c,
     };
-    let pb = progress_bar(text.lines().count() as u64);
+    let pb = progress_bar(&text);
     let progress = |done: usize, _total: usize| {
         if let Some(pb) = &pb {
             pb.set_position(done as u64);

@@ -9,6 +9,7 @@ mod keywords;
 mod model;
 mod profile;
 mod run;
+mod small;
 mod value;
 
 pub use clock::{local_label, next_local_time, resolve_local};
@@ -19,6 +20,7 @@ pub use model::{
     PluginFailure, Profile, SeenEvent, Waiting,
 };
 pub use profile::person_key;
+pub use small::{SortedMap, SortedSet};
 pub use value::Value;
 
 use crate::ir::{FlowKind, Program};
@@ -66,9 +68,52 @@ pub fn step_with(
     now: DateTime<Utc>,
     data: &crate::catalog::ShopData,
 ) -> Vec<Effect> {
+    step_inner(program, state, input, None, now, data)
+}
+
+/// As [`step_with`], for a host done with the input: an event's payload moves into the state
+/// of the instances that keep it instead of being copied. Same effects, same state.
+pub fn step_owned(
+    program: &Program,
+    state: &mut PersonState,
+    input: Input,
+    now: DateTime<Utc>,
+    data: &crate::catalog::ShopData,
+) -> Vec<Effect> {
+    match input {
+        Input::Event {
+            name,
+            id,
+            data: payload,
+        } => {
+            let own = model::SharedJson::new(payload);
+            // The input's payload is read through `own`; the placeholder is never looked at.
+            let input = Input::Event {
+                name,
+                id,
+                data: serde_json::Value::Null,
+            };
+            step_inner(program, state, &input, Some(&own), now, data)
+        }
+        input => step_inner(program, state, &input, None, now, data),
+    }
+}
+
+/// [`step_with`]; `own` holds an event input's payload when the caller gave it up.
+fn step_inner(
+    program: &Program,
+    state: &mut PersonState,
+    input: &Input,
+    own: Option<&model::SharedJson>,
+    now: DateTime<Utc>,
+    data: &crate::catalog::ShopData,
+) -> Vec<Effect> {
     let mut cx = run::Cx::new(program, data, now);
     match input {
-        Input::Event { name, id, data } => run::on_event(&mut cx, state, name, id, data),
+        Input::Event { name, id, data } => {
+            let data = own.map_or(data, |o| &**o);
+            run::on_event(&mut cx, state, name, id, data, own)
+        }
         Input::Timer {
             instance,
             step,

@@ -13,6 +13,7 @@ use crate::schema::Schemas;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 pub use envelope::{parse_line, Envelope, Payload};
@@ -100,7 +101,14 @@ impl<S: HostState> Host<S> {
     /// Turn one envelope into engine inputs, each with the person it is for. Errors say what is
     /// wrong with the payload; nothing is changed then.
     pub fn inputs(&mut self, env: &Envelope) -> Result<Vec<(String, Input)>, String> {
-        match &env.payload {
+        self.inputs_of(Cow::Borrowed(env))
+    }
+
+    /// [`Host::inputs`]; an owned envelope's event data is moved into its input, not copied
+    /// (the simulator owns every envelope it parsed, and copying each order's JSON tree once
+    /// more per event was a share of its allocations).
+    fn inputs_of(&mut self, env: Cow<'_, Envelope>) -> Result<Vec<(String, Input)>, String> {
+        let (name, id, normalized) = match &env.payload {
             Payload::Shopify {
                 topic,
                 event_id,
@@ -179,7 +187,7 @@ impl<S: HostState> Host<S> {
                         );
                     }
                 }
-                Ok(out)
+                return Ok(out);
             }
             Payload::Aftercart { kind, id, data } => match kind.as_str() {
                 "sms.replied" => {
@@ -194,7 +202,7 @@ impl<S: HostState> Host<S> {
                         }
                     };
                     let message_sid = text(data.get("message_sid"));
-                    Ok(vec![(person, Input::Reply { body, message_sid })])
+                    return Ok(vec![(person, Input::Reply { body, message_sid })]);
                 }
                 // `message.status`: a provider status that is neither delivered nor failed
                 // (queued, sent, ...), from the webhook server's Twilio status callback.
@@ -203,7 +211,7 @@ impl<S: HostState> Host<S> {
                         text(data.get("person")).ok_or(format!("{kind} needs `person`"))?;
                     let message_id =
                         text(data.get("message_id")).ok_or(format!("{kind} needs `message_id`"))?;
-                    Ok(vec![(
+                    return Ok(vec![(
                         person,
                         if kind == "message.clicked" {
                             Input::Click { message_id }
@@ -215,7 +223,7 @@ impl<S: HostState> Host<S> {
                                 error_code: text(data.get("error_code")),
                             }
                         },
-                    )])
+                    )]);
                 }
                 name => {
                     // A normalised event: custom (declared in the project) or a Shopify-derived
@@ -224,27 +232,34 @@ impl<S: HostState> Host<S> {
                         .schemas
                         .event(name)
                         .ok_or(format!("unknown event type `{name}`"))?;
-                    let data = if schema.topic.is_some() {
-                        data.clone()
-                    } else {
-                        self.schemas
-                            .normalize(name, data)
-                            .map_err(|e| format!("{name}: {e}"))?
+                    let normalized = match schema.topic {
+                        Some(_) => None,
+                        None => Some(
+                            self.schemas
+                                .normalize(name, data)
+                                .map_err(|e| format!("{name}: {e}"))?,
+                        ),
                     };
-                    let person = self
-                        .route(&data)
-                        .ok_or(format!("`{name}` names no customer_id or phone"))?;
-                    Ok(vec![(
-                        person,
-                        Input::Event {
-                            name: name.to_string(),
-                            id: id.clone(),
-                            data,
-                        },
-                    )])
+                    (name.to_string(), id.clone(), normalized)
                 }
             },
-        }
+        };
+        // A normalised event: its data as normalised, else as it came (moved when owned).
+        let data = normalized.unwrap_or_else(|| match env {
+            Cow::Owned(Envelope {
+                payload: Payload::Aftercart { data, .. },
+                ..
+            }) => data,
+            Cow::Borrowed(Envelope {
+                payload: Payload::Aftercart { data, .. },
+                ..
+            }) => data.clone(),
+            _ => unreachable!("only aftercart events get here"),
+        });
+        let person = self
+            .route(&data)
+            .ok_or(format!("`{name}` names no customer_id or phone"))?;
+        Ok(vec![(person, Input::Event { name, id, data })])
     }
 
     /// Learn from one envelope what `recommend()` reads (products into the catalog, orders into
@@ -280,6 +295,16 @@ impl<S: HostState> Host<S> {
     /// Run one envelope at `now`: de-duplicate on its source id, then step every person it
     /// concerns. Returns the timeline records.
     pub fn ingest(&mut self, env: &Envelope, now: DateTime<Utc>) -> Result<Vec<Record>, String> {
+        self.ingest_of(Cow::Borrowed(env), now)
+    }
+
+    /// [`Host::ingest`]; an owned envelope (one the caller is done with) has its event data
+    /// moved into the engine input instead of copied.
+    pub fn ingest_of(
+        &mut self,
+        env: Cow<'_, Envelope>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Record>, String> {
         let key = env.source_id();
         if !self.seen.insert(key.clone()) {
             return Ok(vec![Record {
@@ -288,7 +313,7 @@ impl<S: HostState> Host<S> {
                 effect: Effect::Duplicate { id: key },
             }]);
         }
-        let out = self.process(env, now);
+        let out = self.process_of(env, now);
         if out.is_err() {
             self.seen.remove(&key);
         }
@@ -298,10 +323,20 @@ impl<S: HostState> Host<S> {
     /// Run one envelope at `now` without the in-memory de-duplication (the runtime's store
     /// refuses a duplicate at append, so what reaches this is new).
     pub fn process(&mut self, env: &Envelope, now: DateTime<Utc>) -> Result<Vec<Record>, String> {
-        let inputs = self.inputs(env)?;
+        self.process_of(Cow::Borrowed(env), now)
+    }
+
+    fn process_of(
+        &mut self,
+        env: Cow<'_, Envelope>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Record>, String> {
+        let inputs = self.inputs_of(env)?;
         let mut out = Vec::new();
         for (person, input) in inputs {
-            out.extend(self.apply(&person, &input, now));
+            let state = load(&mut self.people, &mut self.state, &person);
+            let effects = engine::step_owned(&self.program, state, input, now, &self.data);
+            out.extend(self.recorded(&person, effects, now));
         }
         Ok(out)
     }
@@ -315,6 +350,11 @@ impl<S: HostState> Host<S> {
     pub fn apply(&mut self, person: &str, input: &Input, now: DateTime<Utc>) -> Vec<Record> {
         let state = load(&mut self.people, &mut self.state, person);
         let effects = engine::step_with(&self.program, state, input, now, &self.data);
+        self.recorded(person, effects, now)
+    }
+
+    /// The records of one step of `person`, with its timer effects applied to the queue.
+    fn recorded(&mut self, person: &str, effects: Vec<Effect>, now: DateTime<Utc>) -> Vec<Record> {
         self.state.touched(person);
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {

@@ -198,29 +198,32 @@ pub fn simulate_with(
     let mut host = Host::new(program, schemas);
     let total = pending.len();
     let mut inputs = 0;
-    for (i, p) in pending.iter().enumerate() {
-        if opts.from.is_some_and(|f| p.at < f) {
-            continue;
-        }
-        if opts.until.is_some_and(|u| p.at > u) {
-            break;
-        }
-        let env = &parse(p.line).expect("the line parsed when it was indexed");
-        fire_until(&mut host, env.at, sink);
-        match host.ingest(env, env.at) {
-            Ok(r) => {
-                inputs += 1;
-                r.into_iter().for_each(&mut *sink);
+    // Lines are parsed on a second thread, in time order, while this one runs them: parsing
+    // is independent of the host, and the machine has a core to spare.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PARSED_IN_FLIGHT);
+        std::thread::Builder::new()
+            .name("sim-parse".into())
+            .spawn_scoped(scope, || parse_ahead(&pending, opts, tx))
+            .expect("a thread can be started");
+        for (i, env) in rx.into_iter().flatten() {
+            fire_until(&mut host, env.at, sink);
+            let (at, describe) = (env.at, env.describe());
+            match host.ingest_of(std::borrow::Cow::Owned(env), at) {
+                Ok(r) => {
+                    inputs += 1;
+                    r.into_iter().for_each(&mut *sink);
+                }
+                Err(reason) => refused.push(Refused {
+                    line: 0,
+                    reason: format!("{describe} at {}: {reason}", at.to_rfc3339()),
+                }),
             }
-            Err(reason) => refused.push(Refused {
-                line: 0,
-                reason: format!("{} at {}: {reason}", env.describe(), env.at.to_rfc3339()),
-            }),
+            if i % 1024 == 0 {
+                progress(i, total);
+            }
         }
-        if i % 1024 == 0 {
-            progress(i, total);
-        }
-    }
+    });
     progress(total, total);
     let end = opts.until.unwrap_or_else(|| {
         pending
@@ -236,6 +239,92 @@ pub fn simulate_with(
         inputs,
         host,
     }
+}
+
+/// Parsed lines handed over at a time, and batches of them in flight: enough to keep both
+/// threads busy, few enough to hold little memory.
+const PARSED_BATCH: usize = 256;
+const PARSED_IN_FLIGHT: usize = 8;
+
+/// Parse the pending lines in order, from `opts.from` up to `opts.until`, and send them in
+/// batches with their index (for progress); stops when the receiver is gone.
+fn parse_ahead(
+    pending: &[Pending<'_>],
+    opts: &Options,
+    tx: std::sync::mpsc::SyncSender<Vec<(usize, Envelope)>>,
+) {
+    let mut batch = Vec::with_capacity(PARSED_BATCH);
+    for (i, p) in pending.iter().enumerate() {
+        if opts.from.is_some_and(|f| p.at < f) {
+            continue;
+        }
+        if opts.until.is_some_and(|u| p.at > u) {
+            break;
+        }
+        batch.push((
+            i,
+            parse(p.line).expect("the line parsed when it was indexed"),
+        ));
+        if batch.len() == PARSED_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(PARSED_BATCH));
+            if tx.send(full).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(batch);
+}
+
+/// Shown records handed to the writer thread at a time, and batches of them in flight.
+const WRITE_BATCH: usize = 1024;
+const WRITE_IN_FLIGHT: usize = 16;
+
+/// Run the simulation and write the shown records to `out` as JSON lines ([`json_line`]), in
+/// order. Formatting and writing happen on a second thread (they were a tenth of the run), fed
+/// in batches. Returns the outcome (without records) and whether writing failed; after a
+/// failure the simulation still runs to the end, writing nothing more.
+pub fn simulate_json<W: std::io::Write + Send>(
+    program: Program,
+    schemas: Schemas,
+    text: &str,
+    opts: &Options,
+    progress: &dyn Fn(usize, usize),
+    out: W,
+) -> (Outcome, bool) {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(WRITE_IN_FLIGHT);
+        let writer = std::thread::Builder::new().name("sim-write".into());
+        let writer = writer.spawn_scoped(scope, move || {
+            use std::io::Write;
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
+            let mut failed = false;
+            let mut line = Vec::with_capacity(512);
+            for r in rx.into_iter().flatten() {
+                if !failed {
+                    line.clear();
+                    write_line(&mut line, &r);
+                    failed = w.write_all(&line).is_err();
+                }
+            }
+            failed | w.flush().is_err()
+        });
+        let writer = writer.expect("a thread can be started");
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let outcome = simulate_with(program, schemas, text, opts, progress, &mut |r| {
+            if shown(&r.effect) {
+                batch.push(r);
+                if batch.len() == WRITE_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+                    // The writer only stops early by panicking, which the join reports.
+                    let _ = tx.send(full);
+                }
+            }
+        });
+        let _ = tx.send(batch);
+        drop(tx);
+        let failed = writer.join().expect("the JSON writer does not panic");
+        (outcome, failed)
+    })
 }
 
 /// Fire every timer due at or before `until` (as [`Host::fire_until`]), handing each record to
@@ -304,6 +393,13 @@ pub fn render_json(records: &[Record]) -> String {
 /// time; the fields are gathered by reference and written in key order (serde_json's maps are
 /// sorted), which a test checks against [`record_json`] for every kind of effect.
 pub fn json_line(r: &Record) -> String {
+    let mut out = Vec::with_capacity(256);
+    write_line(&mut out, r);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// [`json_line`], appended to `out`.
+fn write_line(out: &mut Vec<u8>, r: &Record) {
     use crate::engine::Message;
     let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut f: Vec<(&str, Field)> = Vec::with_capacity(18);
@@ -464,23 +560,21 @@ pub fn json_line(r: &Record) -> String {
         ("person", Field::Str(person)),
     ]);
     f.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut out: Vec<u8> = Vec::with_capacity(256);
     out.push(b'{');
     for (i, (k, v)) in f.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_json(&mut out, k);
+        write_json(out, k);
         out.push(b':');
         match v {
-            Field::Str(s) => write_json(&mut out, s),
-            Field::OptStr(s) => write_json(&mut out, s),
+            Field::Str(s) => write_json(out, s),
+            Field::OptStr(s) => write_json(out, s),
             Field::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            Field::Ser(x) => x.write_to(&mut out),
+            Field::Ser(x) => x.write_to(out),
         }
     }
     out.extend_from_slice(b"}\n");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// A field of a JSON line, borrowed from the record.

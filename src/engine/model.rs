@@ -1,12 +1,14 @@
 //! The engine's data: what goes in ([`Input`]), what comes out ([`Effect`]) and what it
-//! remembers about one person ([`PersonState`]). All serde, all ordered (BTreeMap, Vec), so a
-//! serialised state or effect list is byte-for-byte reproducible.
+//! remembers about one person ([`PersonState`]). All serde, all ordered (sorted vectors with the
+//! B-trees' serde shape, BTreeMap, Vec), so a serialised state or effect list is byte-for-byte
+//! reproducible.
 
+use super::small::{SortedMap, SortedSet};
 use crate::ir::{FlowKind, StepId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Event payloads held by instances are shared, not copied: one event is kept by every live
@@ -231,8 +233,8 @@ pub struct Profile {
     pub total_spent: Decimal,
     pub first_order_at: Option<DateTime<Utc>>,
     pub last_order_at: Option<DateTime<Utc>>,
-    pub product_ids: BTreeSet<String>,
-    pub skus: BTreeSet<String>,
+    pub product_ids: SortedSet<String>,
+    pub skus: SortedSet<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub phone: Option<String>,
@@ -241,9 +243,9 @@ pub struct Profile {
     pub zone: Option<String>,
     /// US state (two letters) of the latest shipping address.
     pub state: Option<String>,
-    pub tags: BTreeSet<String>,
+    pub tags: SortedSet<String>,
     /// Orders already counted, so `order.created` and `order.paid` of one order count once.
-    pub order_ids: BTreeSet<String>,
+    pub order_ids: SortedSet<String>,
 }
 
 /// Where an instance stands while it is blocked.
@@ -313,7 +315,7 @@ pub struct Instance {
 /// Entry history of one flow, kept after instances finish (entry rules need it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EntryHistory {
-    pub keys: BTreeSet<String>,
+    pub keys: SortedSet<String>,
     pub count: u64,
     pub last_at: Option<DateTime<Utc>>,
 }
@@ -338,16 +340,17 @@ pub struct PersonState {
     pub person: String,
     pub profile: Profile,
     pub consent: Consent,
-    /// Live instances by id. Boxed: a B-tree node holds eleven values inline, so a person with
-    /// one live instance paid for eleven (~3.4 KB, the largest item of the simulator's peak
-    /// memory), and every insert and remove moved whole instances around. Serialised the same.
-    pub instances: BTreeMap<String, Box<Instance>>,
+    /// Live instances by id, in a sorted vector ([`SortedMap`]: a B-tree node for a person's
+    /// two or three instances cost ~370 B). Boxed, so that inserting and removing, which
+    /// `advance` does at every step, moves pointers rather than whole instances. Serialised as
+    /// the map of instances it always was.
+    pub instances: SortedMap<String, Box<Instance>>,
     /// Entry history by flow name.
-    pub entries: BTreeMap<String, EntryHistory>,
+    pub entries: SortedMap<String, EntryHistory>,
     /// Marketing send times inside the frequency-cap window.
     pub recent_sends: Vec<DateTime<Utc>>,
     /// Every message id ever emitted: at most one message per (instance, step).
-    pub sent: BTreeSet<String>,
+    pub sent: SortedSet<String>,
     pub last_message: Option<LastMessage>,
     /// Recent event ids (bounded), to drop at-least-once re-deliveries.
     pub seen_event_ids: Vec<String>,

@@ -157,7 +157,7 @@ const FIELDS: [&str; 17] = [
 pub fn field(p: &Profile, consent: Consent, name: &str) -> Value {
     let s = |o: &Option<String>| o.clone().map(Value::Str).unwrap_or(Value::Null);
     let t = |o: &Option<DateTime<Utc>>| o.map(Value::Time).unwrap_or(Value::Null);
-    let l = |set: &std::collections::BTreeSet<String>| {
+    let l = |set: &super::small::SortedSet<String>| {
         Value::List(set.iter().cloned().map(Value::Str).collect())
     };
     match name {

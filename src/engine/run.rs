@@ -107,9 +107,18 @@ fn matches(
 
 // ---------------------------------------------------------------- events
 
-pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data: &Json) {
+/// `own`, when given, holds `data` itself (the caller gave the event up): instances that keep
+/// the payload share it instead of a copy.
+pub fn on_event(
+    cx: &mut Cx,
+    state: &mut PersonState,
+    name: &str,
+    id: &str,
+    data: &Json,
+    own: Option<&SharedJson>,
+) {
     // One shared copy of the payload for every instance that keeps it (made on first need).
-    let mut shared: Option<SharedJson> = None;
+    let mut shared = Shared { made: None, own };
     if state.seen_event_ids.iter().any(|s| s == id) {
         cx.effects.push(Effect::Duplicate { id: id.to_string() });
         return;
@@ -224,15 +233,27 @@ pub fn on_event(cx: &mut Cx, state: &mut PersonState, name: &str, id: &str, data
     }
 }
 
+/// The event's payload for the instances that keep it: made on first need ([`share`]), from
+/// the caller's own allocation when it gave the event up.
+struct Shared<'a> {
+    made: Option<SharedJson>,
+    own: Option<&'a SharedJson>,
+}
+
 /// The event's payload as one shared allocation, made on first need: a payload the person's
 /// instances already hold when one is equal (an order's `order.fulfilled` carries the order
-/// that `order.created` did), else a copy of `data`. Payloads held for weeks by waiting
-/// instances were most of the simulator's memory, and memory growth much of its time.
-fn share(slot: &mut Option<SharedJson>, state: &PersonState, data: &Json) -> SharedJson {
-    slot.get_or_insert_with(|| {
-        held_equal(state, data).unwrap_or_else(|| SharedJson::new(data.clone()))
-    })
-    .clone()
+/// that `order.created` did), else the caller's own (no copy), else a copy of `data`. Payloads
+/// held for weeks by waiting instances were most of the simulator's memory, and memory growth
+/// much of its time; the copy was a twentieth of its allocations.
+fn share(slot: &mut Shared, state: &PersonState, data: &Json) -> SharedJson {
+    let own = slot.own;
+    slot.made
+        .get_or_insert_with(|| {
+            held_equal(state, data)
+                .or_else(|| own.cloned())
+                .unwrap_or_else(|| SharedJson::new(data.clone()))
+        })
+        .clone()
 }
 
 /// A payload equal to `data` among those the person's instances and last message hold.
@@ -305,7 +326,7 @@ fn enter(
     name: &str,
     id: &str,
     data: &Json,
-    shared: &mut Option<SharedJson>,
+    shared: &mut Shared,
 ) {
     // Borrowed: the entry history holds every entry key the person ever used for this flow.
     let empty = EntryHistory::default();
@@ -355,7 +376,7 @@ fn enter(
     if state.instances.contains_key(&iid) {
         return refuse(cx, "instance already live".into());
     }
-    let h = state.entries.entry(flow.name.clone()).or_default();
+    let h = state.entries.get_or_default(flow.name.as_str());
     h.keys.insert(key.clone());
     h.count += 1;
     h.last_at = Some(cx.now);

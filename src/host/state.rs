@@ -7,7 +7,8 @@ use crate::engine::PersonState;
 use crate::ir::StepId;
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::rc::Rc;
 
 /// A pending timer. The derived order — (due, person, instance, step) — is THE tie-break for
@@ -68,28 +69,44 @@ pub struct MemState {
     phones: HashMap<String, String>,
     orders: BTreeMap<String, Json>,
     fulfillments: BTreeMap<String, Json>,
-    /// Pending timers by due time, then (person, instance, step): [`TimerKey`] order. Most
-    /// dues hold one timer, so the queue orders by time alone and strings are compared only
-    /// between timers due at the same instant.
-    timers: BTreeMap<DateTime<Utc>, BTreeSet<Slot>>,
+    /// Pending timers, least first in [`TimerKey`] order, with lazy deletion: a cancelled or
+    /// re-scheduled timer stays in the heap and is skipped when it surfaces (the index no
+    /// longer holds it). A B-tree of dues, each with a B-tree set of timers, cost ~370 B per
+    /// timer in nodes (most dues hold one timer); a heap entry is 64 B, and strings are still
+    /// compared only between timers due at the same instant.
+    timers: BinaryHeap<Reverse<Queued>>,
     pending: usize,
-    /// person -> (instance, step, due) of their pending timers, to replace a re-scheduled timer
-    /// and find a cancelled one. A person has a handful of timers: a short list, searched
-    /// without building a key (the old `(String, String, StepId)` keys cloned both strings on
-    /// every schedule, cancel and pop).
+    /// person -> (instance, step, due) of their pending timers: what is live, to replace a
+    /// re-scheduled timer, find a cancelled one and tell a stale heap entry. A person has a
+    /// handful of timers: a short list, searched without building a key (the old
+    /// `(String, String, StepId)` keys cloned both strings on every schedule, cancel and pop).
     timer_index: HashMap<Rc<str>, Vec<Indexed>>,
 }
 
 /// A person's pending timer in the index: (instance, step, due).
 type Indexed = (Rc<str>, StepId, DateTime<Utc>);
 
-/// A pending timer at its due time: the rest of a [`TimerKey`], with strings shared with the
-/// index, ordered as in [`TimerKey`].
+/// A timer in the heap: a [`TimerKey`] with strings shared with the index, ordered as one.
+/// `lead` (the person's first bytes) comes before the person: it orders as the person does,
+/// and telling apart timers due at the same instant by it, in a register, saves reading the
+/// strings from memory (thousands of people wait for one 10:00 instant, and the heap compares
+/// them at every push and pop).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Slot {
+struct Queued {
+    due: DateTime<Utc>,
+    lead: u128,
     person: Rc<str>,
     instance: Rc<str>,
     step: StepId,
+}
+
+/// The first 16 bytes of `s`, big-endian, zero-padded. A smaller lead means a smaller string
+/// (bytewise order; the padding sorts a prefix first); equal leads leave it to the strings.
+fn lead(s: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = s.len().min(16);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u128::from_be_bytes(b)
 }
 
 impl HostState for MemState {
@@ -123,22 +140,14 @@ impl HostState for MemState {
             None => Rc::from(t.person),
         };
         let list = self.timer_index.entry(person.clone()).or_default();
-        let same = list
-            .iter()
-            .position(|(i, s, _)| **i == *t.instance && *s == t.step);
-        let instance = match same {
-            Some(k) => {
-                // Replace: the old timer of this (person, instance, step) leaves the queue.
-                let (instance, _, due) = &mut list[k];
-                let old = Slot {
-                    person: person.clone(),
-                    instance: instance.clone(),
-                    step: t.step,
-                };
-                let old_due = std::mem::replace(due, t.due);
-                let instance = instance.clone();
-                self.unqueue(old_due, &old);
-                instance
+        let instance = match list
+            .iter_mut()
+            .find(|(i, s, _)| **i == *t.instance && *s == t.step)
+        {
+            // Replace: the old entry of this (person, instance, step) goes stale in the heap.
+            Some((instance, _, due)) => {
+                *due = t.due;
+                instance.clone()
             }
             None => {
                 // Another step of the same instance shares its id.
@@ -148,67 +157,55 @@ impl HostState for MemState {
                     .map(|(i, _, _)| i.clone())
                     .unwrap_or_else(|| Rc::from(t.instance));
                 list.push((instance.clone(), t.step, t.due));
+                self.pending += 1;
                 instance
             }
         };
-        if self.timers.entry(t.due).or_default().insert(Slot {
+        self.timers.push(Reverse(Queued {
+            due: t.due,
+            lead: lead(&person),
             person,
             instance,
             step: t.step,
-        }) {
-            self.pending += 1;
-        }
+        }));
     }
     fn cancel(&mut self, t: &TimerKey) {
-        let Some((person, list)) = self.timer_index.get_key_value(t.person.as_str()) else {
+        let Some(list) = self.timer_index.get(t.person.as_str()) else {
             return;
         };
-        let Some(k) = list
+        if let Some(k) = list
             .iter()
             .position(|(i, s, _)| **i == *t.instance && *s == t.step)
-        else {
-            return;
-        };
-        let (instance, step, due) = list[k].clone();
-        let person = person.clone();
-        self.forget(&person, k);
-        self.unqueue(
-            due,
-            &Slot {
-                person,
-                instance,
-                step,
-            },
-        );
+        {
+            self.forget(&t.person, k);
+        }
     }
     fn pop_due(&mut self, until: DateTime<Utc>) -> Option<TimerKey> {
-        let mut entry = self.timers.first_entry()?;
-        let due = *entry.key();
-        if due > until {
-            return None;
+        // Stale entries met on the way are dropped; a stale top due later than `until` is
+        // left (nothing before it is live either).
+        while self.timers.peek()?.0.due <= until {
+            let Reverse(first) = self.timers.pop().expect("peeked");
+            let Some(list) = self.timer_index.get(&first.person) else {
+                continue;
+            };
+            let Some(k) = list.iter().position(|(i, s, due)| {
+                Rc::ptr_eq(i, &first.instance) && *s == first.step && *due == first.due
+            }) else {
+                continue;
+            };
+            self.forget(&first.person, k);
+            return Some(TimerKey {
+                due: first.due,
+                person: first.person.to_string(),
+                instance: first.instance.to_string(),
+                step: first.step,
+            });
         }
-        let first = entry.get_mut().pop_first().expect("no empty sets are kept");
-        if entry.get().is_empty() {
-            entry.remove();
-        }
-        self.pending -= 1;
-        if let Some(list) = self.timer_index.get(&first.person) {
-            if let Some(k) = list
-                .iter()
-                .position(|(i, s, _)| *i == first.instance && *s == first.step)
-            {
-                self.forget(&first.person, k);
-            }
-        }
-        Some(TimerKey {
-            due,
-            person: first.person.to_string(),
-            instance: first.instance.to_string(),
-            step: first.step,
-        })
+        None
     }
     fn next_due(&mut self) -> Option<DateTime<Utc>> {
-        self.timers.first_key_value().map(|(due, _)| *due)
+        self.skip_stale();
+        self.timers.peek().map(|t| t.0.due)
     }
     fn pending_timers(&self) -> usize {
         self.pending
@@ -216,15 +213,21 @@ impl HostState for MemState {
 }
 
 impl MemState {
-    /// Take a timer out of the queue (a no-op when it is not there).
-    fn unqueue(&mut self, due: DateTime<Utc>, slot: &Slot) {
-        if let Some(set) = self.timers.get_mut(&due) {
-            if set.remove(slot) {
-                self.pending -= 1;
+    /// Drop the stale entries (cancelled or re-scheduled since) from the top of the heap. An
+    /// entry is live when its person's index holds the same (instance, step) at the same due.
+    /// Two identical entries (scheduled, cancelled, scheduled again) are one timer: the first
+    /// to surface fires and unindexes it, and the second is then stale.
+    fn skip_stale(&mut self) {
+        while let Some(Reverse(top)) = self.timers.peek() {
+            let live = self.timer_index.get(&top.person).is_some_and(|list| {
+                list.iter().any(|(i, s, due)| {
+                    Rc::ptr_eq(i, &top.instance) && *s == top.step && *due == top.due
+                })
+            });
+            if live {
+                return;
             }
-            if set.is_empty() {
-                self.timers.remove(&due);
-            }
+            self.timers.pop();
         }
     }
 
@@ -232,6 +235,7 @@ impl MemState {
     fn forget(&mut self, person: &str, k: usize) {
         if let Some(list) = self.timer_index.get_mut(person) {
             list.swap_remove(k);
+            self.pending -= 1;
             if list.is_empty() {
                 self.timer_index.remove(person);
             }
