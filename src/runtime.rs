@@ -63,9 +63,10 @@ pub struct Options {
     /// backlog one commit covers many inputs. Why large: each commit rewrites every person the
     /// batch touched, once, so a person touched by several inputs of one batch is written once
     /// (8,000 synthetic events: 15,543 person writes at 256 per batch, 8,475 at 1,024, 5,238
-    /// at 4,096), and sled's cost follows the number of keys written. Why not larger: after a
-    /// stall, the whole backlog completes together at the end of one long batch, which showed
-    /// in the p99 latency at 1k events/s (docs/performance.md).
+    /// at 4,096), and sled's cost follows the number of keys written. Why not larger: a
+    /// batch's inputs all complete at its end, so after a stall the batch size bounds how long
+    /// the first of a backlog waits (on a quiet machine 1,024 cost nothing at 1k events/s
+    /// offered: docs/performance.md, "Latency").
     pub batch: usize,
     /// Messages per dispatch round.
     pub dispatch_batch: usize,
