@@ -1,8 +1,9 @@
 //! SMS providers behind one trait. The message id is the idempotency key: dispatch is
 //! at-least-once (a crash between the provider call and marking the message sent leaves it
 //! "sending", in doubt), so before sending an in-doubt message again the runtime asks the
-//! provider whether it already has it ([`Provider::lookup`]); a provider that cannot tell must
-//! drop an id it has already taken. The embedded default appends JSON lines to a file and
+//! provider whether it already has it ([`Provider::find_sent`]); a provider that cannot be
+//! asked must drop an id it has already taken (and then gets a batch's new messages before the
+//! batch's commit). The embedded default appends JSON lines to a file and
 //! de-duplicates by id; `stdout` prints; `twilio` calls Twilio's REST API (`super::twilio`).
 
 use crate::engine::Message;
