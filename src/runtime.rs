@@ -243,8 +243,10 @@ pub struct Runtime {
     store: Arc<dyn Store>,
     host: Host<StoreState>,
     opts: Options,
-    /// The pending commit's outbox puts, attributions and counters.
-    outbox: Vec<OutboxEntry>,
+    /// The pending commit's outbox puts, each with the message it holds serialised (the direct
+    /// send and the link table read the message; the store keeps the bytes), then
+    /// attributions and counters.
+    outbox: Vec<(OutboxEntry, Message)>,
     /// Delivery-status changes of this batch, by message id (later ones see earlier ones).
     outbox_updates: BTreeMap<String, OutboxUpdate>,
     attribute: Vec<(Seq, String)>,
@@ -417,9 +419,9 @@ impl Runtime {
             .outbox
             .iter()
             .rev()
-            .find(|o| o.message_id == message_id)
+            .find(|(o, _)| o.message_id == message_id)
         {
-            Some(o) => Some(o.clone()),
+            Some((o, _)) => Some(o.clone()),
             None => self.store.outbox(message_id)?,
         };
         if let (Some(e), Some(u)) = (e.as_mut(), self.outbox_updates.get(message_id)) {
@@ -454,7 +456,7 @@ impl Runtime {
                         self.count("runtime.sends_already_in_outbox", 1);
                         continue;
                     }
-                    self.outbox.push(OutboxEntry {
+                    let entry = OutboxEntry {
                         message_id: m.message_id.clone(),
                         person: r.person,
                         flow: m.flow.clone(),
@@ -464,7 +466,8 @@ impl Runtime {
                         attempts: 0,
                         provider_id: None,
                         error_code: None,
-                    });
+                    };
+                    self.outbox.push((entry, m));
                 }
                 Effect::Entered { flow, .. } => {
                     self.count(format!("entered.{flow}"), 1);
@@ -686,7 +689,10 @@ impl Runtime {
             people_put,
             timers_remove: removed.iter().map(state::timer_of).collect(),
             timers_add: added.iter().map(state::timer_of).collect(),
-            outbox_put: std::mem::take(&mut self.outbox),
+            outbox_put: std::mem::take(&mut self.outbox)
+                .into_iter()
+                .map(|(o, _)| o)
+                .collect(),
             outbox_update: std::mem::take(&mut self.outbox_updates)
                 .into_values()
                 .collect(),
@@ -954,26 +960,30 @@ impl Runtime {
     /// makes the same messages with the same ids, and the provider drops the repeats: the
     /// at-least-once-with-stable-ids argument of the dispatch rounds, unchanged.
     fn send_direct(&mut self, provider: &dyn Provider) -> Result<()> {
+        // Taken out while `send_one` borrows the runtime, and put back on error too.
         let mut outbox = std::mem::take(&mut self.outbox);
-        let result = (|| {
-            for o in outbox
-                .iter_mut()
-                .filter(|o| o.status == OutboxStatus::Pending)
-            {
-                let msg = decode_message(o)?;
-                let (u, outcome) = self.send_one(provider, o, &msg)?;
-                match outcome {
-                    Outcome::Sent => self.direct.sent += 1,
-                    Outcome::Failed => self.direct.failed += 1,
-                    Outcome::Retry => {}
+        let mut result = Ok(());
+        for (o, msg) in outbox
+            .iter_mut()
+            .filter(|(o, _)| o.status == OutboxStatus::Pending)
+        {
+            let (u, outcome) = match self.send_one(provider, o, msg) {
+                Ok(r) => r,
+                Err(e) => {
+                    result = Err(e);
+                    break;
                 }
-                o.status = u.status;
-                o.attempts = u.attempts;
-                o.provider_id = u.provider_id;
-                o.error_code = u.error_code;
+            };
+            match outcome {
+                Outcome::Sent => self.direct.sent += 1,
+                Outcome::Failed => self.direct.failed += 1,
+                Outcome::Retry => {}
             }
-            Ok(())
-        })();
+            o.status = u.status;
+            o.attempts = u.attempts;
+            o.provider_id = u.provider_id;
+            o.error_code = u.error_code;
+        }
         self.outbox = outbox;
         result
     }
@@ -1143,25 +1153,18 @@ fn event_currency(env: &Envelope) -> Option<String> {
 
 /// The tracked links of the messages about to be committed, for the store's link family
 /// (`GET /l/{code}` of the webhook server): written in the same commit as the outbox entry.
-fn links_of(outbox: &[OutboxEntry]) -> Vec<crate::store::LinkEntry> {
-    #[derive(serde::Deserialize)]
-    struct Links {
-        #[serde(default)]
-        links: Vec<crate::engine::Link>,
-    }
-    let mut out = Vec::new();
-    for o in outbox {
-        let Ok(m) = serde_json::from_slice::<Links>(&o.message) else {
-            continue;
-        };
-        out.extend(m.links.into_iter().map(|l| crate::store::LinkEntry {
-            code: l.code,
-            url: l.url,
-            message_id: o.message_id.clone(),
-            person: o.person.clone(),
-        }));
-    }
-    out
+fn links_of(outbox: &[(OutboxEntry, Message)]) -> Vec<crate::store::LinkEntry> {
+    outbox
+        .iter()
+        .flat_map(|(o, m)| {
+            m.links.iter().map(|l| crate::store::LinkEntry {
+                code: l.code.clone(),
+                url: l.url.clone(),
+                message_id: o.message_id.clone(),
+                person: o.person.clone(),
+            })
+        })
+        .collect()
 }
 
 // ----------------------------------------------------------------- privacy: forget, export
