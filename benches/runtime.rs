@@ -456,6 +456,7 @@ fn timers_child() {
 }
 
 fn main() {
+    aftercart::alloc::tune();
     if std::env::var("AFTERCART_BENCH_CHILD").as_deref() == Ok("timers") {
         timers_child();
         return;

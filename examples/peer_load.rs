@@ -178,6 +178,7 @@ fn lines(i: usize, base: chrono::DateTime<Utc>, o: &Offer) -> String {
 }
 
 fn main() {
+    aftercart::alloc::tune();
     let a = args();
     let load_before = loadavg();
     let checked =

@@ -2,6 +2,7 @@
 //! `syntax` (parse) -> `check` (diagnostics) -> `ir` (lowered, hashed) -> `engine` (pure steps).
 //! Only `cli` prints.
 
+pub mod alloc;
 pub mod catalog;
 pub mod check;
 pub mod cli;

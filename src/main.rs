@@ -3,5 +3,6 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    aftercart::alloc::tune();
     std::process::exit(aftercart::cli::main());
 }
