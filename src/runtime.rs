@@ -247,6 +247,9 @@ pub struct Runtime {
     /// send and the link table read the message; the store keeps the bytes), then
     /// attributions and counters.
     outbox: Vec<(OutboxEntry, Message)>,
+    /// Where each message id of `outbox` is in it: every message made is looked up here (a
+    /// linear search was quadratic in the batch's messages).
+    outbox_at: std::collections::HashMap<String, usize>,
     /// Delivery-status changes of this batch, by message id (later ones see earlier ones).
     outbox_updates: BTreeMap<String, OutboxUpdate>,
     attribute: Vec<(Seq, String)>,
@@ -339,6 +342,7 @@ impl Runtime {
             store,
             opts,
             outbox: Vec::new(),
+            outbox_at: Default::default(),
             outbox_updates: BTreeMap::new(),
             attribute: Vec::new(),
             counters: BTreeMap::new(),
@@ -415,13 +419,8 @@ impl Runtime {
 
     /// A message as the outbox holds it, this batch's changes included.
     fn outbox_entry(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
-        let mut e = match self
-            .outbox
-            .iter()
-            .rev()
-            .find(|(o, _)| o.message_id == message_id)
-        {
-            Some((o, _)) => Some(o.clone()),
+        let mut e = match self.outbox_at.get(message_id) {
+            Some(&i) => Some(self.outbox[i].0.clone()),
             None => self.store.outbox(message_id)?,
         };
         if let (Some(e), Some(u)) = (e.as_mut(), self.outbox_updates.get(message_id)) {
@@ -452,7 +451,9 @@ impl Runtime {
                     );
                     // An id the outbox already holds is never put again (it could reset a
                     // message the provider accepted to pending, and it would be sent twice).
-                    if self.outbox_entry(&m.message_id)?.is_some() {
+                    if self.outbox_at.contains_key(&m.message_id)
+                        || self.store.has_outbox(&m.message_id)?
+                    {
                         self.count("runtime.sends_already_in_outbox", 1);
                         continue;
                     }
@@ -467,6 +468,8 @@ impl Runtime {
                         provider_id: None,
                         error_code: None,
                     };
+                    self.outbox_at
+                        .insert(m.message_id.clone(), self.outbox.len());
                     self.outbox.push((entry, m));
                 }
                 Effect::Entered { flow, .. } => {
@@ -683,6 +686,7 @@ impl Runtime {
         }
         let (added, removed) = st.take_timer_changes();
         let links_put = links_of(&self.outbox);
+        self.outbox_at.clear();
         let batch = CommitBatch {
             cursor,
             people_remove: Vec::new(),

@@ -1091,6 +1091,17 @@ impl Store for SledStore {
         self.read_outbox(&keys, message_id)
     }
 
+    fn has_outbox(&self, message_id: &str) -> Result<bool> {
+        let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
+        let Some(v) = self.db.get(&k)? else {
+            return Ok(false);
+        };
+        // As `read_outbox`: a record whose person's key is gone (an erasure a crash cut short,
+        // finished on the next open) is not there.
+        let tag = decode_out(&k, &v)?.tag;
+        Ok(self.keys.read().unwrap().resolve(&tag).is_some())
+    }
+
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
