@@ -1086,45 +1086,28 @@ fn cmd_inspect(data: PathBuf, what: InspectWhat, json: bool) -> i32 {
             s
         }),
         InspectWhat::Instances { flow } => inspect::instances(&*store, flow.as_deref()).map(|v| {
-            let mut s = String::new();
-            for i in &v {
-                if json {
-                    s += &format!("{i}\n");
-                } else {
-                    s += &format!(
-                        "{}  {}  step {}  {} until {}\n",
-                        i["person"].as_str().unwrap_or(""),
-                        i["flow"].as_str().unwrap_or(""),
-                        i["step"],
-                        i["waiting"].as_str().unwrap_or("-"),
-                        i["due"].as_str().unwrap_or("-")
-                    );
-                }
-            }
-            if !json {
-                s += &format!("-- {} live instances\n", v.len());
-            }
-            s
+            let footer = format!("-- {} live instances\n", v.len());
+            listing(&v, json, &footer, |i| {
+                format!(
+                    "{}  {}  step {}  {} until {}",
+                    i["person"].as_str().unwrap_or(""),
+                    i["flow"].as_str().unwrap_or(""),
+                    i["step"],
+                    i["waiting"].as_str().unwrap_or("-"),
+                    i["due"].as_str().unwrap_or("-")
+                )
+            })
         }),
         InspectWhat::Timers { limit } => inspect::timers(&*store, limit).map(|(v, total)| {
-            let mut s = String::new();
-            for t in &v {
-                if json {
-                    s += &format!("{t}\n");
-                } else {
-                    s += &format!(
-                        "{}  {}  step {}  {}\n",
-                        t["due"].as_str().unwrap_or(""),
-                        t["person"].as_str().unwrap_or(""),
-                        t["step"],
-                        t["instance"].as_str().unwrap_or("")
-                    );
-                }
-            }
-            if !json {
-                s += &format!("-- {total} timers in all\n");
-            }
-            s
+            listing(&v, json, &format!("-- {total} timers in all\n"), |t| {
+                format!(
+                    "{}  {}  step {}  {}",
+                    t["due"].as_str().unwrap_or(""),
+                    t["person"].as_str().unwrap_or(""),
+                    t["step"],
+                    t["instance"].as_str().unwrap_or("")
+                )
+            })
         }),
         InspectWhat::Stats => inspect::stats(&*store).map(|v| format!("{v:#}\n")),
     };
@@ -1138,6 +1121,28 @@ fn cmd_inspect(data: PathBuf, what: InspectWhat, json: bool) -> i32 {
             2
         }
     }
+}
+
+/// An `inspect` listing: one JSON object per line, or one text line per item and a footer.
+fn listing(
+    items: &[serde_json::Value],
+    json: bool,
+    footer: &str,
+    line: impl Fn(&serde_json::Value) -> String,
+) -> String {
+    let mut s = String::new();
+    for i in items {
+        if json {
+            s += &format!("{i}\n");
+        } else {
+            s += &line(i);
+            s.push('\n');
+        }
+    }
+    if !json {
+        s += footer;
+    }
+    s
 }
 
 fn cmd_report(

@@ -1,6 +1,8 @@
 //! The command line as CI and users drive it: output formats, exit codes, explain, compile,
 //! graph and sms-count, run as a real process.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -277,4 +279,60 @@ fn maintenance_commands_refuse_a_missing_data_directory() {
         );
         assert!(!dir.exists(), "{args:?} created {d}");
     }
+}
+
+/// `inspect instances` and `inspect timers` on a store where the example week's people wait:
+/// one text line per item with its footer, or one JSON object per line.
+#[test]
+fn inspect_lists_who_waits_and_what_is_due() {
+    use aftercart::runtime::{self, Options, Runtime};
+    let (program, schemas) = common::example_program();
+    let dir = std::env::temp_dir().join(format!("aftercart-cli-inspect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let store: std::sync::Arc<dyn aftercart::store::Store> =
+            std::sync::Arc::new(aftercart::store::open(&dir).unwrap());
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/events/week.jsonl"),
+        )
+        .unwrap();
+        runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
+        let mut rt = Runtime::new(store, program, schemas, Options::default()).unwrap();
+        // The log only: every wait stays open.
+        while rt.process_log().unwrap().0 > 0 {}
+    }
+    let d = dir.to_str().unwrap();
+    let o = run(&["inspect", "--data", d, "instances"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    let lines: Vec<&str> = t.lines().collect();
+    let n = lines.len() - 1;
+    assert!(n > 0, "{t}");
+    assert_eq!(lines[n], format!("-- {n} live instances"));
+    assert!(
+        lines[..n]
+            .iter()
+            .all(|l| l.contains("  step ") && l.contains(" until ")),
+        "{t}"
+    );
+    let o = run(&["inspect", "--data", d, "--json", "instances"]);
+    let objs: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs.len(), n);
+    assert!(objs.iter().all(|i| i["flow"].is_string()));
+
+    let t = stdout(&run(&["inspect", "--data", d, "timers"]));
+    let last = t.lines().last().unwrap();
+    assert!(
+        last.starts_with("-- ") && last.ends_with(" timers in all"),
+        "{t}"
+    );
+    let first = t.lines().next().unwrap();
+    assert!(
+        first.starts_with("2026-") && first.contains("  step "),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
