@@ -32,7 +32,9 @@
 
 use aftercart::engine::Message;
 use aftercart::ir::Program;
-use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::runtime::{
+    self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime, Sending,
+};
 use aftercart::schema::Schemas;
 use aftercart::store::{baseline, AppendResult, NewEvent, Store};
 use chrono::{DateTime, Duration as CDuration, Utc};
@@ -279,7 +281,7 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
     while done < total {
         // As `Runtime::step` does for a provider that cannot be asked: a batch's new messages
         // go to it before the commit.
-        let (n, _) = rt.process_log_with(Some(&provider)).unwrap();
+        let (n, _) = rt.process_log_with(Sending::Direct(&provider)).unwrap();
         if n == 0 {
             std::thread::sleep(Duration::from_micros(200));
             continue;
@@ -440,7 +442,9 @@ fn timers_child() {
     // messages go to the provider before its commit. It only counts them (RSS is measured).
     let provider = Count::default();
     loop {
-        let n = rt.process_timers_with(until, Some(&provider)).unwrap();
+        let n = rt
+            .process_timers_with(until, Sending::Direct(&provider))
+            .unwrap();
         if n == 0 {
             break;
         }

@@ -39,7 +39,9 @@
 //!   and the ratios of the runtime's events/s to them.
 
 use aftercart::engine::Message;
-use aftercart::runtime::{Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::runtime::{
+    Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime, Sending,
+};
 use aftercart::schema::Schemas;
 use aftercart::store::{baseline, AppendResult, NewEvent, Store};
 use chrono::{Duration as CDuration, SecondsFormat, Utc};
@@ -263,7 +265,7 @@ fn main() {
                 // Runtime::step on the wall clock, with the commit instant noted. The recorder
                 // cannot be asked about a message, so, as `step` does, each batch's new messages
                 // go to it before the commit.
-                let direct: Option<&dyn Provider> = Some(&*provider);
+                let direct = Sending::Direct(&*provider);
                 let (entries, mut timers) = rt.process_log_with(direct).expect("process_log");
                 if entries > 0 {
                     let t = Instant::now().saturating_duration_since(start).as_nanos() as u64;

@@ -232,6 +232,28 @@ impl Progress {
     }
 }
 
+/// How a batch's new messages reach the provider.
+#[derive(Clone, Copy)]
+pub enum Sending<'a> {
+    /// Put in the outbox `pending`; [`Runtime::dispatch`] sends them after the commit.
+    AfterCommit,
+    /// Sent through this provider before the commit and put in the outbox with their outcome
+    /// (`send_direct`): for a provider that cannot be asked about a message and drops an id it
+    /// already took (see docs/storage.md, "Direct send").
+    Direct(&'a dyn Provider),
+}
+
+impl<'a> Sending<'a> {
+    /// What [`Runtime::step`] does for `provider`: direct unless it can be asked about a
+    /// message (Twilio), whose in-doubt messages need the `sending` mark of the dispatch round.
+    pub fn for_provider(provider: &'a dyn Provider) -> Sending<'a> {
+        match provider.find_sent() {
+            None => Sending::Direct(provider),
+            Some(_) => Sending::AfterCommit,
+        }
+    }
+}
+
 /// What became of one send attempt.
 enum Outcome {
     Sent,
@@ -653,10 +675,10 @@ impl Runtime {
     }
 
     /// ONE atomic commit of everything this batch changed, then ONE flush: only then is the
-    /// batch durable (and its messages may be dispatched). With `direct`, the batch's new
-    /// messages are sent first and committed with their outcome (`send_direct`).
-    fn commit(&mut self, cursor: Option<Seq>, direct: Option<&dyn Provider>) -> Result<()> {
-        if let Some(p) = direct {
+    /// batch durable (and its messages may be dispatched). With [`Sending::Direct`], the
+    /// batch's new messages are sent first and committed with their outcome (`send_direct`).
+    fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
+        if let Sending::Direct(p) = sending {
             self.send_direct(p)?;
         }
         let st = &mut self.host.state;
@@ -718,13 +740,12 @@ impl Runtime {
     /// Process up to one batch of log entries from the cursor, with the timers due before
     /// each. Returns (entries, timers fired).
     pub fn process_log(&mut self) -> Result<(usize, usize)> {
-        self.process_log_with(None)
+        self.process_log_with(Sending::AfterCommit)
     }
 
-    /// [`Runtime::process_log`], sending the batch's new messages through `direct` before the
-    /// commit, as [`Runtime::step`] does for a provider that cannot be asked about a message
-    /// (one that drops an id it already took: see docs/storage.md, "Direct send").
-    pub fn process_log_with(&mut self, direct: Option<&dyn Provider>) -> Result<(usize, usize)> {
+    /// [`Runtime::process_log`], the batch's new messages sent as `sending` says
+    /// ([`Runtime::step`] uses [`Sending::for_provider`]).
+    pub fn process_log_with(&mut self, sending: Sending) -> Result<(usize, usize)> {
         let cursor = self.store.cursor()?;
         let entries = self.store.read_log(cursor + 1, self.opts.batch)?;
         if entries.is_empty() {
@@ -793,25 +814,21 @@ impl Runtime {
                 }
             }
         }
-        self.commit(Some(last), direct)?;
+        self.commit(Some(last), sending)?;
         Ok((entries.len(), fired))
     }
 
     /// Fire up to one batch of timers due at or before `until`, then commit.
     pub fn process_timers(&mut self, until: DateTime<Utc>) -> Result<usize> {
-        self.process_timers_with(until, None)
+        self.process_timers_with(until, Sending::AfterCommit)
     }
 
-    /// [`Runtime::process_timers`], sending the batch's new messages through `direct` before
-    /// the commit (as [`Runtime::process_log_with`]).
-    pub fn process_timers_with(
-        &mut self,
-        until: DateTime<Utc>,
-        direct: Option<&dyn Provider>,
-    ) -> Result<usize> {
+    /// [`Runtime::process_timers`], the batch's new messages sent as `sending` says (as
+    /// [`Runtime::process_log_with`]).
+    pub fn process_timers_with(&mut self, until: DateTime<Utc>, sending: Sending) -> Result<usize> {
         let n = self.fire(until, self.opts.batch)?;
         if n > 0 {
-            self.commit(None, direct)?;
+            self.commit(None, sending)?;
         }
         Ok(n)
     }
@@ -1060,15 +1077,15 @@ impl Runtime {
     pub fn step(&mut self, provider: &dyn Provider) -> Result<Progress> {
         // A provider that cannot be asked about a message drops an id it already took, so a
         // batch's new messages go to it before the commit (`send_direct`).
-        let direct = provider.find_sent().is_none().then_some(provider);
-        let (entries, mut timers) = self.process_log_with(direct)?;
+        let sending = Sending::for_provider(provider);
+        let (entries, mut timers) = self.process_log_with(sending)?;
         if entries == 0 {
             let until = match self.opts.clock {
                 Clock::Wall => Some(Utc::now()),
                 Clock::Virtual => self.horizon()?,
             };
             if let Some(until) = until {
-                timers += self.process_timers_with(until, direct)?;
+                timers += self.process_timers_with(until, sending)?;
             }
         }
         let (sent, failed) = self.dispatch(provider)?;

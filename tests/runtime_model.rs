@@ -9,7 +9,9 @@ use common::{example_program, sent_key, simulated_sends, Collect, Sent};
 
 use aftercart::engine::Message;
 use aftercart::ir::Program;
-use aftercart::runtime::{self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime};
+use aftercart::runtime::{
+    self, Clock, Options, Provider, ProviderError, ProviderReceipt, Runtime, Sending,
+};
 use aftercart::schema::Schemas;
 use aftercart::store::{SledStore, Store};
 use proptest::prelude::*;
@@ -134,7 +136,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 drop(rt);
                 drop(store);
                 (store, rt) = open(&dir, *batch);
-                rt.process_log_with(Some(&phone)).unwrap();
+                rt.process_log_with(Sending::Direct(&phone)).unwrap();
             }
             Op::Restart => {
                 drop(rt);
