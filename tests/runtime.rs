@@ -86,7 +86,6 @@ fn runtime_matches_simulator_on_the_week() {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir).unwrap());
     let got = run_virtual(store, 256, false);
     assert_eq!(got, expected);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Many people, so that store orderings that depend on random per-person tags are exercised
@@ -103,7 +102,6 @@ fn runtime_matches_simulator_on_a_thousand_synthetic_customers() {
     let got = run_ingested(store, 256, false);
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -124,7 +122,6 @@ fn restart_after_every_batch_changes_nothing() {
         run_virtual(store, 5, true)
     };
     assert_eq!(got, expected, "SledStore batch 5");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A restart rebuilds what `recommend()` learned from the last snapshot plus the entries after
@@ -242,7 +239,6 @@ fn join_tables_persist_and_are_erased_with_the_person() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The person a line names by itself (sealed under their key at append, so processing does not
@@ -406,7 +402,6 @@ fn survives_sigkill_at_random_instants() {
         "crash test: {killed} kills ({finished_early} runs finished before their kill), {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(dir.with_extension("creating"));
     let _ = std::fs::remove_file(&out);
 }

@@ -104,12 +104,11 @@ fn open(dir: &std::path::Path, batch: usize) -> (Arc<dyn Store>, Runtime) {
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     static CASE: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "aftercart-rt-model-{}-{}",
-        std::process::id(),
-        CASE.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    // A guard: a failing case leaves nothing under /tmp either.
+    let dir = common::TmpDir::new(
+        &format!("rt-model-{}", CASE.fetch_add(1, Ordering::Relaxed)),
+        false,
+    );
     let text = std::fs::read_to_string(WEEK).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let mut fed = 0;
@@ -163,7 +162,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     );
     drop(rt);
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -186,8 +184,7 @@ proptest! {
 /// time: timers fire up to each entry's arrival, not up to "now", before the entry.
 #[test]
 fn wall_clock_backlog_keeps_arrival_order_against_timeouts() {
-    let dir = std::env::temp_dir().join(format!("aftercart-rt-wall-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::TmpDir::new("rt-wall", false);
     let checked =
         aftercart::check::check_paths(&[PathBuf::from("benches/peers/aftercart")]).unwrap();
     assert!(!checked.has_errors());
@@ -243,5 +240,4 @@ fn wall_clock_backlog_keeps_arrival_order_against_timeouts() {
         "confirmation and review request: {bodies:?}"
     );
     assert!(bodies[1].contains("How was it?"), "{bodies:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
