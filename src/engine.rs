@@ -68,17 +68,19 @@ pub fn step_with(
     now: DateTime<Utc>,
     data: &crate::catalog::ShopData,
 ) -> Vec<Effect> {
-    step_inner(program, state, input, None, now, data)
+    step_inner(program, state, input, None, now, data, true)
 }
 
 /// As [`step_with`], for a host done with the input: an event's payload moves into the state
-/// of the instances that keep it instead of being copied. Same effects, same state.
+/// of the instances that keep it instead of being copied. Same effects, same state, except
+/// that `trace: false` leaves out the [`Effect::Step`] traces (for a host that drops them).
 pub fn step_owned(
     program: &Program,
     state: &mut PersonState,
     input: Input,
     now: DateTime<Utc>,
     data: &crate::catalog::ShopData,
+    trace: bool,
 ) -> Vec<Effect> {
     match input {
         Input::Event {
@@ -93,13 +95,14 @@ pub fn step_owned(
                 id,
                 data: serde_json::Value::Null,
             };
-            step_inner(program, state, &input, Some(&own), now, data)
+            step_inner(program, state, &input, Some(&own), now, data, trace)
         }
-        input => step_inner(program, state, &input, None, now, data),
+        input => step_inner(program, state, &input, None, now, data, trace),
     }
 }
 
-/// [`step_with`]; `own` holds an event input's payload when the caller gave it up.
+/// [`step_with`]; `own` holds an event input's payload when the caller gave it up, `trace`
+/// says whether to emit [`Effect::Step`] traces.
 fn step_inner(
     program: &Program,
     state: &mut PersonState,
@@ -107,8 +110,10 @@ fn step_inner(
     own: Option<&model::SharedJson>,
     now: DateTime<Utc>,
     data: &crate::catalog::ShopData,
+    trace: bool,
 ) -> Vec<Effect> {
     let mut cx = run::Cx::new(program, data, now);
+    cx.trace = trace;
     match input {
         Input::Event { name, id, data } => {
             let data = own.map_or(data, |o| &**o);

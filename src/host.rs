@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 pub use envelope::{parse_line, Envelope, Payload};
-pub use state::{HostState, MemState, TimerKey};
+pub use state::{FastHash, FastMap, HostState, MemState, TimerKey};
 
 /// One thing that happened, for timelines and the simulator's output.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -32,9 +32,8 @@ pub struct Record {
 pub struct Host<S: HostState = MemState> {
     pub program: Program,
     pub schemas: Schemas,
-    /// People touched in this process (the runtime loads them lazily through `S`). A hash map:
-    /// nothing iterates it, and ordered lookups compared key strings on every input and timer.
-    pub people: HashMap<String, PersonState>,
+    /// People touched in this process (the runtime loads them lazily through `S`).
+    pub people: People,
     pub state: S,
     /// The catalog and order history `recommend()` reads: the program's catalog file, then
     /// every `products/*` and order webhook processed, in log order (so a replay rebuilds it).
@@ -43,7 +42,43 @@ pub struct Host<S: HostState = MemState> {
     /// de-duplicates in the store instead and calls [`Host::process`].
     /// A hash set: it only answers "seen?", and holds every input's id (half a million for
     /// 100k people), where ordered lookups compared long common prefixes.
-    seen: HashSet<String>,
+    seen: HashSet<String, FastHash>,
+    /// Record everything the engine emits (the default). When false, the engine emits no
+    /// [`Effect::Step`] traces and cancelled timers are applied but not recorded: the records
+    /// are then the timeline the simulator shows (`sim::shown`), without the allocations of
+    /// the traces it used to drop unread.
+    pub trace: bool,
+}
+
+/// The people a host has touched, by key. A hash map (nothing iterates it, and ordered lookups
+/// compared key strings on every input and timer) of BOXED states: a state is ~650 B, and
+/// every growth of a map of inline states moved all of them into a fresh table (the kernel
+/// zeroing its pages): ~8% of the simulator's main thread at 100k people.
+#[derive(Default)]
+pub struct People(HashMap<String, Box<PersonState>>);
+
+impl People {
+    pub fn get(&self, person: &str) -> Option<&PersonState> {
+        self.0.get(person).map(|b| &**b)
+    }
+    pub fn get_mut(&mut self, person: &str) -> Option<&mut PersonState> {
+        self.0.get_mut(person).map(|b| &mut **b)
+    }
+    pub fn contains_key(&self, person: &str) -> bool {
+        self.0.contains_key(person)
+    }
+    pub fn insert(&mut self, person: String, state: PersonState) {
+        self.0.insert(person, Box::new(state));
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.0.clear()
+    }
 }
 
 /// A JSON string (non-empty) or number as text: how ids and phones are read from payloads.
@@ -71,9 +106,10 @@ impl<S: HostState> Host<S> {
             program,
             schemas,
             data,
-            people: HashMap::new(),
+            people: People::default(),
             state,
-            seen: HashSet::new(),
+            seen: HashSet::default(),
+            trace: true,
         }
     }
 
@@ -91,7 +127,7 @@ impl<S: HostState> Host<S> {
         if let Some(p) = phone {
             // The latest owner of a number wins (numbers are recycled). Only a change is
             // written, so the runtime does not rewrite its index on every event.
-            if self.state.phone_owner(&p).as_deref() != Some(person.as_str()) {
+            if !self.state.phone_owned_by(&p, &person) {
                 self.state.set_phone_owner(&p, &person);
             }
         }
@@ -335,10 +371,17 @@ impl<S: HostState> Host<S> {
         let mut out = Vec::new();
         for (person, input) in inputs {
             let state = load(&mut self.people, &mut self.state, &person);
-            let effects = engine::step_owned(&self.program, state, input, now, &self.data);
+            let effects =
+                engine::step_owned(&self.program, state, input, now, &self.data, self.trace);
             out.extend(self.recorded(&person, effects, now));
         }
         Ok(out)
+    }
+
+    /// Room for `n` more inputs in the de-duplication set (the simulator knows how many lines
+    /// it will run: growing the set rehashed every id seen so far, ~1% of its time).
+    pub fn reserve_inputs(&mut self, n: usize) {
+        self.seen.reserve(n);
     }
 
     /// A person's state, loading it through `S` the first time this process touches them.
@@ -359,18 +402,15 @@ impl<S: HostState> Host<S> {
         let mut out = Vec::with_capacity(effects.len());
         for e in effects {
             match &e {
-                Effect::ScheduleTimer { instance, step, at } => self.state.schedule(TimerKey {
-                    due: *at,
-                    person: person.to_string(),
-                    instance: instance.clone(),
-                    step: *step,
-                }),
-                Effect::CancelTimer { instance, step, at } => self.state.cancel(&TimerKey {
-                    due: *at,
-                    person: person.to_string(),
-                    instance: instance.clone(),
-                    step: *step,
-                }),
+                Effect::ScheduleTimer { instance, step, at } => {
+                    self.state.schedule_parts(*at, person, instance, *step)
+                }
+                Effect::CancelTimer { instance, step, at } => {
+                    self.state.cancel_parts(*at, person, instance, *step);
+                    if !self.trace {
+                        continue;
+                    }
+                }
                 _ => {}
             }
             out.push(Record {
@@ -398,11 +438,12 @@ impl<S: HostState> Host<S> {
         now: Option<DateTime<Utc>>,
     ) -> Option<Vec<Record>> {
         let t = self.state.pop_due(until)?;
+        // The person is looked up once, for the check below and the step.
+        let state = load(&mut self.people, &mut self.state, &t.person);
         // A store may keep dues at millisecond precision: the engine's instance knows the
         // exact instant, and a stale timer must stay stale, so take it only when they agree.
         let mut due = t.due;
-        if let Some(w) = self
-            .person_mut(&t.person)
+        if let Some(w) = state
             .instances
             .get(&t.instance)
             .and_then(|i| i.waiting.as_ref())
@@ -416,7 +457,9 @@ impl<S: HostState> Host<S> {
             step: t.step,
             due,
         };
-        Some(self.apply(&t.person, &input, now.unwrap_or(due)))
+        let now = now.unwrap_or(due);
+        let effects = engine::step_owned(&self.program, state, input, now, &self.data, self.trace);
+        Some(self.recorded(&t.person, effects, now))
     }
 
     /// Fire every timer due at or before `until`, in [`TimerKey`] order, each at its own due
@@ -433,7 +476,7 @@ impl<S: HostState> Host<S> {
 /// `people[person]`, loaded through `state` (or new) the first time (a free function so that
 /// callers can hold the person while reading the host's other fields).
 fn load<'a, S: HostState>(
-    people: &'a mut HashMap<String, PersonState>,
+    people: &'a mut People,
     state: &mut S,
     person: &str,
 ) -> &'a mut PersonState {

@@ -185,7 +185,9 @@ pub fn simulate(
 }
 
 /// Run the simulation, handing every record to `sink` as it happens (nothing is kept): the
-/// JSON output streams, so memory does not grow with the number of records.
+/// JSON output streams, so memory does not grow with the number of records. The host runs
+/// without traces ([`Host::trace`]): step traces and timer cancellations, which no output
+/// shows, are not recorded.
 pub fn simulate_with(
     program: Program,
     schemas: Schemas,
@@ -196,7 +198,9 @@ pub fn simulate_with(
 ) -> Outcome {
     let (pending, mut refused) = index_events(text);
     let mut host = Host::new(program, schemas);
+    host.trace = false;
     let total = pending.len();
+    host.reserve_inputs(total);
     let mut inputs = 0;
     // Lines are parsed on a second thread, in time order, while this one runs them: parsing
     // is independent of the host, and the machine has a core to spare.

@@ -25,6 +25,10 @@ pub struct Cx<'p> {
     pub data: &'p crate::catalog::ShopData,
     pub now: DateTime<Utc>,
     pub effects: Vec<Effect>,
+    /// Emit an [`Effect::Step`] per executed step. A host that shows only the timeline (the
+    /// simulator) turns it off: three strings per step, dropped unread, were a large share of
+    /// its allocations.
+    pub trace: bool,
 }
 
 impl<'p> Cx<'p> {
@@ -38,6 +42,7 @@ impl<'p> Cx<'p> {
             data,
             now,
             effects: Vec::new(),
+            trace: true,
         }
     }
 
@@ -580,23 +585,25 @@ pub fn advance(cx: &mut Cx, state: &mut PersonState, mut inst: Instance) {
             });
             return;
         };
-        let op = match step {
-            Step::Send { .. } => "send",
-            Step::Wait { .. } => "wait",
-            Step::WaitUntil { .. } => "wait_until",
-            Step::WaitEvent { .. } => "wait_event",
-            Step::WaitReply { .. } => "wait_reply",
-            Step::Branch { .. } => "branch",
-            Step::Split { .. } => "split",
-            Step::Exit => "exit",
-            Step::End => "end",
-        };
-        cx.effects.push(Effect::Step {
-            instance: inst.id.clone(),
-            flow: inst.flow.clone(),
-            step: inst.step,
-            op: op.into(),
-        });
+        if cx.trace {
+            let op = match step {
+                Step::Send { .. } => "send",
+                Step::Wait { .. } => "wait",
+                Step::WaitUntil { .. } => "wait_until",
+                Step::WaitEvent { .. } => "wait_event",
+                Step::WaitReply { .. } => "wait_reply",
+                Step::Branch { .. } => "branch",
+                Step::Split { .. } => "split",
+                Step::Exit => "exit",
+                Step::End => "end",
+            };
+            cx.effects.push(Effect::Step {
+                instance: inst.id.clone(),
+                flow: inst.flow.clone(),
+                step: inst.step,
+                op: op.into(),
+            });
+        }
         match step {
             Step::Send { template, next } => match send(cx, state, flow, &inst, template) {
                 Gate::Done => inst.step = *next,
@@ -723,16 +730,13 @@ enum Gate {
     },
 }
 
-fn recipient(state: &PersonState, inst: &Instance) -> Option<String> {
-    let t = |j: Option<&Json>| {
-        j.and_then(Json::as_str)
-            .filter(|s| !s.trim().is_empty())
-            .map(String::from)
-    };
+/// The phone a message goes to, borrowed (only the sent message keeps a copy).
+fn recipient<'a>(state: &'a PersonState, inst: &'a Instance) -> Option<&'a str> {
+    let t = |j: Option<&'a Json>| j.and_then(Json::as_str).filter(|s| !s.trim().is_empty());
     state
         .profile
         .phone
-        .clone()
+        .as_deref()
         .or_else(|| t(inst.entry.get("phone")))
         .or_else(|| {
             t(inst
@@ -743,29 +747,86 @@ fn recipient(state: &PersonState, inst: &Instance) -> Option<String> {
 }
 
 /// The recipient's zone per `policy.zone_from`, and the (address state, area-code state) pair
-/// that picks the quiet-hours rules.
-fn zone(cx: &Cx, state: &PersonState, inst: &Instance) -> (Tz, Option<String>, Option<String>) {
+/// that picks the quiet-hours rules (borrowed: they only pick).
+fn zone<'a>(
+    cx: &Cx,
+    state: &'a PersonState,
+    inst: &'a Instance,
+) -> (Tz, Option<&'a str>, Option<&'static str>) {
     let phone = recipient(state, inst);
-    let addr_state = state.profile.state.clone();
-    let ac_state = phone.as_deref().and_then(area_code_state).map(String::from);
-    let shop_tz = cx.program.shop.zone.parse::<Tz>().ok();
+    let addr_state = state.profile.state.as_deref();
+    let ac_state = phone.and_then(area_code_state);
+    // Parsed only when a source needs it (it was parsed on every call).
+    let shop_tz = || cx.program.shop.zone.parse::<Tz>().ok();
     let mut tz = None;
     for src in &cx.program.policy.zone_from {
         tz = match src {
             ZoneSource::Profile => state.profile.zone.as_deref().and_then(|z| z.parse().ok()),
-            ZoneSource::ShippingAddress => addr_state.as_deref().and_then(state_zone),
-            ZoneSource::AreaCode => phone.as_deref().and_then(area_code_zone),
-            ZoneSource::Shop => shop_tz,
+            ZoneSource::ShippingAddress => addr_state.and_then(state_zone),
+            ZoneSource::AreaCode => phone.and_then(area_code_zone),
+            ZoneSource::Shop => shop_tz(),
         };
         if tz.is_some() {
             break;
         }
     }
     (
-        tz.or(shop_tz).unwrap_or(chrono_tz::UTC),
+        tz.or_else(shop_tz).unwrap_or(chrono_tz::UTC),
         addr_state,
         ac_state,
     )
+}
+
+/// Quiet-hours rules with their one-line description, as [`quiet_rules`] caches them.
+type CachedRules = std::rc::Rc<(Rules, String)>;
+
+/// The quiet-hours rules for a recipient (`QuietHours::rules_for` on the program's table) and
+/// their description, computed once per thread for each table and pair of states. Building
+/// them (rows, intersections, source strings) per marketing send was ~2% of the simulator.
+/// The key packs each state as its two upper-case letters: `rules_for` reads a state only as
+/// that code, and anything else names no row, so it keys as "none" (0).
+fn quiet_rules(cx: &Cx, addr_state: Option<&str>, ac_state: Option<&str>) -> CachedRules {
+    fn code(s: Option<&str>) -> u32 {
+        match s.map(|s| s.trim().as_bytes()) {
+            Some(&[a, b]) if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                u32::from(a.to_ascii_uppercase()) << 8 | u32::from(b.to_ascii_uppercase())
+            }
+            _ => 0,
+        }
+    }
+    type Cache = (usize, u64, std::collections::HashMap<u32, CachedRules>);
+    thread_local! {
+        static CACHE: std::cell::RefCell<Option<Cache>> = const { std::cell::RefCell::new(None) };
+    }
+    let key = code(addr_state) << 16 | code(ac_state);
+    with_quiet_hours(cx, |q| {
+        // The table is told apart by its address and the generation of the overridden table
+        // (a rebuilt one may reuse a dropped one's address).
+        let table = (
+            q as *const QuietHours as usize,
+            OVERRIDES_BUILT.with(|g| g.get()),
+        );
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let cache = match &mut *c {
+                Some((p, g, m)) if (*p, *g) == table => m,
+                slot => &mut slot.insert((table.0, table.1, Default::default())).2,
+            };
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    let rules = q.rules_for(addr_state, ac_state);
+                    let text = rules.describe();
+                    std::rc::Rc::new((rules, text))
+                })
+                .clone()
+        })
+    })
+}
+
+thread_local! {
+    /// How many overridden quiet-hours tables this thread has built (see [`quiet_rules`]).
+    static OVERRIDES_BUILT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The quiet-hours table: the built-in one, borrowed, or the built-in one with the program's
@@ -801,6 +862,7 @@ fn with_quiet_hours<R>(cx: &Cx, f: impl FnOnce(&QuietHours) -> R) -> R {
                         .unwrap_or_else(|_| base.clone()),
                 );
                 *c = Some((o.clone(), t.clone()));
+                OVERRIDES_BUILT.with(|g| g.set(g.get() + 1));
                 t
             }
         }
@@ -857,7 +919,7 @@ fn send(
         // At most one message per (instance, step), whatever re-runs.
         return Gate::Done;
     }
-    let Some(to) = recipient(state, inst) else {
+    let Some(to) = recipient(state, inst).map(String::from) else {
         return dropped(cx, "no phone number".into());
     };
     let (tz, addr_state, ac_state) = zone(cx, state, inst);
@@ -873,9 +935,8 @@ fn send(
                 ),
             );
         }
-        let rules = with_quiet_hours(cx, |q| {
-            q.rules_for(addr_state.as_deref(), ac_state.as_deref())
-        });
+        let cached = quiet_rules(cx, addr_state, ac_state);
+        let (rules, described) = &*cached;
         let p = cx.program.policy.frequency_cap;
         let cap = FrequencyCap {
             max: p.max,
@@ -885,7 +946,7 @@ fn send(
         let reason = if !rules.allows(local.naive_local()) {
             Some(format!(
                 "quiet hours {} at {}",
-                rules.describe(),
+                described,
                 local_label(cx.now, tz)
             ))
         } else if !cap.allows(&state.recent_sends, cx.now) {
@@ -894,7 +955,7 @@ fn send(
             None
         };
         if let Some(reason) = reason {
-            let until = next_sendable(&rules, &cap, &state.recent_sends, cx.now, tz);
+            let until = next_sendable(rules, &cap, &state.recent_sends, cx.now, tz);
             return match (flow.held, until) {
                 (HeldPolicy::Defer, Some(until)) => {
                     cx.effects.push(Effect::Held {
@@ -924,7 +985,7 @@ fn send(
         let body = scope.render(template);
         (body, scope.links.take().map(|l| l.out).unwrap_or_default())
     });
-    let count = sms::count(&body);
+    let (encoding, segments) = segments_of(&body);
     state.sent.insert(message_id.clone());
     if marketing {
         state.recent_sends.push(cx.now);
@@ -952,8 +1013,8 @@ fn send(
         person: state.person.clone(),
         to,
         body,
-        encoding: count.encoding.as_str().to_string(),
-        segments: count.segments,
+        encoding: encoding.as_str().to_string(),
+        segments,
         variant,
         at: cx.now,
         local_time: local_label(cx.now, tz),
@@ -961,4 +1022,50 @@ fn send(
         links,
     }));
     Gate::Done
+}
+
+/// The encoding and segment count of `sms::count`, without building its parts (and a copy of
+/// the text) when the body fits one segment, which almost every body does.
+fn segments_of(body: &str) -> (sms::Encoding, usize) {
+    let gsm: Option<usize> = body.chars().map(sms::gsm7_units).sum();
+    let (encoding, units) = match gsm {
+        Some(u) => (sms::Encoding::Gsm7, u),
+        None => (sms::Encoding::Ucs2, body.chars().map(sms::ucs2_units).sum()),
+    };
+    match units {
+        0 => (encoding, 0),
+        u if u <= sms::limits(encoding).0 => (encoding, 1),
+        _ => {
+            let c = sms::count(body);
+            (c.encoding, c.segments)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_of_agrees_with_sms_count() {
+        let long = |c: &str, n: usize| c.repeat(n);
+        let bodies = [
+            String::new(),
+            "Hi Ada, your order is on its way".to_string(),
+            long("a", 160),
+            long("a", 161),
+            long("{", 80),
+            long("{", 81),
+            long("é", 160),
+            long("ж", 70),
+            long("ж", 71),
+            long("😀", 35),
+            long("😀", 36),
+            format!("{}`", long("a", 69)),
+        ];
+        for b in &bodies {
+            let c = sms::count(b);
+            assert_eq!(segments_of(b), (c.encoding, c.segments), "{b:?}");
+        }
+    }
 }
