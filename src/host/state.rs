@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 /// A pending timer. The derived order — (due, person, instance, step) — is THE tie-break for
@@ -87,57 +86,12 @@ pub trait HostState {
     fn pending_timers(&self) -> usize;
 }
 
-/// A fast hasher for the in-memory maps of the simulator and the flow tests (FxHash's
-/// multiply-rotate over 8-byte words). SipHash was ~2% of the simulator's time: every input
-/// and timer hashes a person or phone several times. Their keys come from the input file the
-/// user runs, not from the network, so flooding is no concern here; nothing iterates these
-/// maps, so the hasher cannot change any output. The runtime's maps keep std's hasher.
-#[derive(Clone, Copy, Default)]
-pub struct FastHash;
-
-/// The state of [`FastHash`].
-#[derive(Default)]
-pub struct FastHasher(u64);
-
-impl FastHasher {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        // The multiply leaves the low bits (the bucket index) depending on the low bits of
-        // the input only: fold the high half in.
-        self.0 ^ (self.0 >> 32)
-    }
-}
-
-impl BuildHasher for FastHash {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher::default()
-    }
-}
+/// The hasher of the in-memory maps of the simulator and the flow tests: FxHash (the
+/// `rustc-hash` crate, rustc's own). SipHash was ~2% of the simulator's time: every input and
+/// timer hashes a person or phone several times. Their keys come from the input file the user
+/// runs, not from the network, so flooding is no concern here; nothing iterates these maps,
+/// so the hasher cannot change any output. The runtime's maps keep std's hasher.
+pub type FastHash = rustc_hash::FxBuildHasher;
 
 /// A hash map with [`FastHash`].
 pub type FastMap<K, V> = HashMap<K, V, FastHash>;
