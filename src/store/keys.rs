@@ -388,6 +388,17 @@ impl KeyDir {
                     let key: DataKey = body[17..49].try_into().unwrap();
                     subjects.push(tag, key, &String::from_utf8_lossy(&body[49..]))?;
                 }
+                // The op is known; the record is too short to hold the key it adds (reported as
+                // an unknown op before, which sent a reader looking for the wrong fault).
+                ADD => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("key file {}", path.display()),
+                        detail: format!(
+                            "record at byte {pos} is {len} bytes, too short for an added key \
+                             (at least 49: op, tag, key)"
+                        ),
+                    })
+                }
                 _ => {
                     return Err(StoreError::Corrupt {
                         what: format!("key file {}", path.display()),
@@ -919,6 +930,37 @@ mod tests {
             k.subjects.heap_bytes() as f64 / n as f64
         );
         drop(k);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn a_short_add_record_is_named_as_such() {
+        let p = tmp("short-add");
+        let mut file = MAGIC.to_vec();
+        // An ADD record with a tag but no key (valid checksum), then a good one after it.
+        let body: Vec<u8> = std::iter::once(ADD)
+            .chain([5u8; 16])
+            .chain([0u8; 4])
+            .collect();
+        file.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        append_record(&mut file, ADD, &[1; 16], &[2; 32], "customer:1");
+        std::fs::write(&p, &file).unwrap();
+        match KeyDir::load(&p) {
+            Err(StoreError::Corrupt { what, detail }) => {
+                assert!(what.contains("short-add"), "{what}");
+                assert_eq!(
+                    detail,
+                    "record at byte 8 is 21 bytes, too short for an added key (at least 49: op, \
+                     tag, key)"
+                );
+            }
+            other => panic!(
+                "expected a corrupt key file, got {:?}",
+                other.map(|k| k.len())
+            ),
+        }
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 

@@ -174,6 +174,9 @@ fn framed_u64(key: &[u8], n: u64) -> Vec<u8> {
     frame(key, &n.to_be_bytes())
 }
 
+/// An outbox record as `SledStore::live_outbox` finds it: sled key, record, person, data key.
+type LiveOutbox<'k> = (Vec<u8>, OutRec, &'k str, keys::DataKey);
+
 fn undecryptable(key: &[u8]) -> StoreError {
     StoreError::Corrupt {
         what: layout::describe(key),
@@ -600,13 +603,26 @@ impl SledStore {
         Ok(out)
     }
 
-    fn read_outbox(&self, keys: &KeyDir, message_id: &str) -> Result<Option<OutboxEntry>> {
+    /// An outbox record whose person's key still exists (an erasure a crash cut short, finished
+    /// on the next open, leaves records whose key is gone: they are not there), with its sled
+    /// key, person and data key; nothing decrypted.
+    fn live_outbox<'k>(
+        &self,
+        keys: &'k KeyDir,
+        message_id: &str,
+    ) -> Result<Option<LiveOutbox<'k>>> {
         let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
         let Some(v) = self.db.get(&k)? else {
             return Ok(None);
         };
         let o = decode_out(&k, &v)?;
-        let Some((person, key)) = keys.resolve(&o.tag) else {
+        Ok(keys
+            .resolve(&o.tag)
+            .map(|(person, key)| (k, o, person, key)))
+    }
+
+    fn read_outbox(&self, keys: &KeyDir, message_id: &str) -> Result<Option<OutboxEntry>> {
+        let Some((k, o, person, key)) = self.live_outbox(keys, message_id)? else {
             return Ok(None);
         };
         let message = keys::open(&key, &k, &o.sealed).ok_or_else(|| undecryptable(&k))?;
@@ -1092,14 +1108,8 @@ impl Store for SledStore {
     }
 
     fn has_outbox(&self, message_id: &str) -> Result<bool> {
-        let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
-        let Some(v) = self.db.get(&k)? else {
-            return Ok(false);
-        };
-        // As `read_outbox`: a record whose person's key is gone (an erasure a crash cut short,
-        // finished on the next open) is not there.
-        let tag = decode_out(&k, &v)?.tag;
-        Ok(self.keys.read().unwrap().resolve(&tag).is_some())
+        let keys = self.keys.read().unwrap();
+        Ok(self.live_outbox(&keys, message_id)?.is_some())
     }
 
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
