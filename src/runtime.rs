@@ -285,6 +285,16 @@ pub struct Runtime {
     /// Messages sent (or failed for good) before their batch's commit (`send_direct`), for
     /// the next [`Progress`].
     direct: Progress,
+    /// The cursor as of this runtime's last commit (`None`: ask the store). Kept here so that
+    /// the next batch starts without a store call, which would wait for the commit's apply.
+    cursor: Option<Seq>,
+    /// The next batch's log entries, read before the last commit was handed to the store:
+    /// the engine steps through them while the store applies that commit on its own thread.
+    prefetched: Vec<crate::store::LogEntry>,
+    /// No message in the outbox waits for dispatch except what this runtime committed since
+    /// (false at start: an earlier run may have left some). Lets `dispatch` skip its scan of
+    /// the pending queue, a store read that would wait for the commit's apply.
+    dispatch_clear: bool,
 }
 
 /// Store the program under its content hash and point `deployed` at it, unless it already is.
@@ -371,6 +381,9 @@ impl Runtime {
             opted_out: Default::default(),
             snapshot_cursor,
             direct: Progress::default(),
+            cursor: None,
+            prefetched: Vec::new(),
+            dispatch_clear: false,
         })
     }
 
@@ -406,6 +419,8 @@ impl Runtime {
     /// Call between steps (everything is committed then).
     pub fn forget(&mut self, person: &str) -> Result<crate::store::ForgetReport> {
         let r = forget(&self.store, person)?;
+        // Entries read ahead may hold the erased person's payloads, decrypted.
+        self.prefetched.clear();
         self.host.people.clear();
         self.host.state.evict_all();
         Ok(r)
@@ -472,10 +487,9 @@ impl Runtime {
                         },
                     );
                     // An id the outbox already holds is never put again (it could reset a
-                    // message the provider accepted to pending, and it would be sent twice).
-                    if self.outbox_at.contains_key(&m.message_id)
-                        || self.store.has_outbox(&m.message_id)?
-                    {
+                    // message the provider accepted to pending, and it would be sent twice):
+                    // checked here within the batch, against the store in `commit`.
+                    if self.outbox_at.contains_key(&m.message_id) {
                         self.count("runtime.sends_already_in_outbox", 1);
                         continue;
                     }
@@ -678,6 +692,23 @@ impl Runtime {
     /// batch durable (and its messages may be dispatched). With [`Sending::Direct`], the
     /// batch's new messages are sent first and committed with their outcome (`send_direct`).
     fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
+        // The batch's new messages against the outbox, all at once here rather than one by one
+        // as they were made: a store read waits for the previous commit's apply, and here that
+        // wait is at its end (the engine work of this batch overlapped it).
+        let made = std::mem::take(&mut self.outbox);
+        let mut kept = Vec::with_capacity(made.len());
+        for (o, m) in made {
+            if self.store.has_outbox(&o.message_id)? {
+                self.count("runtime.sends_already_in_outbox", 1);
+            } else {
+                kept.push((o, m));
+            }
+        }
+        self.outbox = kept;
+        self.outbox_at.clear();
+        for (i, (o, _)) in self.outbox.iter().enumerate() {
+            self.outbox_at.insert(o.message_id.clone(), i);
+        }
         if let Sending::Direct(p) = sending {
             self.send_direct(p)?;
         }
@@ -726,9 +757,49 @@ impl Runtime {
             counters: std::mem::take(&mut self.counters).into_iter().collect(),
             links_put,
         };
-        if let Err(e) = self.store.commit(batch).and_then(|_| self.store.flush()) {
+        if batch.outbox_put.iter().any(|o| o.status.needs_dispatch())
+            || batch
+                .outbox_update
+                .iter()
+                .any(|u| u.status.needs_dispatch())
+        {
+            self.dispatch_clear = false;
+        }
+        // The next batch's entries, read now: the store settles this read with the previous
+        // commit, and the engine can then step through them while this commit is applied.
+        self.prefetched.clear();
+        if let Some(c) = cursor {
+            match self.store.read_log(c + 1, self.opts.batch) {
+                Ok(entries) => {
+                    // And the people they name, unless the host has them (whose state in
+                    // memory is newer than their record until this commit is applied).
+                    for p in entries.iter().filter_map(|e| e.person.as_deref()) {
+                        if self.host.people.get(p).is_none() {
+                            self.host.state.warm(p);
+                        }
+                    }
+                    self.prefetched = entries;
+                }
+                Err(e) => {
+                    self.host.state.evict_all();
+                    self.cursor = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        // Not flushed here: the batch is durable at the next flush (`flush`: before a dispatch
+        // round, when the runtime goes idle, and sled's own flush every 500 ms). A crash before
+        // it loses the batch's effects AND its cursor together (one atomic batch), so the
+        // restart derives them again from the log; messages already handed to a provider
+        // directly are re-sent under the same ids, which such a provider drops.
+        if let Err(e) = self.store.commit(batch) {
             self.host.state.evict_all();
+            self.cursor = None;
+            self.prefetched.clear();
             return Err(e.into());
+        }
+        if cursor.is_some() {
+            self.cursor = cursor;
         }
         if self.host.people.len() > CACHE_PEOPLE {
             self.host.people.clear();
@@ -746,8 +817,17 @@ impl Runtime {
     /// [`Runtime::process_log`], the batch's new messages sent as `sending` says
     /// ([`Runtime::step`] uses [`Sending::for_provider`]).
     pub fn process_log_with(&mut self, sending: Sending) -> Result<(usize, usize)> {
-        let cursor = self.store.cursor()?;
-        let entries = self.store.read_log(cursor + 1, self.opts.batch)?;
+        let cursor = match self.cursor {
+            Some(c) => c,
+            None => self.store.cursor()?,
+        };
+        let prefetched = std::mem::take(&mut self.prefetched);
+        let entries = match prefetched.first() {
+            Some(e) if e.seq == cursor + 1 => prefetched,
+            // Nothing read ahead (or it was for another cursor): read now. An empty read-ahead
+            // is read again too, so entries that arrived since are seen before timers fire.
+            _ => self.store.read_log(cursor + 1, self.opts.batch)?,
+        };
         if entries.is_empty() {
             return Ok((0, 0));
         }
@@ -842,9 +922,15 @@ impl Runtime {
     /// committed and flushed. Returns (sent, failed).
     pub fn dispatch(&mut self, provider: &dyn Provider) -> Result<(usize, usize)> {
         let (mut sent, mut failed) = (0, 0);
+        if self.dispatch_clear {
+            return Ok((0, 0));
+        }
+        // What is sent must be durable first (the commits are not flushed one by one).
+        self.store.flush()?;
         loop {
             let pending = self.store.pending(self.opts.dispatch_batch)?;
             if pending.is_empty() {
+                self.dispatch_clear = true;
                 break;
             }
             let mut retry_later = 0;
@@ -1090,12 +1176,22 @@ impl Runtime {
         }
         let (sent, failed) = self.dispatch(provider)?;
         let direct = std::mem::take(&mut self.direct);
-        Ok(Progress {
+        let p = Progress {
             entries,
             timers,
             sent: sent + direct.sent,
             failed: failed + direct.failed,
-        })
+        };
+        if p.idle() {
+            // Everything committed is durable before the runtime waits or returns.
+            self.flush()?;
+        }
+        Ok(p)
+    }
+
+    /// Make every commit so far durable (commits are not flushed one by one; see `commit`).
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.store.flush()?)
     }
 
     /// Run until the log is processed, no timer is left before the horizon (virtual clock)
@@ -1116,6 +1212,7 @@ impl Runtime {
                 break;
             }
         }
+        self.flush()?;
         Ok(total)
     }
 
@@ -1139,7 +1236,7 @@ impl Runtime {
                 on_progress(&p);
             }
         }
-        Ok(())
+        self.flush()
     }
 
     /// When the next timer is due (for status lines).

@@ -8,6 +8,7 @@
 //! number of appends and commits (group commit); personal values are sealed with per-person keys
 //! kept outside sled so that [`Store::forget`] can make every old copy unreadable.
 
+mod applier;
 pub mod baseline;
 mod codec;
 mod keys;

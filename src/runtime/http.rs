@@ -451,5 +451,5 @@ fn run_loop(
     while let Ok(c) = ctl.try_recv() {
         handle(rt, c);
     }
-    Ok(())
+    rt.flush().map_err(|e| e.to_string())
 }

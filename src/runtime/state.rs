@@ -382,6 +382,13 @@ impl StoreState {
         self.joins.get_mut(person)
     }
 
+    /// Read `person`'s record into the cache now (see `Runtime::commit`: a read while a commit
+    /// is being applied waits for it). Only for people not in the host's cache: for those,
+    /// the store's record may be older than their state in memory.
+    pub(crate) fn warm(&mut self, person: &str) {
+        let _ = self.joins_of(person);
+    }
+
     /// The last message sent to `person` (their record is read once per process).
     pub(crate) fn last_sent(&mut self, person: &str) -> Option<SentRef> {
         self.joins_of(person)?.last_sent.clone()

@@ -1,5 +1,6 @@
 //! `SledStore`: the [`Store`] on one sled tree plus the key file. See `docs/storage.md`.
 
+use super::applier::Applier;
 use super::codec::{frame, unframe, Reader, Writer};
 use super::keys::{self, KeyDir};
 use super::layout::{self, Tag};
@@ -63,6 +64,8 @@ pub struct SledStore {
     written: AtomicU64,
     flushed: AtomicU64,
     integrity: Integrity,
+    /// Applies `commit` batches on its own thread; every other operation settles it first.
+    applier: Applier,
 }
 
 struct LogRec {
@@ -333,6 +336,7 @@ impl SledStore {
     fn assemble(dir: &Path, db: sled::Db, keys: KeyDir, integrity: Integrity) -> SledStore {
         SledStore {
             dir: dir.to_path_buf(),
+            applier: Applier::new(db.clone()),
             db,
             keys: RwLock::new(keys),
             writer: Mutex::new(integrity.last_seq),
@@ -533,6 +537,7 @@ impl SledStore {
     }
 
     fn flush_inner(&self) -> Result<()> {
+        self.applier.settle()?;
         let target = self.written.load(Ordering::SeqCst);
         let _g = self.flush_lock.lock().unwrap();
         if self.flushed.load(Ordering::SeqCst) >= target && target > 0 {
@@ -732,17 +737,20 @@ impl SledStore {
     /// API; the corruption tests use them to damage records as a crash would.
     #[doc(hidden)]
     pub fn debug_raw_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let _ = self.applier.settle();
         self.db.get(key).ok().flatten().map(|v| v.to_vec())
     }
 
     #[doc(hidden)]
     pub fn debug_raw_insert(&self, key: &[u8], value: &[u8]) {
+        let _ = self.applier.settle();
         self.db.insert(key, value).expect("raw insert");
         self.db.flush().expect("raw flush");
     }
 
     #[doc(hidden)]
     pub fn debug_raw_remove(&self, key: &[u8]) {
+        let _ = self.applier.settle();
         self.db.remove(key).expect("raw remove");
         self.db.flush().expect("raw flush");
     }
@@ -751,6 +759,8 @@ impl SledStore {
 impl Store for SledStore {
     fn append(&self, events: &[NewEvent]) -> Result<Vec<AppendResult>> {
         let mut last = self.writer.lock().unwrap();
+        // After the lock: no batch can be handed over between the settle and the write.
+        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let mut b = Batch::default();
         let mut out = Vec::with_capacity(events.len());
@@ -808,6 +818,8 @@ impl Store for SledStore {
 
     fn commit(&self, c: CommitBatch) -> Result<()> {
         let last = self.writer.lock().unwrap();
+        // The previous batch applied: the reads below (outbox statuses, counters) see it.
+        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let mut b = Batch::default();
         let mut counters: HashMap<String, i64> = HashMap::new();
@@ -985,10 +997,14 @@ impl Store for SledStore {
             b.insert(layout::CURSOR, framed_u64(layout::CURSOR, cur));
         }
         self.add_counters(&mut b, counters)?;
-        self.apply(&mut keys, b)
+        // Keys first, as in `apply`; then the batch goes to the apply thread.
+        keys.sync()?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        self.applier.submit(b)
     }
 
     fn flush(&self) -> Result<()> {
+        self.applier.settle()?;
         self.flush_inner()
     }
 
@@ -997,14 +1013,17 @@ impl Store for SledStore {
     }
 
     fn first_seq(&self) -> Result<Seq> {
+        self.applier.settle()?;
         Ok(self.get_u64(layout::FIRST)?.unwrap_or(1))
     }
 
     fn cursor(&self) -> Result<Seq> {
+        self.applier.settle()?;
         Ok(self.get_u64(layout::CURSOR)?.unwrap_or(0))
     }
 
     fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogEntry>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
         let end = layout::log(u64::MAX);
@@ -1017,9 +1036,13 @@ impl Store for SledStore {
 
     fn person(&self, person: &str) -> Result<Option<Vec<u8>>> {
         let keys = self.keys.read().unwrap();
+        // No key, no record, in the database or in flight (a commit makes its keys before it
+        // is handed over): answered without waiting for the apply (the runtime asks this for
+        // every new phone, order and checkout it meets).
         let Some((tag, key)) = keys.get(person) else {
             return Ok(None);
         };
+        self.applier.settle()?;
         let k = layout::tagged(layout::PEOPLE, &tag);
         match self.db.get(k)? {
             None => Ok(None),
@@ -1033,6 +1056,7 @@ impl Store for SledStore {
     }
 
     fn people(&self) -> Result<Vec<String>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
         for k in self.db.scan_prefix([layout::PEOPLE]).keys() {
@@ -1050,6 +1074,7 @@ impl Store for SledStore {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Timer>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut lo = vec![layout::TIMERS];
         lo.extend_from_slice(&layout::due_bytes(millis(from)));
@@ -1077,6 +1102,7 @@ impl Store for SledStore {
     }
 
     fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         for kv in self.db.scan_prefix([layout::TIMERS]) {
             let (k, v) = kv?;
@@ -1088,6 +1114,7 @@ impl Store for SledStore {
     }
 
     fn timers_of(&self, person: &str) -> Result<Vec<Timer>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let Some((tag, _)) = keys.get(person) else {
             return Ok(vec![]);
@@ -1103,16 +1130,19 @@ impl Store for SledStore {
     }
 
     fn outbox(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         self.read_outbox(&keys, message_id)
     }
 
     fn has_outbox(&self, message_id: &str) -> Result<bool> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         Ok(self.live_outbox(&keys, message_id)?.is_some())
     }
 
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
         for k in self.db.scan_prefix([layout::PENDING]).keys() {
@@ -1127,6 +1157,7 @@ impl Store for SledStore {
     }
 
     fn link(&self, code: &str) -> Result<Option<LinkEntry>> {
+        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let k = layout::prefixed(layout::LINKS, code.as_bytes());
         let Some(v) = self.db.get(&k)? else {
@@ -1153,6 +1184,7 @@ impl Store for SledStore {
 
     fn deploy(&self, hash: &str, program: &[u8]) -> Result<()> {
         let _w = self.writer.lock().unwrap();
+        self.applier.settle()?;
         let mut b = Batch::default();
         let k = layout::prefixed(layout::PROGRAMS, hash.as_bytes());
         b.insert(k.clone(), frame(&k, program));
@@ -1164,6 +1196,7 @@ impl Store for SledStore {
     }
 
     fn program(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        self.applier.settle()?;
         let k = layout::prefixed(layout::PROGRAMS, hash.as_bytes());
         match self.db.get(&k)? {
             None => Ok(None),
@@ -1172,6 +1205,7 @@ impl Store for SledStore {
     }
 
     fn deployed(&self) -> Result<Option<String>> {
+        self.applier.settle()?;
         match self.db.get(layout::DEPLOYED)? {
             None => Ok(None),
             Some(v) => Ok(Some(
@@ -1181,6 +1215,7 @@ impl Store for SledStore {
     }
 
     fn counters(&self) -> Result<BTreeMap<String, u64>> {
+        self.applier.settle()?;
         let mut out = BTreeMap::new();
         for kv in self.db.scan_prefix([layout::COUNTERS]) {
             let (k, v) = kv?;
@@ -1193,6 +1228,7 @@ impl Store for SledStore {
     }
 
     fn export(&self, person: &str) -> Result<serde_json::Value> {
+        self.applier.settle()?;
         use serde_json::json;
         let state = self.person(person)?;
         let timers = self.timers_of(person)?;
@@ -1256,6 +1292,8 @@ impl Store for SledStore {
 
     fn forget(&self, person: &str) -> Result<ForgetReport> {
         let _w = self.writer.lock().unwrap();
+        // After the lock: no batch can be handed over between the settle and the write.
+        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let Some((tag, _)) = keys.get(person) else {
             return Ok(ForgetReport::default());
@@ -1281,6 +1319,8 @@ impl Store for SledStore {
 
     fn compact(&self, before: DateTime<Utc>) -> Result<CompactReport> {
         let last = self.writer.lock().unwrap();
+        // After the lock: no batch can be handed over between the settle and the write.
+        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let cursor = self.get_u64(layout::CURSOR)?.unwrap_or(0);
         let mut first = self.get_u64(layout::FIRST)?.unwrap_or(1);
