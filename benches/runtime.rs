@@ -286,6 +286,9 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
             std::thread::sleep(Duration::from_micros(200));
             continue;
         }
+        // Commits are applied on the store's thread and flushed at the runtime's next flush
+        // point: "in the outbox" here means durable, so flush before taking the time.
+        rt.flush().unwrap();
         let committed = (Instant::now() - start).as_nanos() as f64;
         let cursor = store.cursor().unwrap() as usize;
         rt.dispatch(&provider).unwrap();

@@ -30,8 +30,9 @@
 //!   timeout fired, which happens only when the runtime is behind);
 //! - `lateness_p50_ms` / `lateness_p99_ms` / `lateness_max_ms`;
 //! - `events_per_s`: 2N / (end of the commit that processed the last event);
-//! - `to_outbox_*`: an event's scheduled arrival to the end of the commit + flush of the batch
-//!   that processed it, for the events whose processing puts a message in the outbox at once
+//! - `to_outbox_*`: an event's scheduled arrival to the end of the commit of the batch that
+//!   processed it (applied to the store; since session 6 a commit is made durable at the
+//!   runtime's next flush point, or by sled's own flush within 500 ms, not one by one), for the events whose processing puts a message in the outbox at once
 //!   (orders: the confirmation; odd deliveries: the review); `to_provider_*`: to that message
 //!   reaching the provider (after the dispatch round that follows the commit);
 //! - with `--raw`, IN THE SAME PROCESS after the flows: raw sled (`apply_batch` + `flush` per
@@ -268,8 +269,10 @@ fn main() {
                 let direct = Sending::Direct(&*provider);
                 let (entries, mut timers) = rt.process_log_with(direct).expect("process_log");
                 if entries > 0 {
+                    // The cursor read waits for the commit's apply: the time is taken after.
+                    let cursor = store.cursor().unwrap() as usize;
                     let t = Instant::now().saturating_duration_since(start).as_nanos() as u64;
-                    commits.push((store.cursor().unwrap() as usize, t));
+                    commits.push((cursor, t));
                 } else {
                     timers += rt
                         .process_timers_with(Utc::now(), direct)
@@ -373,7 +376,7 @@ fn main() {
             .map(|&(i, t)| (t as f64 / 1e9 - ideal(i)) * 1e3)
             .collect(),
     );
-    // Arrival -> outbox (end of the commit + flush that processed the event) and -> provider,
+    // Arrival -> outbox (end of the commit that processed the event) and -> provider,
     // for the events whose processing puts a message in the outbox at once.
     let mut processed_at = vec![0u64; total];
     let mut from = 0usize;

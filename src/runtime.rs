@@ -295,6 +295,8 @@ pub struct Runtime {
     /// (false at start: an earlier run may have left some). Lets `dispatch` skip its scan of
     /// the pending queue, a store read that would wait for the commit's apply.
     dispatch_clear: bool,
+    /// The virtual clock's horizon and the last seq it was read for.
+    horizon_at: Option<(Seq, Option<DateTime<Utc>>)>,
 }
 
 /// Store the program under its content hash and point `deployed` at it, unless it already is.
@@ -384,6 +386,7 @@ impl Runtime {
             cursor: None,
             prefetched: Vec::new(),
             dispatch_clear: false,
+            horizon_at: None,
         })
     }
 
@@ -825,7 +828,9 @@ impl Runtime {
         let entries = match prefetched.first() {
             Some(e) if e.seq == cursor + 1 => prefetched,
             // Nothing read ahead (or it was for another cursor): read now. An empty read-ahead
-            // is read again too, so entries that arrived since are seen before timers fire.
+            // is read again too, so entries that arrived since are seen before timers fire,
+            // unless the log ends at the cursor (`last_seq` needs no settled read).
+            _ if self.store.last_seq()? <= cursor => Vec::new(),
             _ => self.store.read_log(cursor + 1, self.opts.batch)?,
         };
         if entries.is_empty() {
@@ -1148,14 +1153,23 @@ impl Runtime {
     }
 
     /// The instant the virtual clock stops: the last log entry's time plus the horizon.
-    fn horizon(&self) -> Result<Option<DateTime<Utc>>> {
+    fn horizon(&mut self) -> Result<Option<DateTime<Utc>>> {
         let last = self.store.last_seq()?;
         if last == 0 {
             return Ok(None);
         }
+        // Kept per last seq: a log read would wait for the commit being applied.
+        if let Some((seq, h)) = self.horizon_at {
+            if seq == last {
+                return Ok(h);
+            }
+        }
         let e = self.store.read_log(last, 1)?;
-        Ok(e.first()
-            .map(|e| e.received_at + Duration::days(HORIZON_DAYS)))
+        let h = e
+            .first()
+            .map(|e| e.received_at + Duration::days(HORIZON_DAYS));
+        self.horizon_at = Some((last, h));
+        Ok(h)
     }
 
     /// One round: a batch of the log (or, when the log is processed, a batch of due timers:
