@@ -13,6 +13,7 @@
 //! later settle: the caller's memory is then ahead of the store, and it must stop (the runtime
 //! does, as for any commit error).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -39,7 +40,9 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    pub(crate) fn new(db: sled::Db) -> Applier {
+    /// `applied` counts writes that are in sled (the store's flush covers what it counted
+    /// before flushing): the thread adds one per batch once it is applied, before it says so.
+    pub(crate) fn new(db: sled::Db, applied: Arc<AtomicU64>) -> Applier {
         let (tx, rx) = channel::<sled::Batch>();
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
@@ -48,6 +51,9 @@ impl Applier {
             .spawn(move || {
                 for batch in rx {
                     let r = db.apply_batch(batch);
+                    if r.is_ok() {
+                        applied.fetch_add(1, Ordering::SeqCst);
+                    }
                     let mut st = s.state.lock().unwrap();
                     if let Err(e) = r {
                         st.error.get_or_insert_with(|| e.to_string());

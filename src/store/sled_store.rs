@@ -9,7 +9,7 @@ use sled::Batch;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const DB_DIR: &str = "db";
 /// `t` ++ due (8) ++ person tag (16) ++ instance hash (16) ++ step (4).
@@ -61,7 +61,8 @@ pub struct SledStore {
     /// The last seq appended; holding it serialises writers.
     writer: Mutex<Seq>,
     flush_lock: Mutex<()>,
-    written: AtomicU64,
+    /// Writes in sled so far (a commit counts once applied: `Applier`); `flush` covers them.
+    written: Arc<AtomicU64>,
     flushed: AtomicU64,
     integrity: Integrity,
     /// Applies `commit` batches on its own thread; every other operation settles it first.
@@ -334,14 +335,15 @@ impl SledStore {
     }
 
     fn assemble(dir: &Path, db: sled::Db, keys: KeyDir, integrity: Integrity) -> SledStore {
+        let written = Arc::new(AtomicU64::new(0));
         SledStore {
             dir: dir.to_path_buf(),
-            applier: Applier::new(db.clone()),
+            applier: Applier::new(db.clone(), written.clone()),
             db,
             keys: RwLock::new(keys),
             writer: Mutex::new(integrity.last_seq),
             flush_lock: Mutex::new(()),
-            written: AtomicU64::new(0),
+            written,
             flushed: AtomicU64::new(0),
             integrity,
         }
@@ -537,6 +539,8 @@ impl SledStore {
     }
 
     fn flush_inner(&self) -> Result<()> {
+        // This caller's commits applied; `written` counts only what is in sled, so the flush
+        // below covers everything it counts, even with commits handed over meanwhile.
         self.applier.settle()?;
         let target = self.written.load(Ordering::SeqCst);
         let _g = self.flush_lock.lock().unwrap();
@@ -997,9 +1001,9 @@ impl Store for SledStore {
             b.insert(layout::CURSOR, framed_u64(layout::CURSOR, cur));
         }
         self.add_counters(&mut b, counters)?;
-        // Keys first, as in `apply`; then the batch goes to the apply thread.
+        // Keys first, as in `apply`; then the batch goes to the apply thread (which counts it
+        // in `written` once applied, so a flush never counts a batch still in flight).
         keys.sync()?;
-        self.written.fetch_add(1, Ordering::SeqCst);
         self.applier.submit(b)
     }
 
