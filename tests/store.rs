@@ -1041,3 +1041,74 @@ fn commits_applied_in_the_background_are_read_back_at_once_and_lose_nothing() {
         }
     }
 }
+
+/// The tag of `subject` in `dir`'s key file, read from the file's own format (magic, then
+/// records `len u32 BE ++ (1u8 ++ tag(16) ++ key(32) ++ subject) ++ crc32 BE`).
+fn tag_in_key_file(dir: &std::path::Path, subject: &str) -> [u8; 16] {
+    let f = std::fs::read(dir.join("keys.bin")).unwrap();
+    let mut at = 8;
+    while at + 4 <= f.len() {
+        let len = u32::from_be_bytes(f[at..at + 4].try_into().unwrap()) as usize;
+        let body = &f[at + 4..at + 4 + len];
+        if body[0] == 1 && &body[49..] == subject.as_bytes() {
+            return body[1..17].try_into().unwrap();
+        }
+        at += 4 + len + 4;
+    }
+    panic!("{subject} is not in the key file");
+}
+
+/// `forget` cut by a crash after step 1 (the `erasing` marker is durable, keys.bin is not yet
+/// rewritten): the next open must destroy the key as well as delete the records, or the key
+/// (which opens the stale copies sled keeps) and the person's id in keys.bin would outlive
+/// the erasure.
+#[test]
+fn an_erasure_cut_before_its_key_rewrite_destroys_the_key_on_open() {
+    let dir = tmp("erase-cut");
+    let phone = "+15550009999";
+    let person = format!("phone:{phone}");
+    {
+        let s = store::open(&dir).unwrap();
+        s.append(&[
+            ev("a1", Some(&person), r#"{"x":1}"#),
+            ev("b1", Some("customer:other"), r#"{"y":1}"#),
+        ])
+        .unwrap();
+        s.commit(CommitBatch {
+            cursor: Some(2),
+            people_put: vec![
+                (person.clone(), b"{\"r\":1}".to_vec()),
+                ("customer:other".into(), b"{\"r\":2}".to_vec()),
+            ],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+        // What step 1 of `forget` leaves: `z ++ tag = erasing (1)`, framed, flushed.
+        let mut zk = vec![b'z'];
+        zk.extend_from_slice(&tag_in_key_file(&dir, &person));
+        let mut v = crc32fast_free(&zk, &[1]);
+        v.push(1);
+        s.debug_raw_insert(&zk, &v);
+    }
+    let key_file = std::fs::read(dir.join("keys.bin")).unwrap();
+    assert!(contains(&key_file, person.as_bytes()), "precondition");
+    let s = store::open(&dir).unwrap();
+    assert_eq!(s.integrity().erasures_finished, 1);
+    assert_eq!(s.person(&person).unwrap(), None);
+    assert_eq!(
+        s.person("customer:other").unwrap(),
+        Some(b"{\"r\":2}".to_vec())
+    );
+    drop(s);
+    for (path, bytes) in all_bytes(&dir) {
+        assert!(
+            !contains(&bytes, phone.as_bytes()),
+            "{} still holds the phone number",
+            path.display()
+        );
+    }
+    let s = store::open(&dir).unwrap();
+    assert_eq!(s.integrity().erasures_finished, 0);
+    assert_eq!(s.read_log(1, 10).unwrap()[0].payload, None);
+}

@@ -188,23 +188,18 @@ impl Subjects {
     }
 
     /// Forget a subject by name, and its tag with it.
-    fn remove_name(&mut self, name: &str) {
-        if let Some(&i) = self
-            .by_name
+    /// Where the subject named `name` is in `entries`.
+    fn position_of_name(&self, name: &str) -> Option<u32> {
+        self.by_name
             .find(self.hasher.hash_one(name), |&j| self.name(j) == name)
-        {
-            self.unindex(i);
-        }
+            .copied()
     }
 
-    /// Forget a subject by tag, and its name with it.
-    fn remove_tag(&mut self, tag: &Tag) {
-        if let Some(&i) = self
-            .by_tag
+    /// Where the subject tagged `tag` is in `entries`.
+    fn position_of_tag(&self, tag: &Tag) -> Option<u32> {
+        self.by_tag
             .find(tag_hash(tag), |&j| self.entries[j as usize].tag == *tag)
-        {
-            self.unindex(i);
-        }
+            .copied()
     }
 
     /// Take entry `i`'s name and tag out of the indexes (the entry stays until `compact`).
@@ -274,10 +269,16 @@ impl Subjects {
         }
     }
 
-    /// The key file's records for every named subject, sorted by name so the file's bytes do
-    /// not depend on hash order or history (reproducible, diffable).
-    fn records(&self) -> Vec<u8> {
-        let mut order: Vec<u32> = self.by_name.iter().copied().collect();
+    /// The key file's records for every named subject but those at positions `drop`, sorted
+    /// by name so the file's bytes do not depend on hash order or history (reproducible,
+    /// diffable).
+    fn records(&self, drop: &HashSet<u32>) -> Vec<u8> {
+        let mut order: Vec<u32> = self
+            .by_name
+            .iter()
+            .copied()
+            .filter(|i| !drop.contains(i))
+            .collect();
         order.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
         let mut out = Vec::with_capacity(MAGIC.len() + order.len() * (8 + 49) + self.names.len());
         out.extend_from_slice(MAGIC);
@@ -479,14 +480,15 @@ impl KeyDir {
     /// zeroed. Returns how many were removed.
     pub fn destroy(&mut self, names: &[&str], tags: &HashSet<Tag>) -> Result<usize, StoreError> {
         let before = self.subjects.len();
-        for n in names {
-            self.subjects.remove_name(n);
-        }
-        for t in tags {
-            self.subjects.remove_tag(t);
-        }
-        self.subjects.compact();
-        let out = self.subjects.records();
+        // The file first, memory after: if the rewrite fails, this process still holds (and
+        // uses) exactly the keys the file holds, and the caller's erasure marker makes the
+        // next attempt (or the next open) destroy them.
+        let drop: HashSet<u32> = names
+            .iter()
+            .filter_map(|n| self.subjects.position_of_name(n))
+            .chain(tags.iter().filter_map(|t| self.subjects.position_of_tag(t)))
+            .collect();
+        let out = self.subjects.records(&drop);
         let tmp = self.path.with_extension("bin.tmp");
         let dir = self.path.parent().unwrap_or(Path::new("."));
         {
@@ -497,6 +499,10 @@ impl KeyDir {
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, "rename onto", e))?;
         sync_dir(dir)?;
+        for &i in &drop {
+            self.subjects.unindex(i);
+        }
+        self.subjects.compact();
         self.file = OpenOptions::new()
             .write(true)
             .open(&self.path)

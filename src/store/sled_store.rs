@@ -477,12 +477,25 @@ impl SledStore {
                 ),
             });
         }
-        let mut finished = 0;
-        for (tag, state) in erased {
-            if state == ERASING {
-                self.finish_erasure(&tag)?;
-                finished += 1;
+        // An erasure stopped by a crash (or a failed key-file rewrite) after its marker and
+        // before its key was destroyed: destroy the key first (step 2 of `forget`), else it
+        // would outlive the erasure, able to open the stale copies sled still holds, and the
+        // person's id would stay in keys.bin.
+        let erasing: HashSet<Tag> = erased
+            .iter()
+            .filter(|(_, s)| **s == ERASING)
+            .map(|(t, _)| *t)
+            .collect();
+        {
+            let mut keys = self.keys.write().unwrap();
+            if erasing.iter().any(|t| keys.resolve(t).is_some()) {
+                keys.destroy(&[], &erasing)?;
             }
+        }
+        let mut finished = 0;
+        for tag in &erasing {
+            self.finish_erasure(tag)?;
+            finished += 1;
         }
         if finished > 0 {
             self.db.flush()?;
