@@ -716,21 +716,28 @@ impl Runtime {
             self.send_direct(p)?;
         }
         let st = &mut self.host.state;
-        let mut people_put = Vec::new();
+        let dirty: Vec<String> = std::mem::take(&mut st.dirty).into_iter().collect();
+        let fresh: Vec<crate::engine::PersonState> = dirty
+            .iter()
+            .filter(|p| self.host.people.get(p).is_none() && !st.loaded.contains_key(*p))
+            .map(|p| crate::engine::PersonState::new(p.as_str()))
+            .collect();
         let no_joins = state::Joins::default();
-        for p in std::mem::take(&mut st.dirty) {
-            let fresh;
-            let state = match self.host.people.get(&p).or_else(|| st.loaded.get(&p)) {
-                Some(s) => s,
-                None => {
-                    fresh = crate::engine::PersonState::new(p.as_str());
-                    &fresh
-                }
-            };
-            let joins = st.joins.get(&p).unwrap_or(&no_joins);
-            let bytes = state::encode_record(state, joins);
-            people_put.push((p, bytes));
-        }
+        let mut fresh_iter = fresh.iter();
+        let records: Vec<(&crate::engine::PersonState, &state::Joins)> = dirty
+            .iter()
+            .map(|p| {
+                let state = match self.host.people.get(p).or_else(|| st.loaded.get(p)) {
+                    Some(s) => s,
+                    None => fresh_iter
+                        .next()
+                        .expect("one fresh state per person without one"),
+                };
+                (state, st.joins.get(p).unwrap_or(&no_joins))
+            })
+            .collect();
+        let encoded = state::encode_records(&records);
+        let mut people_put: Vec<(String, Vec<u8>)> = dirty.into_iter().zip(encoded).collect();
         people_put.extend(st.take_index_puts());
         // The learned-state snapshot goes in the same atomic commit as the cursor it covers.
         if let Some(c) = cursor.filter(|c| *c >= self.snapshot_cursor + self.opts.snapshot_every) {
