@@ -690,7 +690,7 @@ mod tests {
             .map(|i| {
                 let (_, mut joins) = sample();
                 joins.phones.insert(format!("+1212555{i:04}"));
-                (PersonState::new(&format!("customer:{i}")), joins)
+                (PersonState::new(format!("customer:{i}")), joins)
             })
             .collect();
         let refs: Vec<(&PersonState, &Joins)> = people.iter().map(|(s, j)| (s, j)).collect();
