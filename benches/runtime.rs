@@ -256,6 +256,13 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
                 let el = (now - start).as_secs_f64();
                 let due = ((el * rate as f64) as usize + 1).min(total);
                 if due > next {
+                    // The scheduled arrival of event i: start + i / rate. Stored BEFORE the
+                    // append: the runtime may process an event as soon as it is in the log, and
+                    // an arrival not yet stored read as 0 (the start), which showed as
+                    // multi-second latencies of single events (the maxima of earlier runs).
+                    for (i, a) in arrival.iter().enumerate().take(due).skip(next) {
+                        a.store((i as f64 / rate as f64 * 1e9) as u64, Ordering::Release);
+                    }
                     let res = store.append(&events[next..due]).unwrap();
                     store.flush().unwrap();
                     for (k, r) in res.iter().enumerate() {
@@ -263,9 +270,6 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
                             panic!("duplicate in the synthetic stream")
                         };
                         assert_eq!(*seq as usize, next + k + 1);
-                        // The scheduled arrival of event i: start + i / rate.
-                        let at = ((next + k) as f64 / rate as f64 * 1e9) as u64;
-                        arrival[next + k].store(at, Ordering::Relaxed);
                     }
                     next = due;
                     appended.store(next, Ordering::Release);
@@ -294,7 +298,7 @@ fn latency_at(program: &Program, schemas: &Schemas, rate: usize, secs: usize, ma
         rt.dispatch(&provider).unwrap();
         let dispatched = (Instant::now() - start).as_nanos() as f64;
         for a in &arrival[done..cursor] {
-            let a = a.load(Ordering::Relaxed) as f64;
+            let a = a.load(Ordering::Acquire) as f64;
             to_outbox.push((committed - a) / 1e6);
             to_dispatch.push((dispatched - a) / 1e6);
         }
