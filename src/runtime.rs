@@ -797,6 +797,15 @@ impl Runtime {
                 }
             }
         }
+        // After a batch of timers (no cursor: the log is drained), likewise the people of the
+        // timers read ahead, which the next timer batch fires.
+        if cursor.is_none() {
+            for p in self.host.state.upcoming_people(self.opts.batch) {
+                if self.host.people.get(&p).is_none() {
+                    self.host.state.warm(&p);
+                }
+            }
+        }
         // Not flushed here: the batch is durable at the next flush (`flush`: before a dispatch
         // round, when the runtime goes idle, and sled's own flush every 500 ms). A crash before
         // it loses the batch's effects AND its cursor together (one atomic batch), so the

@@ -414,6 +414,16 @@ impl StoreState {
         let _ = self.joins_of(person);
     }
 
+    /// The people of the next `n` timers read ahead (in due order, repeats included): the
+    /// next batch's firings, to [`StoreState::warm`] before the commit is handed over.
+    pub(crate) fn upcoming_people(&self, n: usize) -> Vec<String> {
+        self.due_buf
+            .iter()
+            .take(n)
+            .map(|t| t.person.clone())
+            .collect()
+    }
+
     /// The last message sent to `person` (their record is read once per process).
     pub(crate) fn last_sent(&mut self, person: &str) -> Option<SentRef> {
         self.joins_of(person)?.last_sent.clone()
