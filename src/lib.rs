@@ -12,6 +12,7 @@ pub mod engine;
 pub mod flowtest;
 pub mod host;
 pub mod ir;
+pub mod par;
 pub mod plugins;
 pub mod project;
 pub mod runtime;

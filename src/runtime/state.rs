@@ -122,29 +122,11 @@ pub fn encode_record(state: &PersonState, joins: &Joins) -> Vec<u8> {
     lz4_json(&Ref { state, joins })
 }
 
-/// [`encode_record`] for each of a batch's people, in order. Large batches are split over two
-/// threads: this runs at the commit, after the store has applied the previous batch, so the
-/// second core is free, and encoding (JSON of every instance, then LZ4) was a tenth of the
-/// throughput benchmark's CPU on the runtime's thread.
+/// [`encode_record`] for each of a batch's people, in order, on two threads from 64 people
+/// ([`crate::par`]): encoding (JSON of every instance, then LZ4) was a tenth of the throughput
+/// benchmark's CPU on the runtime's thread.
 pub fn encode_records(people: &[(&PersonState, &Joins)]) -> Vec<Vec<u8>> {
-    const SPLIT_FROM: usize = 64;
-    let encode = |part: &[(&PersonState, &Joins)]| -> Vec<Vec<u8>> {
-        part.iter().map(|(s, j)| encode_record(s, j)).collect()
-    };
-    if people.len() < SPLIT_FROM {
-        return encode(people);
-    }
-    let (first, second) = people.split_at(people.len() / 2);
-    std::thread::scope(|sc| {
-        let other = sc.spawn(|| encode(second));
-        let mut out = encode(first);
-        out.extend(
-            other
-                .join()
-                .expect("encoding a person record does not panic"),
-        );
-        out
-    })
+    crate::par::map_halves(people, 64, |(s, j)| encode_record(s, j))
 }
 
 pub fn decode_record(person: &str, bytes: &[u8]) -> Result<PersonRecord, StoreError> {

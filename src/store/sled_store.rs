@@ -845,10 +845,21 @@ impl Store for SledStore {
                 b.remove(&layout::tagged(layout::PEOPLE, &tag)[..]);
             }
         }
-        for (p, state) in &c.people_put {
-            let (tag, key) = keys.ensure(p)?;
-            let k = layout::tagged(layout::PEOPLE, &tag);
-            b.insert(&k[..], frame(&k, &keys::seal(&key, &k, state)?));
+        // Keys in order (the key directory is one), then sealing on two threads (`crate::par`:
+        // person records are the largest values a commit seals).
+        let people = c
+            .people_put
+            .iter()
+            .map(|(p, state)| {
+                let (tag, key) = keys.ensure(p)?;
+                Ok((layout::tagged(layout::PEOPLE, &tag), key, state))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sealed = crate::par::map_halves(&people, 64, |(k, key, state)| {
+            keys::seal(key, k, state).map(|s| frame(k, &s))
+        });
+        for ((k, _, _), v) in people.iter().zip(sealed) {
+            b.insert(&k[..], v?);
         }
         for t in &c.timers_remove {
             if let Some((tag, key)) = keys.get(&t.person) {
