@@ -1,8 +1,10 @@
-//! Splitting a commit's CPU work (encoding, sealing) over two threads.
+//! Splitting a batch's CPU work (a commit's encoding and sealing, an ingest file's parsing)
+//! over two threads.
 //!
-//! Why two: the machine this is tuned on has two cores, and at a commit the second one is
-//! free (the store's apply thread has finished the previous batch: the commit waits for it).
-//! Small batches stay on the caller's thread: a thread costs tens of microseconds.
+//! Why two: the machine this is tuned on has two cores, and at those points the second one
+//! is free (at a commit, the store's apply thread has finished the previous batch: the commit
+//! waits for it; ingest parses before it appends). Small batches stay on the caller's thread:
+//! a thread costs tens of microseconds.
 
 /// `f` over `items`, in order; split in two halves on two threads from `split_from` items.
 pub fn map_halves<T: Sync, R: Send>(
@@ -17,7 +19,7 @@ pub fn map_halves<T: Sync, R: Send>(
     std::thread::scope(|sc| {
         let other = sc.spawn(|| second.iter().map(&f).collect::<Vec<R>>());
         let mut out: Vec<R> = first.iter().map(&f).collect();
-        out.extend(other.join().expect("a commit's encoding does not panic"));
+        out.extend(other.join().expect("the work split here does not panic"));
         out
     })
 }

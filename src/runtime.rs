@@ -185,12 +185,18 @@ pub fn ingest_text(
 ) -> Result<IngestReport> {
     let mut report = IngestReport::default();
     let mut lines = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match event_of_line(line) {
-            Ok((env, event)) => lines.push((i + 1, env.at, event)),
+    let numbered: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    // Lines parse independently: on two threads for a large file (`crate::par`).
+    let parsed = crate::par::map_halves(&numbered, 1024, |(_, line)| {
+        event_of_line(line).map(|(env, event)| (env.at, event))
+    });
+    for ((i, _), p) in numbered.iter().zip(parsed) {
+        match p {
+            Ok((at, event)) => lines.push((i + 1, at, event)),
             Err(reason) => report.refused.push(Refused {
                 line: i + 1,
                 reason,
