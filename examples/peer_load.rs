@@ -441,7 +441,7 @@ fn main() {
         "timers_fired": timers_fired,
         "commits": commits.len(),
         "store_bytes": store_bytes,
-        "durability": "sled flush (fsync) after every append group and every commit",
+        "durability": "events: sled flush (fsync) after every append group, before they are processed; processing: each commit one atomic sled batch, applied in the background and flushed when the runtime idles or by sled within 500 ms (a crash re-derives unflushed commits from the durable log; messages keep their ids)",
         "load_before": load_before,
         "load_after": load_after,
         "date": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
