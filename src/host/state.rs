@@ -256,6 +256,23 @@ impl HostState for MemState {
 }
 
 impl MemState {
+    /// Every pending timer, in no particular order (to move them into another state with
+    /// [`HostState::schedule`]).
+    pub fn live_timers(&self) -> Vec<TimerKey> {
+        let mut out = Vec::with_capacity(self.pending);
+        for (person, list) in &self.timer_index {
+            for (instance, step, due) in list {
+                out.push(TimerKey {
+                    due: *due,
+                    person: person.to_string(),
+                    instance: instance.to_string(),
+                    step: *step,
+                });
+            }
+        }
+        out
+    }
+
     /// Drop the stale entries (cancelled or re-scheduled since) from the top of the heap. An
     /// entry is live when its person's index holds the same (instance, step) at the same due.
     /// Two identical entries (scheduled, cancelled, scheduled again) are one timer: the first
