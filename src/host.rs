@@ -5,6 +5,7 @@
 //! state. It never reads a clock: every call takes `now`.
 
 pub mod envelope;
+mod queue;
 pub mod state;
 
 use crate::engine::{self, Effect, Input, PersonState};
