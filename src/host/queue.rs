@@ -30,12 +30,15 @@ pub struct Timer {
     pub step: StepId,
 }
 
+/// A slot's contents: the timer's person, instance and step.
+type Rest = (Rc<str>, Rc<str>, StepId);
+
 /// A min-heap of timers (with duplicates: the caller decides what is stale).
 #[derive(Default)]
 pub struct Queue {
     heap: Vec<Entry>,
     /// Slot -> (person, instance, step); `None` when free.
-    slots: Vec<Option<(Rc<str>, Rc<str>, StepId)>>,
+    slots: Vec<Option<Rest>>,
     free: Vec<u32>,
 }
 
@@ -57,11 +60,10 @@ impl Queue {
         self.heap.first().map(|e| e.due)
     }
 
-    /// The least timer's key, borrowed.
-    pub fn peek(&self) -> Option<(DateTime<Utc>, &Rc<str>, &Rc<str>, StepId)> {
+    /// The least timer's due instant and (person, instance, step), borrowed.
+    pub fn peek(&self) -> Option<(DateTime<Utc>, &Rest)> {
         let e = self.heap.first()?;
-        let (person, instance, step) = self.slots[e.slot as usize].as_ref()?;
-        Some((e.due, person, instance, *step))
+        Some((e.due, self.slots[e.slot as usize].as_ref()?))
     }
 
     pub fn push(&mut self, due: DateTime<Utc>, person: Rc<str>, instance: Rc<str>, step: StepId) {

@@ -252,10 +252,10 @@ impl MemState {
     /// Two identical entries (scheduled, cancelled, scheduled again) are one timer: the first
     /// to surface fires and unindexes it, and the second is then stale.
     fn skip_stale(&mut self) {
-        while let Some((due, person, instance, step)) = self.timers.peek() {
+        while let Some((due, (person, instance, step))) = self.timers.peek() {
             let live = self.timer_index.get(person).is_some_and(|list| {
                 list.iter()
-                    .any(|(i, s, d)| Rc::ptr_eq(i, instance) && *s == step && *d == due)
+                    .any(|(i, s, d)| Rc::ptr_eq(i, instance) && s == step && *d == due)
             });
             if live {
                 return;
