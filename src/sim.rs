@@ -194,7 +194,7 @@ pub fn simulate(
 /// without traces ([`Host::trace`]): step traces and timer cancellations, which no output
 /// shows, are not recorded.
 ///
-/// People are stepped on [`WORKERS`] threads ([`run_sharded`]) unless the input holds a
+/// People are stepped on [`WORKERS`] threads ([`Run::sharded`]) unless the input holds a
 /// Shopify webhook: those feed the shop data (catalog, order history) that every person's
 /// steps read, in input order, which the workers do not share. Both ways give the same
 /// records in the same order (a test compares them).
@@ -212,11 +212,8 @@ pub fn simulate_with(
         opts,
         progress,
     };
-    if shopify {
-        run.serial(program, schemas, refused, sink)
-    } else {
-        run.sharded(program, schemas, refused, sink, WORKERS)
-    }
+    let workers = if shopify { 0 } else { WORKERS };
+    run.go(program, schemas, refused, sink, workers)
 }
 
 /// One simulation's indexed input and options.
@@ -227,12 +224,30 @@ struct Run<'a, 't> {
 }
 
 impl Run<'_, '_> {
-    /// The host every run starts from (routing, de-duplication; the serial run's people).
-    fn host(&self, program: Program, schemas: Schemas) -> Host {
+    /// Run on this thread alone ([`Run::serial`], `workers` 0) or over `workers` threads
+    /// ([`Run::sharded`]). The host routes and de-duplicates the inputs, and ends up with
+    /// every person and pending timer either way.
+    fn go(
+        &self,
+        program: Program,
+        schemas: Schemas,
+        mut refused: Vec<Refused>,
+        sink: &mut dyn FnMut(Record),
+        workers: usize,
+    ) -> Outcome {
         let mut host = Host::new(program, schemas);
         host.trace = false;
         host.reserve_inputs(self.pending.len());
-        host
+        let inputs = match workers {
+            0 => self.serial(&mut host, &mut refused, sink),
+            n => self.sharded(&mut host, &mut refused, sink, n),
+        };
+        Outcome {
+            records: Vec::new(),
+            refused,
+            inputs,
+            host,
+        }
     }
 
     /// Where the clock stops after the last input.
@@ -261,12 +276,10 @@ impl Run<'_, '_> {
     /// Everyone on this thread: inputs and timers in one host.
     fn serial(
         &self,
-        program: Program,
-        schemas: Schemas,
-        mut refused: Vec<Refused>,
+        host: &mut Host,
+        refused: &mut Vec<Refused>,
         sink: &mut dyn FnMut(Record),
-    ) -> Outcome {
-        let mut host = self.host(program, schemas);
+    ) -> usize {
         let total = self.pending.len();
         let mut inputs = 0;
         // Lines are parsed on a second thread, in time order, while this one runs them:
@@ -277,7 +290,7 @@ impl Run<'_, '_> {
                 .flatten()
             {
                 let at = env.at;
-                fire_until(&mut host, at, sink);
+                fire_until(host, at, sink);
                 match host.ingest_of(std::borrow::Cow::Owned(env), at) {
                     Ok(r) => {
                         inputs += 1;
@@ -291,13 +304,8 @@ impl Run<'_, '_> {
             }
         });
         (self.progress)(total, total);
-        fire_until(&mut host, self.end(), sink);
-        Outcome {
-            records: Vec::new(),
-            refused,
-            inputs,
-            host,
-        }
+        fire_until(host, self.end(), sink);
+        inputs
     }
 
     /// People split over `workers` threads by their key, each thread with its own host (its
@@ -320,14 +328,12 @@ impl Run<'_, '_> {
     /// parsing and writing being on their own threads already).
     fn sharded(
         &self,
-        program: Program,
-        schemas: Schemas,
-        mut refused: Vec<Refused>,
+        host: &mut Host,
+        refused: &mut Vec<Refused>,
         sink: &mut dyn FnMut(Record),
         workers: usize,
-    ) -> Outcome {
+    ) -> usize {
         use std::sync::mpsc::sync_channel;
-        let mut host = self.host(program.clone(), schemas.clone());
         let total = self.pending.len();
         let mut inputs = 0;
         std::thread::scope(|scope| {
@@ -337,7 +343,7 @@ impl Run<'_, '_> {
             for w in 0..workers {
                 let (job_tx, job_rx) = sync_channel::<Vec<Job>>(JOBS_IN_FLIGHT);
                 let (done_tx, done_rx) = sync_channel::<Vec<Done>>(JOBS_IN_FLIGHT);
-                let (program, schemas) = (program.clone(), schemas.clone());
+                let (program, schemas) = (host.program.clone(), host.schemas.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("sim-work{w}"))
                     .spawn_scoped(scope, move || work(program, schemas, job_rx, done_tx))
@@ -415,12 +421,7 @@ impl Run<'_, '_> {
                 }
             }
         });
-        Outcome {
-            records: Vec::new(),
-            refused,
-            inputs,
-            host,
-        }
+        inputs
     }
 }
 
@@ -1233,13 +1234,10 @@ mod tests {
                 opts: &opts,
                 progress: &|_, _| {},
             };
-            let collect = |workers: Option<usize>| {
+            let collect = |workers: usize| {
                 let mut records = Vec::new();
                 let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
-                let out = match workers {
-                    None => run.serial(p, s, r, &mut |r| records.push(r)),
-                    Some(w) => run.sharded(p, s, r, &mut |r| records.push(r), w),
-                };
+                let out = run.go(p, s, r, &mut |r| records.push(r), workers);
                 let shape = (
                     out.refused,
                     out.inputs,
@@ -1248,14 +1246,14 @@ mod tests {
                 );
                 (records, shape)
             };
-            let serial = collect(None);
+            let serial = collect(0);
             assert!(serial
                 .0
                 .iter()
                 .any(|r| matches!(r.effect, Effect::Duplicate { .. })));
             assert_eq!(serial.1 .0.len(), 1, "{:?}", serial.1 .0);
             for workers in 1..=3 {
-                let sharded = collect(Some(workers));
+                let sharded = collect(workers);
                 assert_eq!(sharded.0.len(), serial.0.len(), "{workers} workers");
                 assert!(sharded.0 == serial.0, "{workers} workers: records differ");
                 assert_eq!(sharded.1, serial.1, "{workers} workers");
