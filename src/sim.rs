@@ -906,15 +906,12 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
         if i > 0 {
             out.push(b',');
         }
-        write_str(out, k);
+        write_json(out, k);
         out.push(b':');
         match v {
-            Field::Str(s) | Field::OptStr(Some(s)) => write_str(out, s),
-            Field::OptStr(None) => out.extend_from_slice(b"null"),
-            Field::Num(n) => {
-                use std::io::Write;
-                write!(out, "{n}").expect("writing to a vector does not fail")
-            }
+            Field::Str(s) => write_json(out, s),
+            Field::OptStr(s) => write_json(out, s),
+            Field::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
             Field::Ser(x) => x.write_to(out),
         }
     }
@@ -943,20 +940,6 @@ mod erased {
 
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     serde_json::to_writer(out, v).expect("effects serialise");
-}
-
-/// A JSON string as serde_json writes it. serde_json escapes only quotes, backslashes and
-/// control characters, which almost no field holds: a string without them is copied between
-/// quotes after a plain scan (vectorised), where serde_json looks every byte up in its escape
-/// table (~half of the writer thread's time, 700 MB of output at 100k people).
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        return write_json(out, s);
-    }
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
 }
 
 /// The `effect` tag of an effect (`rename_all = "snake_case"`).
@@ -1178,25 +1161,6 @@ mod tests {
             }
         }
         assert!(synthetic.lines().all(|l| time_of(l).is_some()));
-    }
-
-    /// `write_str` writes what serde_json does, escapes included.
-    #[test]
-    fn write_str_is_serde_json() {
-        let all: String = (0u8..128).map(char::from).collect();
-        for s in [
-            "",
-            "plain",
-            "a\"b",
-            "back\\slash",
-            "tab\tnew\nline",
-            "\u{7f}\u{1f}é😀",
-            &all,
-        ] {
-            let mut out = Vec::new();
-            write_str(&mut out, s);
-            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
-        }
     }
 
     /// The example flows' program and schemas.
