@@ -5,6 +5,7 @@
 //! state. It never reads a clock: every call takes `now`.
 
 pub mod envelope;
+mod queue;
 pub mod state;
 
 use crate::engine::{self, Effect, Input, PersonState};
@@ -25,6 +26,31 @@ pub struct Record {
     pub at: DateTime<Utc>,
     pub person: String,
     pub effect: Effect,
+}
+
+/// What [`Host::admit`] made of an envelope.
+pub enum Admitted {
+    /// Its source id was seen before (the id): nothing else happens.
+    Duplicate(String),
+    /// The inputs it makes, each with the person it is for, in order.
+    Inputs(Vec<(String, Input)>),
+}
+
+/// The record of a duplicate input: who it concerns is unknown, so it names no one.
+pub fn duplicate(id: String, now: DateTime<Utc>) -> Record {
+    Record {
+        at: now,
+        person: String::new(),
+        effect: Effect::Duplicate { id },
+    }
+}
+
+/// A timer [`Host::fire_next_timer`] fired: the due instant it was queued at, whose it was,
+/// and the records of the step.
+pub struct Fired {
+    pub due: DateTime<Utc>,
+    pub person: String,
+    pub records: Vec<Record>,
 }
 
 /// The host: the program, the people it has touched, and the state between people `S` (in
@@ -78,6 +104,10 @@ impl People {
     }
     pub fn clear(&mut self) {
         self.0.clear()
+    }
+    /// Move every person of `other` in (a person in both keeps `other`'s state).
+    pub fn absorb(&mut self, other: People) {
+        self.0.extend(other.0)
     }
 }
 
@@ -341,19 +371,26 @@ impl<S: HostState> Host<S> {
         env: Cow<'_, Envelope>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Record>, String> {
+        Ok(match self.admit(env)? {
+            Admitted::Duplicate(id) => vec![duplicate(id, now)],
+            Admitted::Inputs(inputs) => self.step_inputs(inputs, now),
+        })
+    }
+
+    /// The first half of [`Host::ingest_of`]: de-duplicate on the envelope's source id and
+    /// route it to the people it concerns, stepping no one. What it changes (the seen ids, the
+    /// phone owners and join tables) depends on the inputs alone, never on a person's state,
+    /// which lets the simulator route on one thread and step people on others.
+    pub fn admit(&mut self, env: Cow<'_, Envelope>) -> Result<Admitted, String> {
         let key = env.source_id();
         if !self.seen.insert(key.clone()) {
-            return Ok(vec![Record {
-                at: now,
-                person: String::new(),
-                effect: Effect::Duplicate { id: key },
-            }]);
+            return Ok(Admitted::Duplicate(key));
         }
-        let out = self.process_of(env, now);
+        let out = self.inputs_of(env);
         if out.is_err() {
             self.seen.remove(&key);
         }
-        out
+        out.map(Admitted::Inputs)
     }
 
     /// Run one envelope at `now` without the in-memory de-duplication (the runtime's store
@@ -368,14 +405,24 @@ impl<S: HostState> Host<S> {
         now: DateTime<Utc>,
     ) -> Result<Vec<Record>, String> {
         let inputs = self.inputs_of(env)?;
+        Ok(self.step_inputs(inputs, now))
+    }
+
+    /// Step each person with their input, in order: the second half of [`Host::ingest_of`].
+    fn step_inputs(&mut self, inputs: Vec<(String, Input)>, now: DateTime<Utc>) -> Vec<Record> {
         let mut out = Vec::new();
         for (person, input) in inputs {
-            let state = load(&mut self.people, &mut self.state, &person);
-            let effects =
-                engine::step_owned(&self.program, state, input, now, &self.data, self.trace);
-            out.extend(self.recorded(&person, effects, now));
+            out.extend(self.step_input(&person, input, now));
         }
-        Ok(out)
+        out
+    }
+
+    /// Step one person with one input the host is done with (its payload is moved, not
+    /// copied) and apply the timer effects.
+    pub fn step_input(&mut self, person: &str, input: Input, now: DateTime<Utc>) -> Vec<Record> {
+        let state = load(&mut self.people, &mut self.state, person);
+        let effects = engine::step_owned(&self.program, state, input, now, &self.data, self.trace);
+        self.recorded(person, effects, now)
     }
 
     /// Room for `n` more inputs in the de-duplication set (the simulator knows how many lines
@@ -437,6 +484,17 @@ impl<S: HostState> Host<S> {
         until: DateTime<Utc>,
         now: Option<DateTime<Utc>>,
     ) -> Option<Vec<Record>> {
+        self.fire_next_timer(until, now).map(|f| f.records)
+    }
+
+    /// [`Host::fire_next`], saying which timer fired: its due instant and person are the
+    /// first two fields of its [`TimerKey`], which is what orders the timers of different
+    /// people (the simulator merges the timers of people stepped on different threads by it).
+    pub fn fire_next_timer(
+        &mut self,
+        until: DateTime<Utc>,
+        now: Option<DateTime<Utc>>,
+    ) -> Option<Fired> {
         let t = self.state.pop_due(until)?;
         // The person is looked up once, for the check below and the step.
         let state = load(&mut self.people, &mut self.state, &t.person);
@@ -459,7 +517,12 @@ impl<S: HostState> Host<S> {
         };
         let now = now.unwrap_or(due);
         let effects = engine::step_owned(&self.program, state, input, now, &self.data, self.trace);
-        Some(self.recorded(&t.person, effects, now))
+        let records = self.recorded(&t.person, effects, now);
+        Some(Fired {
+            due: t.due,
+            person: t.person,
+            records,
+        })
     }
 
     /// Fire every timer due at or before `until`, in [`TimerKey`] order, each at its own due

@@ -5,7 +5,7 @@
 pub mod synthetic;
 
 use crate::engine::Effect;
-use crate::host::{parse_line, Envelope, Host, Record};
+use crate::host::{parse_line, Admitted, Envelope, Host, Record};
 use crate::ir::Program;
 use crate::schema::Schemas;
 use chrono::{DateTime, Duration, Utc};
@@ -143,18 +143,23 @@ fn time_of(line: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// As [`read_events`], keeping the lines' text instead of their envelopes.
-fn index_events(text: &str) -> (Vec<Pending<'_>>, Vec<Refused>) {
+/// As [`read_events`], keeping the lines' text instead of their envelopes; also says whether
+/// any line is a Shopify webhook (see [`simulate_with`]).
+fn index_events(text: &str) -> (Vec<Pending<'_>>, Vec<Refused>, bool) {
     let mut pending = Vec::new();
     let mut refused = Vec::new();
+    let mut shopify = false;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        match time_of(line)
-            .map(Ok)
-            .unwrap_or_else(|| parse(line).map(|e| e.at))
-        {
+        let at = time_of(line).map(Ok).unwrap_or_else(|| {
+            parse(line).map(|e| {
+                shopify |= matches!(e.payload, crate::host::Payload::Shopify { .. });
+                e.at
+            })
+        });
+        match at {
             Ok(at) => pending.push(Pending { at, line }),
             Err(reason) => refused.push(Refused {
                 line: i + 1,
@@ -163,7 +168,7 @@ fn index_events(text: &str) -> (Vec<Pending<'_>>, Vec<Refused>) {
         }
     }
     pending.sort_by_key(|p| p.at);
-    (pending, refused)
+    (pending, refused, shopify)
 }
 
 /// Run the simulation, keeping the shown records (see [`shown`]) in the outcome.
@@ -188,6 +193,11 @@ pub fn simulate(
 /// JSON output streams, so memory does not grow with the number of records. The host runs
 /// without traces ([`Host::trace`]): step traces and timer cancellations, which no output
 /// shows, are not recorded.
+///
+/// People are stepped on [`WORKERS`] threads ([`Run::sharded`]) unless the input holds a
+/// Shopify webhook: those feed the shop data (catalog, order history) that every person's
+/// steps read, in input order, which the workers do not share. Both ways give the same
+/// records in the same order (a test compares them).
 pub fn simulate_with(
     program: Program,
     schemas: Schemas,
@@ -196,52 +206,379 @@ pub fn simulate_with(
     progress: &dyn Fn(usize, usize),
     sink: &mut dyn FnMut(Record),
 ) -> Outcome {
-    let (pending, mut refused) = index_events(text);
+    let (pending, refused, shopify) = index_events(text);
+    let run = Run {
+        pending: &pending,
+        opts,
+        progress,
+    };
+    let workers = if shopify { 0 } else { WORKERS };
+    run.go(program, schemas, refused, sink, workers)
+}
+
+/// One simulation's indexed input and options.
+struct Run<'a, 't> {
+    pending: &'a [Pending<'t>],
+    opts: &'a Options,
+    progress: &'a dyn Fn(usize, usize),
+}
+
+impl Run<'_, '_> {
+    /// Run on this thread alone ([`Run::serial`], `workers` 0) or over `workers` threads
+    /// ([`Run::sharded`]). The host routes and de-duplicates the inputs, and ends up with
+    /// every person and pending timer either way.
+    fn go(
+        &self,
+        program: Program,
+        schemas: Schemas,
+        mut refused: Vec<Refused>,
+        sink: &mut dyn FnMut(Record),
+        workers: usize,
+    ) -> Outcome {
+        let mut host = Host::new(program, schemas);
+        host.trace = false;
+        host.reserve_inputs(self.pending.len());
+        let inputs = match workers {
+            0 => self.serial(&mut host, &mut refused, sink),
+            n => self.sharded(&mut host, &mut refused, sink, n),
+        };
+        Outcome {
+            records: Vec::new(),
+            refused,
+            inputs,
+            host,
+        }
+    }
+
+    /// Where the clock stops after the last input.
+    fn end(&self) -> DateTime<Utc> {
+        self.opts.until.unwrap_or_else(|| {
+            self.pending
+                .last()
+                .map(|p| p.at)
+                .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap())
+                + Duration::days(HORIZON_DAYS)
+        })
+    }
+
+    /// Why pending line `i`, an input the host refused at `at`, was refused. The line is parsed
+    /// again (refusals are rare; naming every input ahead was an allocation per input).
+    fn refused(&self, i: usize, at: DateTime<Utc>, reason: &str) -> Refused {
+        let describe = parse(self.pending[i].line)
+            .expect("the line parsed when it was indexed")
+            .describe();
+        Refused {
+            line: 0,
+            reason: format!("{describe} at {}: {reason}", at.to_rfc3339()),
+        }
+    }
+
+    /// Everyone on this thread: inputs and timers in one host.
+    fn serial(
+        &self,
+        host: &mut Host,
+        refused: &mut Vec<Refused>,
+        sink: &mut dyn FnMut(Record),
+    ) -> usize {
+        let total = self.pending.len();
+        let mut inputs = 0;
+        // Lines are parsed on a second thread, in time order, while this one runs them:
+        // parsing is independent of the host, and the machine has a core to spare.
+        std::thread::scope(|scope| {
+            for (i, env) in spawn_parser(scope, self.pending, self.opts)
+                .into_iter()
+                .flatten()
+            {
+                let at = env.at;
+                fire_until(host, at, sink);
+                match host.ingest_of(std::borrow::Cow::Owned(env), at) {
+                    Ok(r) => {
+                        inputs += 1;
+                        r.into_iter().for_each(&mut *sink);
+                    }
+                    Err(reason) => refused.push(self.refused(i, at, &reason)),
+                }
+                if i % 1024 == 0 {
+                    (self.progress)(i, total);
+                }
+            }
+        });
+        (self.progress)(total, total);
+        fire_until(host, self.end(), sink);
+        inputs
+    }
+
+    /// People split over `workers` threads by their key, each thread with its own host (its
+    /// people and their timers). A person's steps read only their own state, the input, the
+    /// time and the program (and the shop data, fixed without Shopify webhooks), so a worker
+    /// produces exactly the records the single host would for its people. This thread routes
+    /// every input (de-duplication and phone owners are shared) and merges what the workers
+    /// did back into the single host's order:
+    ///
+    /// * before each input the single host fires every timer due by its time, in
+    ///   [`crate::host::TimerKey`] order. Each worker is told every input's time, fires its own
+    ///   timers up to it, and the firings of one such round are merged by (due, person): the
+    ///   key's first fields, and the timers of two workers never share a person. Each worker's
+    ///   firings come in its own heap's order, so always taking the least of the workers' next
+    ///   firings is what the single heap would pop;
+    /// * then the input's records: from the worker that owns its person, or from this thread
+    ///   (a duplicate).
+    ///
+    /// The simulator's main thread was the whole run's critical path (four fifths of its CPU,
+    /// parsing and writing being on their own threads already).
+    fn sharded(
+        &self,
+        host: &mut Host,
+        refused: &mut Vec<Refused>,
+        sink: &mut dyn FnMut(Record),
+        workers: usize,
+    ) -> usize {
+        use std::sync::mpsc::sync_channel;
+        let total = self.pending.len();
+        let mut inputs = 0;
+        std::thread::scope(|scope| {
+            let mut jobs = Vec::new();
+            let mut done = Vec::new();
+            let mut threads = Vec::new();
+            for w in 0..workers {
+                let (job_tx, job_rx) = sync_channel::<Vec<Job>>(JOBS_IN_FLIGHT);
+                let (done_tx, done_rx) = sync_channel::<Vec<Done>>(JOBS_IN_FLIGHT);
+                let (program, schemas) = (host.program.clone(), host.schemas.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("sim-work{w}"))
+                    .spawn_scoped(scope, move || work(program, schemas, job_rx, done_tx))
+                    .expect("a thread can be started");
+                jobs.push(job_tx);
+                done.push(done_rx);
+                threads.push(thread);
+            }
+            // Per batch sent and not merged yet: each input's own record, when this thread
+            // made it (a duplicate).
+            let mut unmerged = std::collections::VecDeque::new();
+            let mut merge_oldest = |unmerged: &mut std::collections::VecDeque<_>| {
+                let direct = unmerged.pop_front().expect("a batch is waiting");
+                let done = done
+                    .iter()
+                    .map(|d| d.recv().expect("a worker does not panic"))
+                    .collect();
+                merge(direct, done, sink);
+            };
+            let send = |batches: Vec<Vec<Job>>| {
+                for (tx, batch) in jobs.iter().zip(batches) {
+                    tx.send(batch).expect("a worker does not panic");
+                }
+            };
+            for batch in spawn_parser(scope, self.pending, self.opts) {
+                let mut out: Vec<Vec<Job>> = (0..workers)
+                    .map(|_| Vec::with_capacity(batch.len() * 2))
+                    .collect();
+                let mut direct = Vec::with_capacity(batch.len());
+                for (i, env) in batch {
+                    let at = env.at;
+                    out.iter_mut().for_each(|o| o.push(Job::Tick(at)));
+                    match host.admit(std::borrow::Cow::Owned(env)) {
+                        Ok(Admitted::Duplicate(id)) => {
+                            inputs += 1;
+                            direct.push(Some(crate::host::duplicate(id, at)));
+                        }
+                        Ok(Admitted::Inputs(list)) => {
+                            inputs += 1;
+                            direct.push(None);
+                            for (sub, (person, input)) in list.into_iter().enumerate() {
+                                out[shard(&person, workers)].push(Job::Step { sub, person, input });
+                            }
+                        }
+                        Err(reason) => {
+                            refused.push(self.refused(i, at, &reason));
+                            direct.push(None);
+                        }
+                    }
+                    if i % 1024 == 0 {
+                        (self.progress)(i, total);
+                    }
+                }
+                send(out);
+                unmerged.push_back(direct);
+                while unmerged.len() > MERGE_LAG {
+                    merge_oldest(&mut unmerged);
+                }
+            }
+            (self.progress)(total, total);
+            // After the last input the clock runs to the end: one more round of firings.
+            let end = self.end();
+            send((0..workers).map(|_| vec![Job::Tick(end)]).collect());
+            unmerged.push_back(vec![None]);
+            drop(jobs);
+            while !unmerged.is_empty() {
+                merge_oldest(&mut unmerged);
+            }
+            // The workers' people and timers join the host, as if it had run them.
+            for thread in threads {
+                let (people, timers) = thread.join().expect("a worker does not panic");
+                host.people.absorb(people);
+                for t in timers {
+                    crate::host::HostState::schedule(&mut host.state, t);
+                }
+            }
+        });
+        inputs
+    }
+}
+
+/// Parse the pending lines on a thread of their own ([`parse_ahead`]); the batches come out of
+/// the receiver in time order.
+fn spawn_parser<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    pending: &'scope [Pending<'scope>],
+    opts: &'scope Options,
+) -> std::sync::mpsc::Receiver<Vec<(usize, Envelope)>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(PARSED_IN_FLIGHT);
+    std::thread::Builder::new()
+        .name("sim-parse".into())
+        .spawn_scoped(scope, move || parse_ahead(pending, opts, tx))
+        .expect("a thread can be started");
+    rx
+}
+
+/// Threads the people are split over when the input allows it (see [`simulate_with`]): the
+/// machine this is tuned on has two cores, and the workers share them with the parser, the
+/// router and the writer.
+const WORKERS: usize = 2;
+
+/// Batches of jobs in flight to each worker, and batches of theirs routed but not merged yet
+/// (fewer than `JOBS_IN_FLIGHT`, so that a worker never waits on the merge while the router
+/// waits on it).
+const JOBS_IN_FLIGHT: usize = 8;
+const MERGE_LAG: usize = 4;
+
+/// The worker that steps `person` (any fixed split does: a person's records do not depend on
+/// who else a worker holds).
+fn shard(person: &str, workers: usize) -> usize {
+    use std::hash::BuildHasher;
+    crate::host::FastHash::default().hash_one(person) as usize % workers
+}
+
+/// What a worker is told, in input order: `Tick` is an input's time (fire every timer due by
+/// then), `Step` one of that input's inputs for a person of this worker (`sub`: its place
+/// among them).
+enum Job {
+    Tick(DateTime<Utc>),
+    Step {
+        sub: usize,
+        person: String,
+        input: crate::engine::Input,
+    },
+}
+
+/// What a worker did, in the order it did it; `round` is the index of the `Tick` (within its
+/// batch) it followed.
+enum Done {
+    Fired {
+        round: usize,
+        due: DateTime<Utc>,
+        person: String,
+        records: Vec<Record>,
+    },
+    Stepped {
+        round: usize,
+        sub: usize,
+        records: Vec<Record>,
+    },
+}
+
+impl Done {
+    fn round(&self) -> usize {
+        match self {
+            Done::Fired { round, .. } | Done::Stepped { round, .. } => *round,
+        }
+    }
+}
+
+/// A worker: its people's host, run job by job; returns its people and pending timers.
+fn work(
+    program: Program,
+    schemas: Schemas,
+    jobs: std::sync::mpsc::Receiver<Vec<Job>>,
+    done: std::sync::mpsc::SyncSender<Vec<Done>>,
+) -> (crate::host::People, Vec<crate::host::TimerKey>) {
     let mut host = Host::new(program, schemas);
     host.trace = false;
-    let total = pending.len();
-    host.reserve_inputs(total);
-    let mut inputs = 0;
-    // Lines are parsed on a second thread, in time order, while this one runs them: parsing
-    // is independent of the host, and the machine has a core to spare.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(PARSED_IN_FLIGHT);
-        std::thread::Builder::new()
-            .name("sim-parse".into())
-            .spawn_scoped(scope, || parse_ahead(&pending, opts, tx))
-            .expect("a thread can be started");
-        for (i, env) in rx.into_iter().flatten() {
-            fire_until(&mut host, env.at, sink);
-            let (at, describe) = (env.at, env.describe());
-            match host.ingest_of(std::borrow::Cow::Owned(env), at) {
-                Ok(r) => {
-                    inputs += 1;
-                    r.into_iter().for_each(&mut *sink);
+    for batch in jobs {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut round = usize::MAX;
+        let mut now = DateTime::<Utc>::MIN_UTC;
+        for job in batch {
+            match job {
+                Job::Tick(at) => {
+                    round = round.wrapping_add(1);
+                    now = at;
+                    while let Some(f) = host.fire_next_timer(at, None) {
+                        // A stale timer steps no one and shows nothing.
+                        if !f.records.is_empty() {
+                            out.push(Done::Fired {
+                                round,
+                                due: f.due,
+                                person: f.person,
+                                records: f.records,
+                            });
+                        }
+                    }
                 }
-                Err(reason) => refused.push(Refused {
-                    line: 0,
-                    reason: format!("{describe} at {}: {reason}", at.to_rfc3339()),
+                Job::Step { sub, person, input } => out.push(Done::Stepped {
+                    round,
+                    sub,
+                    records: host.step_input(&person, input, now),
                 }),
             }
-            if i % 1024 == 0 {
-                progress(i, total);
+        }
+        if done.send(out).is_err() {
+            break;
+        }
+    }
+    (std::mem::take(&mut host.people), host.state.live_timers())
+}
+
+/// Hand one batch's records to `sink` in the single host's order: for each round, the
+/// workers' firings merged by (due, person), then the input's records (`direct[round]`, made
+/// by the router, or the workers' steps in their input order).
+fn merge(direct: Vec<Option<Record>>, done: Vec<Vec<Done>>, sink: &mut dyn FnMut(Record)) {
+    let mut done: Vec<std::collections::VecDeque<Done>> =
+        done.into_iter().map(Into::into).collect();
+    let mut steps = Vec::new();
+    for (round, own) in direct.into_iter().enumerate() {
+        loop {
+            let mut first: Option<(usize, (&DateTime<Utc>, &str))> = None;
+            for (w, d) in done.iter().enumerate() {
+                if let Some(Done::Fired {
+                    round: r,
+                    due,
+                    person,
+                    ..
+                }) = d.front()
+                {
+                    let key = (due, person.as_str());
+                    if *r == round && first.is_none_or(|(_, k)| key < k) {
+                        first = Some((w, key));
+                    }
+                }
+            }
+            let Some((w, _)) = first else { break };
+            if let Some(Done::Fired { records, .. }) = done[w].pop_front() {
+                records.into_iter().for_each(&mut *sink);
             }
         }
-    });
-    progress(total, total);
-    let end = opts.until.unwrap_or_else(|| {
-        pending
-            .last()
-            .map(|p| p.at)
-            .unwrap_or_else(|| DateTime::<Utc>::from_timestamp(0, 0).unwrap())
-            + Duration::days(HORIZON_DAYS)
-    });
-    fire_until(&mut host, end, sink);
-    Outcome {
-        records: Vec::new(),
-        refused,
-        inputs,
-        host,
+        own.into_iter().for_each(&mut *sink);
+        for d in &mut done {
+            while d.front().is_some_and(|x| x.round() == round) {
+                if let Some(Done::Stepped { sub, records, .. }) = d.pop_front() {
+                    steps.push((sub, records));
+                }
+            }
+        }
+        steps.sort_by_key(|(sub, _)| *sub);
+        for (_, records) in steps.drain(..) {
+            records.into_iter().for_each(&mut *sink);
+        }
     }
 }
 
@@ -824,6 +1161,68 @@ mod tests {
             }
         }
         assert!(synthetic.lines().all(|l| time_of(l).is_some()));
+    }
+
+    /// The example flows' program and schemas.
+    fn example_program() -> (Program, Schemas) {
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let checked = crate::check::check_paths(&[flows]).expect("the example flows load");
+        let schemas = Schemas::builtin()
+            .with_custom(&checked.project.custom_events)
+            .expect("their custom events");
+        (checked.program.expect("no errors"), schemas)
+    }
+
+    /// People split over workers give the single host's records, in its order, and the same
+    /// outcome: with and without `--until`, for one to three workers, with a duplicate and a
+    /// refused input among the synthetic ones.
+    #[test]
+    fn sharded_is_serial() {
+        let (program, schemas) = example_program();
+        let mut text = synthetic::events(400);
+        let dup = text.lines().nth(7).expect("a line").to_string();
+        text.push_str(&dup);
+        text.push_str(
+            "\n{\"type\":\"no.such\",\"at\":\"2026-03-05T10:00:00Z\",\"id\":\"x1\",\"data\":{}}\n",
+        );
+        text.push_str("{\"type\":\"sms.replied\",\"at\":\"2026-03-05T10:00:00Z\",\"id\":\"x2\",\"data\":{\"from\":\"+19175550000\",\"body\":\"STOP\"}}\n");
+        let (pending, refused, shopify) = index_events(&text);
+        assert!(!shopify);
+        let until = DateTime::parse_from_rfc3339("2026-04-10T14:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for until in [Some(until), None] {
+            let opts = Options { from: None, until };
+            let run = Run {
+                pending: &pending,
+                opts: &opts,
+                progress: &|_, _| {},
+            };
+            let collect = |workers: usize| {
+                let mut records = Vec::new();
+                let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
+                let out = run.go(p, s, r, &mut |r| records.push(r), workers);
+                let shape = (
+                    out.refused,
+                    out.inputs,
+                    out.host.people.len(),
+                    out.host.pending_timers(),
+                );
+                (records, shape)
+            };
+            let serial = collect(0);
+            assert!(serial
+                .0
+                .iter()
+                .any(|r| matches!(r.effect, Effect::Duplicate { .. })));
+            assert_eq!(serial.1 .0.len(), 1, "{:?}", serial.1 .0);
+            for workers in 1..=3 {
+                let sharded = collect(workers);
+                assert_eq!(sharded.0.len(), serial.0.len(), "{workers} workers");
+                assert!(sharded.0 == serial.0, "{workers} workers: records differ");
+                assert_eq!(sharded.1, serial.1, "{workers} workers");
+            }
+        }
     }
 
     /// `json_line` writes what `record_json` builds, for every kind of effect.

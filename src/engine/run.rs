@@ -205,7 +205,7 @@ pub fn on_event(
             _ => None,
         };
         if let Some(next) = waiting_here {
-            let mut inst = *state.instances.remove(iid).expect("present");
+            let mut inst = state.instances.remove(iid).expect("present");
             cancel_timer(cx, &inst);
             inst.waiting = None;
             inst.last_event = Some(share(&mut shared, state, data));
@@ -407,7 +407,7 @@ fn enter(
         replies: Vec::new(),
         variants: BTreeMap::new(),
     };
-    advance(cx, state, inst);
+    advance(cx, state, Box::new(inst));
 }
 
 // ---------------------------------------------------------------- timers, replies, consent
@@ -420,9 +420,9 @@ pub fn on_timer(cx: &mut Cx, state: &mut PersonState, iid: &str, step: StepId, d
     if inst.step != step || inst.waiting.as_ref().map(Waiting::due) != Some(due) {
         return;
     }
-    let mut inst = *state.instances.remove(iid).expect("present");
+    let mut inst = state.instances.remove(iid).expect("present");
     let Some(flow) = cx.flow(&inst.flow, &inst.flow_version) else {
-        state.instances.insert(inst.id.clone(), Box::new(inst));
+        state.instances.insert(inst.id.clone(), inst);
         return finish(cx, state, iid, "flow version no longer in program".into());
     };
     let held = matches!(inst.waiting, Some(Waiting::Held { .. }));
@@ -482,12 +482,12 @@ pub fn on_reply(cx: &mut Cx, state: &mut PersonState, body: &str) {
                 return record(cx, None, vec![]);
             };
             record(cx, None, vec![iid.clone()]);
-            let mut inst = *state.instances.remove(&iid).expect("present");
+            let mut inst = state.instances.remove(&iid).expect("present");
             let Some(Step::WaitReply { arms, other, .. }) = cx
                 .flow(&inst.flow, &inst.flow_version)
                 .and_then(|f| f.steps.get(inst.step as usize))
             else {
-                state.instances.insert(iid, Box::new(inst));
+                state.instances.insert(iid, inst);
                 return;
             };
             let norm = keywords::normalize(body);
@@ -556,18 +556,20 @@ fn finish(cx: &mut Cx, state: &mut PersonState, iid: &str, reason: String) {
 
 // ---------------------------------------------------------------- advancing
 
-fn block(cx: &mut Cx, state: &mut PersonState, mut inst: Instance, w: Waiting) {
+fn block(cx: &mut Cx, state: &mut PersonState, mut inst: Box<Instance>, w: Waiting) {
     cx.effects.push(Effect::ScheduleTimer {
         instance: inst.id.clone(),
         step: inst.step,
         at: w.due(),
     });
     inst.waiting = Some(w);
-    state.instances.insert(inst.id.clone(), Box::new(inst));
+    state.instances.insert(inst.id.clone(), inst);
 }
 
-/// Run `inst` from its current step until it blocks or finishes.
-pub fn advance(cx: &mut Cx, state: &mut PersonState, mut inst: Instance) {
+/// Run `inst` from its current step until it blocks or finishes. Boxed as the person's map
+/// keeps it: an instance taken out of the map to run and put back when it blocks stays in its
+/// allocation (unboxing and boxing it again was an allocation and two copies per timer).
+pub fn advance(cx: &mut Cx, state: &mut PersonState, mut inst: Box<Instance>) {
     let Some(flow) = cx.flow(&inst.flow, &inst.flow_version) else {
         cx.effects.push(Effect::Exited {
             instance: inst.id,
@@ -638,7 +640,7 @@ pub fn advance(cx: &mut Cx, state: &mut PersonState, mut inst: Instance) {
                     .iter()
                     .find(|s| {
                         &s.name == event
-                            && matches(cx, state, filter, &s.data, &inst.entry, Some(&inst))
+                            && matches(cx, state, filter, &s.data, &inst.entry, Some(&*inst))
                     })
                     .map(|s| s.data.clone());
                 if let Some(data) = seen {
@@ -690,7 +692,8 @@ pub fn advance(cx: &mut Cx, state: &mut PersonState, mut inst: Instance) {
     finish_owned(cx, inst, "step limit reached")
 }
 
-fn finish_owned(cx: &mut Cx, inst: Instance, reason: &str) {
+fn finish_owned(cx: &mut Cx, inst: Box<Instance>, reason: &str) {
+    let inst = *inst;
     cx.effects.push(Effect::Exited {
         instance: inst.id,
         flow: inst.flow,

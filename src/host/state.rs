@@ -3,12 +3,12 @@
 //! use [`MemState`] (plain maps); the durable runtime implements the same trait over the store,
 //! so both hosts run the very same routing, join and timer-order code.
 
+use super::queue::Queue;
 use crate::engine::PersonState;
 use crate::ir::StepId;
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 /// A pending timer. The derived order — (due, person, instance, step) — is THE tie-break for
@@ -104,11 +104,10 @@ pub struct MemState {
     orders: BTreeMap<String, Json>,
     fulfillments: BTreeMap<String, Json>,
     /// Pending timers, least first in [`TimerKey`] order, with lazy deletion: a cancelled or
-    /// re-scheduled timer stays in the heap and is skipped when it surfaces (the index no
-    /// longer holds it). A B-tree of dues, each with a B-tree set of timers, cost ~370 B per
-    /// timer in nodes (most dues hold one timer); a heap entry is 64 B, and strings are still
-    /// compared only between timers due at the same instant.
-    timers: BinaryHeap<Reverse<Queued>>,
+    /// re-scheduled timer stays queued and is skipped when it surfaces (the index no longer
+    /// holds it). A B-tree of dues, each with a B-tree set of timers, cost ~370 B per timer in
+    /// nodes (most dues hold one timer); the queue's entries are compact (see [`Queue`]).
+    timers: Queue,
     pending: usize,
     /// person -> (instance, step, due) of their pending timers: what is live, to replace a
     /// re-scheduled timer, find a cancelled one and tell a stale heap entry. A person has a
@@ -119,29 +118,6 @@ pub struct MemState {
 
 /// A person's pending timer in the index: (instance, step, due).
 type Indexed = (Rc<str>, StepId, DateTime<Utc>);
-
-/// A timer in the heap: a [`TimerKey`] with strings shared with the index, ordered as one.
-/// `lead` (the person's first bytes) comes before the person: it orders as the person does,
-/// and telling apart timers due at the same instant by it, in a register, saves reading the
-/// strings from memory (thousands of people wait for one 10:00 instant, and the heap compares
-/// them at every push and pop).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Queued {
-    due: DateTime<Utc>,
-    lead: u128,
-    person: Rc<str>,
-    instance: Rc<str>,
-    step: StepId,
-}
-
-/// The first 16 bytes of `s`, big-endian, zero-padded. A smaller lead means a smaller string
-/// (bytewise order; the padding sorts a prefix first); equal leads leave it to the strings.
-fn lead(s: &str) -> u128 {
-    let mut b = [0u8; 16];
-    let n = s.len().min(16);
-    b[..n].copy_from_slice(&s.as_bytes()[..n]);
-    u128::from_be_bytes(b)
-}
 
 impl HostState for MemState {
     fn phone_owner(&mut self, phone: &str) -> Option<String> {
@@ -204,13 +180,7 @@ impl HostState for MemState {
                 instance
             }
         };
-        self.timers.push(Reverse(Queued {
-            due,
-            lead: lead(&person),
-            person,
-            instance,
-            step,
-        }));
+        self.timers.push(due, person, instance, step);
     }
     fn cancel_parts(&mut self, _due: DateTime<Utc>, person: &str, instance: &str, step: StepId) {
         let Some(list) = self.timer_index.get(person) else {
@@ -226,9 +196,9 @@ impl HostState for MemState {
     fn pop_due(&mut self, until: DateTime<Utc>) -> Option<TimerKey> {
         // Stale entries met on the way are dropped; a stale top due later than `until` is
         // left (nothing before it is live either).
-        while self.timers.peek()?.0.due <= until {
-            let Reverse(first) = self.timers.pop().expect("peeked");
-            let Some(list) = self.timer_index.get(&first.person) else {
+        while self.timers.peek_due()? <= until {
+            let first = self.timers.pop().expect("peeked");
+            let Some(list) = self.timer_index.get_mut(&first.person) else {
                 continue;
             };
             let Some(k) = list.iter().position(|(i, s, due)| {
@@ -236,7 +206,11 @@ impl HostState for MemState {
             }) else {
                 continue;
             };
-            self.forget(&first.person, k);
+            list.swap_remove(k);
+            self.pending -= 1;
+            if list.is_empty() {
+                self.timer_index.remove(&first.person);
+            }
             return Some(TimerKey {
                 due: first.due,
                 person: String::from(&*first.person),
@@ -248,7 +222,7 @@ impl HostState for MemState {
     }
     fn next_due(&mut self) -> Option<DateTime<Utc>> {
         self.skip_stale();
-        self.timers.peek().map(|t| t.0.due)
+        self.timers.peek_due()
     }
     fn pending_timers(&self) -> usize {
         self.pending
@@ -256,16 +230,32 @@ impl HostState for MemState {
 }
 
 impl MemState {
+    /// Every pending timer, in no particular order (to move them into another state with
+    /// [`HostState::schedule`]).
+    pub fn live_timers(&self) -> Vec<TimerKey> {
+        let mut out = Vec::with_capacity(self.pending);
+        for (person, list) in &self.timer_index {
+            for (instance, step, due) in list {
+                out.push(TimerKey {
+                    due: *due,
+                    person: person.to_string(),
+                    instance: instance.to_string(),
+                    step: *step,
+                });
+            }
+        }
+        out
+    }
+
     /// Drop the stale entries (cancelled or re-scheduled since) from the top of the heap. An
     /// entry is live when its person's index holds the same (instance, step) at the same due.
     /// Two identical entries (scheduled, cancelled, scheduled again) are one timer: the first
     /// to surface fires and unindexes it, and the second is then stale.
     fn skip_stale(&mut self) {
-        while let Some(Reverse(top)) = self.timers.peek() {
-            let live = self.timer_index.get(&top.person).is_some_and(|list| {
-                list.iter().any(|(i, s, due)| {
-                    Rc::ptr_eq(i, &top.instance) && *s == top.step && *due == top.due
-                })
+        while let Some((due, (person, instance, step))) = self.timers.peek() {
+            let live = self.timer_index.get(person).is_some_and(|list| {
+                list.iter()
+                    .any(|(i, s, d)| Rc::ptr_eq(i, instance) && s == step && *d == due)
             });
             if live {
                 return;
