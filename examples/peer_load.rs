@@ -31,8 +31,8 @@
 //! - `lateness_p50_ms` / `lateness_p99_ms` / `lateness_max_ms`;
 //! - `events_per_s`: 2N / (end of the commit that processed the last event);
 //! - `to_outbox_*`: an event's scheduled arrival to the end of the commit of the batch that
-//!   processed it (applied to the store; since session 6 a commit is made durable at the
-//!   runtime's next flush point, or by sled's own flush within 500 ms, not one by one), for the events whose processing puts a message in the outbox at once
+//!   processed it (applied to the store; since session 6 the store's apply thread flushes
+//!   each commit after applying it, without the runtime waiting), for the events whose processing puts a message in the outbox at once
 //!   (orders: the confirmation; odd deliveries: the review); `to_provider_*`: to that message
 //!   reaching the provider (after the dispatch round that follows the commit);
 //! - with `--raw`, IN THE SAME PROCESS after the flows: raw sled (`apply_batch` + `flush` per
@@ -441,7 +441,7 @@ fn main() {
         "timers_fired": timers_fired,
         "commits": commits.len(),
         "store_bytes": store_bytes,
-        "durability": "events: sled flush (fsync) after every append group, before they are processed; processing: each commit one atomic sled batch, applied in the background and flushed when the runtime idles or by sled within 500 ms (a crash re-derives unflushed commits from the durable log; messages keep their ids)",
+        "durability": "events: sled flush (fsync) after every append group, before they are processed; processing: each commit one atomic sled batch, applied and flushed by the store's apply thread while the next batch runs (a crash re-derives the batch in flight from the durable log; messages keep their ids)",
         "load_before": load_before,
         "load_after": load_after,
         "date": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),

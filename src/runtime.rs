@@ -812,11 +812,12 @@ impl Runtime {
                 }
             }
         }
-        // Not flushed here: the batch is durable at the next flush (`flush`: before a dispatch
-        // round, when the runtime goes idle, and sled's own flush every 500 ms). A crash before
-        // it loses the batch's effects AND its cursor together (one atomic batch), so the
-        // restart derives them again from the log; messages already handed to a provider
-        // directly are re-sent under the same ids, which such a provider drops.
+        // Not waited for here: the store's apply thread applies and flushes the batch while the
+        // next one runs; the runtime waits (`flush`) before a dispatch round, when idle and on
+        // stop. A crash before the flush loses the batch's effects AND its cursor together (one
+        // atomic batch), so the restart derives them again from the log; messages already
+        // handed to a provider directly are re-sent under the same ids, which such a provider
+        // drops.
         if let Err(e) = self.store.commit(batch) {
             self.host.state.evict_all();
             self.cursor = None;

@@ -8,8 +8,8 @@
 //! The rule that keeps reads exact: at most one batch is in flight, and every store operation
 //! other than `commit`'s hand-off first waits for it ([`Applier::settle`]). So a reader never
 //! sees the store without a batch it was told is committed, and sled's own atomicity (a
-//! single-tree batch is all or nothing) is unchanged. Durability is unchanged too: nothing is
-//! durable until `flush`, which settles first. A failed apply is kept and returned by every
+//! single-tree batch is all or nothing) is unchanged. The thread flushes after each apply; a
+//! caller that must know a commit is durable calls `flush`, which settles first. A failed apply is kept and returned by every
 //! later settle: the caller's memory is then ahead of the store, and it must stop (the runtime
 //! does, as for any commit error).
 
@@ -50,7 +50,12 @@ impl Applier {
             .name("aftercart-apply".into())
             .spawn(move || {
                 for batch in rx {
-                    let r = db.apply_batch(batch);
+                    // Applied, then flushed here, off the caller's thread: each commit is
+                    // durable about one apply after its hand-off. Left to sled's 500 ms
+                    // flusher instead, the dirty data piled up and each periodic flush stalled
+                    // writers: peer_load's lateness p99 at 1k flows/s was 197-327 ms, with
+                    // this flush 9 ms.
+                    let r = db.apply_batch(batch).and_then(|_| db.flush().map(|_| ()));
                     if r.is_ok() {
                         applied.fetch_add(1, Ordering::SeqCst);
                     }
