@@ -194,7 +194,7 @@ pub fn simulate(
 /// without traces ([`Host::trace`]): step traces and timer cancellations, which no output
 /// shows, are not recorded.
 ///
-/// People are stepped on [`WORKERS`] threads ([`Run::sharded`]) unless the input holds a
+/// People are stepped on `WORKERS` threads (`Run::sharded`) unless the input holds a
 /// Shopify webhook: those feed the shop data (catalog, order history) that every person's
 /// steps read, in input order, which the workers do not share. Both ways give the same
 /// records in the same order (a test compares them).

@@ -201,8 +201,8 @@ fn plugin_test_reports_answer_or_reason() {
         "{t}"
     );
     assert!(t.contains("fuel used"));
-    let dir = std::env::temp_dir().join(format!("aftercart-cli-plugin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when the test ends (the plain directory was left behind by every run).
+    let dir = common::TmpDir::new("cli-plugin", true);
     let looping = dir.join("loop.wat");
     std::fs::write(
         &looping,
