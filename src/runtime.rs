@@ -697,9 +697,11 @@ impl Runtime {
         Ok(n)
     }
 
-    /// ONE atomic commit of everything this batch changed, then ONE flush: only then is the
-    /// batch durable (and its messages may be dispatched). With [`Sending::Direct`], the
-    /// batch's new messages are sent first and committed with their outcome (`send_direct`).
+    /// ONE atomic commit of everything this batch changed, handed to the store's apply thread
+    /// (which applies and flushes it while the next batch runs); the batch is durable once a
+    /// flush covers it (`flush`, which `dispatch` calls before sending). With
+    /// [`Sending::Direct`], the batch's new messages are sent first and committed with their
+    /// outcome (`send_direct`).
     fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
         // The batch's new messages against the outbox, all at once here rather than one by one
         // as they were made: a store read waits for the previous commit's apply, and here that
@@ -714,10 +716,9 @@ impl Runtime {
             }
         }
         self.outbox = kept;
+        // The index served `collect` (in-batch duplicates, delivery updates); nothing after
+        // this point reads it.
         self.outbox_at.clear();
-        for (i, (o, _)) in self.outbox.iter().enumerate() {
-            self.outbox_at.insert(o.message_id.clone(), i);
-        }
         if let Sending::Direct(p) = sending {
             self.send_direct(p)?;
         }
@@ -755,7 +756,6 @@ impl Runtime {
         }
         let (added, removed) = st.take_timer_changes();
         let links_put = links_of(&self.outbox);
-        self.outbox_at.clear();
         let batch = CommitBatch {
             cursor,
             people_remove: Vec::new(),
@@ -787,30 +787,19 @@ impl Runtime {
         if let Some(c) = cursor {
             match self.store.read_log(c + 1, self.opts.batch) {
                 Ok(entries) => {
-                    // And the people they name, unless the host has them (whose state in
-                    // memory is newer than their record until this commit is applied).
-                    for p in entries.iter().filter_map(|e| e.person.as_deref()) {
-                        if self.host.people.get(p).is_none() {
-                            self.host.state.warm(p);
-                        }
-                    }
+                    // And the people they name.
+                    let named: Vec<String> =
+                        entries.iter().filter_map(|e| e.person.clone()).collect();
+                    self.warm_uncached(named);
                     self.prefetched = entries;
                 }
-                Err(e) => {
-                    self.host.state.evict_all();
-                    self.cursor = None;
-                    return Err(e.into());
-                }
+                Err(e) => return Err(self.abandon_batch(e)),
             }
-        }
-        // After a batch of timers (no cursor: the log is drained), likewise the people of the
-        // timers read ahead, which the next timer batch fires.
-        if cursor.is_none() {
-            for p in self.host.state.upcoming_people(self.opts.batch) {
-                if self.host.people.get(&p).is_none() {
-                    self.host.state.warm(&p);
-                }
-            }
+        } else {
+            // After a batch of timers (no cursor: the log is drained), likewise the people of
+            // the timers read ahead, which the next timer batch fires.
+            let upcoming = self.host.state.upcoming_people(self.opts.batch);
+            self.warm_uncached(upcoming);
         }
         // Not waited for here: the store's apply thread applies and flushes the batch while the
         // next one runs; the runtime waits (`flush`) before a dispatch round, when idle and on
@@ -819,10 +808,7 @@ impl Runtime {
         // handed to a provider directly are re-sent under the same ids, which such a provider
         // drops.
         if let Err(e) = self.store.commit(batch) {
-            self.host.state.evict_all();
-            self.cursor = None;
-            self.prefetched.clear();
-            return Err(e.into());
+            return Err(self.abandon_batch(e));
         }
         if cursor.is_some() {
             self.cursor = cursor;
@@ -832,6 +818,26 @@ impl Runtime {
             self.host.state.evict();
         }
         Ok(())
+    }
+
+    /// Read `people`'s records into the cache now, before a commit is handed over (a read while
+    /// it is applied would wait for it); people the host holds are skipped: their state in
+    /// memory is newer than their record until the commit is applied.
+    fn warm_uncached(&mut self, people: Vec<String>) {
+        for p in people {
+            if self.host.people.get(&p).is_none() {
+                self.host.state.warm(&p);
+            }
+        }
+    }
+
+    /// A commit failed: memory is ahead of the store, so every cache of it goes (the next
+    /// batch reads the store again). Returns the error to pass on.
+    fn abandon_batch(&mut self, e: StoreError) -> Error {
+        self.host.state.evict_all();
+        self.cursor = None;
+        self.prefetched.clear();
+        e.into()
     }
 
     /// Process up to one batch of log entries from the cursor, with the timers due before

@@ -4,7 +4,7 @@
 //! SIGKILLs `aftercart run` at random instants and checks the file sink against the simulator.
 
 mod common;
-use common::{all_bytes, contains, example_program, simulated_sends, Collect, Sent};
+use common::{example_program, simulated_sends, Collect, Sent};
 
 use aftercart::ir::Program;
 use aftercart::runtime::{self, Clock, Options, Runtime};
@@ -225,20 +225,9 @@ fn join_tables_persist_and_are_erased_with_the_person() {
     let report = runtime::forget(&store, &person).unwrap();
     assert!(report.found);
     drop(store);
-    for (path, bytes) in all_bytes(&dir) {
-        assert!(
-            !contains(&bytes, phone.as_bytes()),
-            "{} still holds {phone}",
-            path.display()
-        );
-        if let Some(e) = &email {
-            assert!(
-                !contains(&bytes, e.as_bytes()),
-                "{} holds {e}",
-                path.display()
-            );
-        }
-    }
+    let mut needles = vec![phone.as_bytes()];
+    needles.extend(email.as_deref().map(str::as_bytes));
+    common::assert_no_file_holds(&dir, &needles);
 }
 
 /// The person a line names by itself (sealed under their key at append, so processing does not

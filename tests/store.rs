@@ -377,18 +377,7 @@ fn forget_leaves_no_identifier_in_any_file() {
         b"Quartermain",
         b"Wobbly Lane",
     ];
-    let files = all_bytes(&dir);
-    assert!(files.len() >= 2);
-    for (path, bytes) in &files {
-        for n in needles {
-            assert!(
-                !contains(bytes, n),
-                "{} still holds {:?}",
-                path.display(),
-                String::from_utf8_lossy(n)
-            );
-        }
-    }
+    assert!(common::assert_no_file_holds(&dir, &needles) >= 2);
     // And the store still opens, with the other person's data intact.
     let s = store::open(&dir).unwrap();
     assert!(s.person("customer:other").unwrap().is_some());
@@ -1101,13 +1090,7 @@ fn an_erasure_cut_before_its_key_rewrite_destroys_the_key_on_open() {
         Some(b"{\"r\":2}".to_vec())
     );
     drop(s);
-    for (path, bytes) in all_bytes(&dir) {
-        assert!(
-            !contains(&bytes, phone.as_bytes()),
-            "{} still holds the phone number",
-            path.display()
-        );
-    }
+    common::assert_no_file_holds(&dir, &[phone.as_bytes()]);
     let s = store::open(&dir).unwrap();
     assert_eq!(s.integrity().erasures_finished, 0);
     assert_eq!(s.read_log(1, 10).unwrap()[0].payload, None);

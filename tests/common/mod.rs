@@ -90,6 +90,23 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Fail, naming the file and the needle, if any file under `dir` holds one of `needles` (the
+/// erasure tests' byte scan). Returns how many files were scanned.
+pub fn assert_no_file_holds(dir: &Path, needles: &[&[u8]]) -> usize {
+    let files = all_bytes(dir);
+    for (path, bytes) in &files {
+        for n in needles {
+            assert!(
+                !contains(bytes, n),
+                "{} still holds {:?}",
+                path.display(),
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+    files.len()
+}
+
 /// A fresh directory under the system temp dir, named `aftercart-{name}-{pid}`, removed when
 /// dropped, also when the test fails (a failed assertion unwinds through the drop), so the
 /// suite leaves nothing under /tmp. `created`: whether to create it (stores create their own).
