@@ -497,7 +497,7 @@ impl Runtime {
                     );
                     // An id the outbox already holds is never put again (it could reset a
                     // message the provider accepted to pending, and it would be sent twice):
-                    // checked here within the batch, against the store in `commit`.
+                    // checked here within the batch, by the store's commit against the store.
                     if self.outbox_at.contains_key(&m.message_id) {
                         self.count("runtime.sends_already_in_outbox", 1);
                         continue;
@@ -703,25 +703,11 @@ impl Runtime {
     /// [`Sending::Direct`], the batch's new messages are sent first and committed with their
     /// outcome (`send_direct`).
     fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
-        // The batch's new messages against the outbox, all at once here rather than one by one
-        // as they were made: a store read waits for the previous commit's apply, and here that
-        // wait is at its end (the engine work of this batch overlapped it).
-        let made = std::mem::take(&mut self.outbox);
-        let mut kept = Vec::with_capacity(made.len());
-        for (o, m) in made {
-            if self.store.has_outbox(&o.message_id)? {
-                self.count("runtime.sends_already_in_outbox", 1);
-            } else {
-                kept.push((o, m));
-            }
-        }
-        self.outbox = kept;
-        // The index served `collect` (in-batch duplicates, delivery updates); nothing after
-        // this point reads it.
-        self.outbox_at.clear();
-        if let Sending::Direct(p) = sending {
-            self.send_direct(p)?;
-        }
+        // Nothing here reads the store, so this batch's engine work, encoding and sends
+        // overlap the previous commit's apply; the store's `commit` waits for it only after
+        // sealing. (A message id is not checked against the outbox here: the engine never
+        // makes one twice, its person's `sent` set being committed with the outbox, and the
+        // store keeps the first record of an id anyway.)
         let st = &mut self.host.state;
         let dirty: Vec<String> = std::mem::take(&mut st.dirty).into_iter().collect();
         let fresh: Vec<crate::engine::PersonState> = dirty
@@ -754,6 +740,13 @@ impl Runtime {
             ));
             self.snapshot_cursor = c;
         }
+        // The index served `collect` (in-batch duplicates, delivery updates); nothing after
+        // this point reads it.
+        self.outbox_at.clear();
+        if let Sending::Direct(p) = sending {
+            self.send_direct(p)?;
+        }
+        let st = &mut self.host.state;
         let (added, removed) = st.take_timer_changes();
         let links_put = links_of(&self.outbox);
         let batch = CommitBatch {

@@ -326,12 +326,6 @@ pub trait Store: Send + Sync {
     fn timers_of(&self, person: &str) -> Result<Vec<Timer>>;
 
     fn outbox(&self, message_id: &str) -> Result<Option<OutboxEntry>>;
-    /// Whether the outbox holds the message ([`Store::outbox`] is `Some`), without opening
-    /// it: the runtime asks this for every message it makes, and decrypting the message only
-    /// to drop it was a visible share of the commit path.
-    fn has_outbox(&self, message_id: &str) -> Result<bool> {
-        Ok(self.outbox(message_id)?.is_some())
-    }
     /// Up to `limit` messages that need dispatch work (`Pending`, and `Sending`: in doubt), by
     /// message id.
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;

@@ -293,6 +293,51 @@ fn outbox_status_transitions_and_counters() {
     assert_eq!(c["messages.review.sent"], 2);
 }
 
+/// An id the outbox already holds is never put again: a second put (a person's state lost
+/// while their messages stayed) would reset a delivered message to pending and send it twice.
+/// Both stores keep the first record and count the refusal.
+#[test]
+fn an_outbox_id_already_held_is_not_put_again() {
+    let dir = tmp("outbox-again");
+    let sled: Box<dyn Store> = Box::new(store::open(&dir).unwrap());
+    for s in [sled, Box::new(MemStore::new()) as Box<dyn Store>] {
+        s.commit(CommitBatch {
+            outbox_put: vec![msg("m1", "p", "one")],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        s.commit(CommitBatch {
+            outbox_update: vec![OutboxUpdate {
+                message_id: "m1".into(),
+                status: OutboxStatus::Delivered,
+                attempts: 1,
+                provider_id: Some("SM1".into()),
+                error_code: None,
+            }],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        s.commit(CommitBatch {
+            outbox_put: vec![msg("m1", "p", "one again"), msg("m2", "p", "two")],
+            ..CommitBatch::default()
+        })
+        .unwrap();
+        let m1 = s.outbox("m1").unwrap().unwrap();
+        assert_eq!(m1.status, OutboxStatus::Delivered);
+        assert_eq!(m1.message, msg("m1", "p", "one").message);
+        let pending: Vec<String> = s
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.message_id)
+            .collect();
+        assert_eq!(pending, vec!["m2"]);
+        let c = s.counters().unwrap();
+        assert_eq!(c["runtime.sends_already_in_outbox"], 1);
+        assert_eq!(c["messages.review.pending"], 2);
+    }
+}
+
 #[test]
 fn forget_leaves_no_identifier_in_any_file() {
     let dir = tmp("forget");

@@ -172,24 +172,26 @@ impl Store for MemStore {
                 .insert((millis(t.due), t.person.clone(), t.instance.clone(), t.step));
         }
         for o in &c.outbox_put {
+            // An id the outbox already holds is kept as it is, as SledStore does.
+            if s.outbox.contains_key(&o.message_id) {
+                bump(&mut s.counters, "runtime.sends_already_in_outbox".into(), 1);
+                continue;
+            }
             s.subjects.insert(o.person.clone());
-            let old = s.outbox.get(&o.message_id).map(|e| e.status);
             // `pending` counts messages created, also those put already sent (the runtime's
             // direct send), as SledStore does.
-            if old.is_none() && o.status != OutboxStatus::Pending {
+            if o.status != OutboxStatus::Pending {
                 bump(
                     &mut s.counters,
                     format!("messages.{}.{}", o.flow, OutboxStatus::Pending.as_str()),
                     1,
                 );
             }
-            if old != Some(o.status) {
-                bump(
-                    &mut s.counters,
-                    format!("messages.{}.{}", o.flow, o.status.as_str()),
-                    1,
-                );
-            }
+            bump(
+                &mut s.counters,
+                format!("messages.{}.{}", o.flow, o.status.as_str()),
+                1,
+            );
             s.outbox.insert(o.message_id.clone(), o.clone());
         }
         for u in &c.outbox_update {

@@ -835,8 +835,9 @@ impl Store for SledStore {
 
     fn commit(&self, c: CommitBatch) -> Result<()> {
         let last = self.writer.lock().unwrap();
-        // The previous batch applied: the reads below (outbox statuses, counters) see it.
-        self.applier.settle()?;
+        // The previous batch may still be in flight until the settle below: what comes before
+        // it builds and seals records without reading the database (the writer lock keeps any
+        // other batch from being handed over meanwhile), so that work overlaps its apply.
         let mut keys = self.keys.write().unwrap();
         let mut b = Batch::default();
         let mut counters: HashMap<String, i64> = HashMap::new();
@@ -883,25 +884,28 @@ impl Store for SledStore {
             let sealed = keys::seal(&key, &tk, t.instance.as_bytes())?;
             b.insert(&tk[..], frame(&tk, &sealed));
         }
+        // The previous batch applied: the reads below (outbox statuses, counters) see it.
+        self.applier.settle()?;
         // Outbox records written earlier in this batch, so updates see them.
         let mut overlay: HashMap<String, OutRec> = HashMap::new();
         for o in &c.outbox_put {
-            let (tag, key) = keys.ensure(&o.person)?;
             let k = layout::prefixed(layout::OUTBOX, o.message_id.as_bytes());
-            let old = match overlay.remove(&o.message_id) {
-                Some(r) => Some((r.status, r.tag)),
-                None => match self.db.get(&k)? {
-                    Some(v) => decode_out(&k, &v).map(|r| Some((r.status, r.tag)))?,
-                    None => None,
-                },
-            };
-            // A message id re-used for another person leaves the old person's index.
-            if let Some((_, old_tag)) = old.filter(|(_, t)| *t != tag) {
-                b.remove(layout::person_outbox(&old_tag, &o.message_id));
+            // An id the outbox already holds is never put again: that could reset a message a
+            // provider accepted to pending, and it would be sent twice. The runtime never makes
+            // one (the person's `sent` set is committed with the outbox), so this read, which
+            // finds nothing, is the guard.
+            if overlay.contains_key(&o.message_id)
+                || self.live_outbox(&keys, &o.message_id)?.is_some()
+            {
+                *counters
+                    .entry("runtime.sends_already_in_outbox".into())
+                    .or_default() += 1;
+                continue;
             }
+            let (tag, key) = keys.ensure(&o.person)?;
             // `pending` counts messages created (docs/server.md, `aftercart_messages_total`),
             // also those put already sent (the runtime's direct send).
-            if old.is_none() && o.status != OutboxStatus::Pending {
+            if o.status != OutboxStatus::Pending {
                 *counters
                     .entry(format!(
                         "messages.{}.{}",
@@ -910,11 +914,9 @@ impl Store for SledStore {
                     ))
                     .or_default() += 1;
             }
-            if old.map(|(s, _)| s) != Some(o.status) {
-                *counters
-                    .entry(format!("messages.{}.{}", o.flow, o.status.as_str()))
-                    .or_default() += 1;
-            }
+            *counters
+                .entry(format!("messages.{}.{}", o.flow, o.status.as_str()))
+                .or_default() += 1;
             let rec = OutRec {
                 tag,
                 status: o.status,
@@ -1161,12 +1163,6 @@ impl Store for SledStore {
         self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         self.read_outbox(&keys, message_id)
-    }
-
-    fn has_outbox(&self, message_id: &str) -> Result<bool> {
-        self.applier.settle()?;
-        let keys = self.keys.read().unwrap();
-        Ok(self.live_outbox(&keys, message_id)?.is_some())
     }
 
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
