@@ -56,7 +56,9 @@ pub struct Integrity {
 
 pub struct SledStore {
     dir: PathBuf,
-    db: sled::Db,
+    /// Read and written only through [`SledStore::db`], which settles the batch in flight
+    /// first, so no method can forget to.
+    settled_db: sled::Db,
     keys: RwLock<KeyDir>,
     /// The last seq appended; holding it serialises writers.
     writer: Mutex<Seq>,
@@ -339,7 +341,7 @@ impl SledStore {
         SledStore {
             dir: dir.to_path_buf(),
             applier: Applier::new(db.clone(), written.clone()),
-            db,
+            settled_db: db,
             keys: RwLock::new(keys),
             writer: Mutex::new(integrity.last_seq),
             flush_lock: Mutex::new(()),
@@ -385,8 +387,15 @@ impl SledStore {
         &self.dir
     }
 
+    /// The database, once no commit is in flight ([`Applier::settle`]): a read then sees
+    /// every batch this store was told to commit, and a write cannot overtake one.
+    fn db(&self) -> Result<&sled::Db> {
+        self.applier.settle()?;
+        Ok(&self.settled_db)
+    }
+
     fn get_u64(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.db.get(key)? {
+        match self.db()?.get(key)? {
             None => Ok(None),
             Some(v) => u64_value(key, &v).map(Some),
         }
@@ -395,7 +404,7 @@ impl SledStore {
     /// Verify the newest log records and the pointers, and finish interrupted erasures.
     fn recover(&mut self, verify_last: usize) -> Result<()> {
         let first = self.get_u64(layout::FIRST)?.unwrap_or(1);
-        let last = match self.db.scan_prefix([layout::LOG]).keys().next_back() {
+        let last = match self.db()?.scan_prefix([layout::LOG]).keys().next_back() {
             None => first - 1,
             Some(k) => {
                 let k = k?;
@@ -425,7 +434,12 @@ impl SledStore {
         let mut verified = 0;
         {
             let keys = self.keys.read().unwrap();
-            for kv in self.db.scan_prefix([layout::LOG]).rev().take(verify_last) {
+            for kv in self
+                .db()?
+                .scan_prefix([layout::LOG])
+                .rev()
+                .take(verify_last)
+            {
                 let (k, v) = kv?;
                 let seq = layout::seq_of_log(&k).unwrap_or(0);
                 if seq != expect {
@@ -438,7 +452,7 @@ impl SledStore {
                 }
                 let rec = decode_log(&k, &v)?;
                 let dk = layout::prefixed(layout::DEDUP, &rec.dedup);
-                let points = match self.db.get(&dk)? {
+                let points = match self.db()?.get(&dk)? {
                     None => None,
                     Some(d) => Some(u64_value(&dk, &d)?),
                 };
@@ -498,7 +512,7 @@ impl SledStore {
             finished += 1;
         }
         if finished > 0 {
-            self.db.flush()?;
+            self.db()?.flush()?;
         }
         *self.writer.lock().unwrap() = last;
         self.integrity = Integrity {
@@ -515,7 +529,7 @@ impl SledStore {
 
     fn markers(&self) -> Result<HashMap<Tag, u8>> {
         let mut out = HashMap::new();
-        for kv in self.db.scan_prefix([layout::ERASURES]) {
+        for kv in self.db()?.scan_prefix([layout::ERASURES]) {
             let (k, v) = kv?;
             let body = unframe(&k, &v)?;
             if k.len() == 17 && body.len() == 1 {
@@ -546,7 +560,7 @@ impl SledStore {
     fn apply(&self, keys: &mut KeyDir, b: Batch) -> Result<()> {
         // Keys first: durable ciphertext must never outlive its key's absence.
         keys.sync()?;
-        self.db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -561,7 +575,7 @@ impl SledStore {
             return Ok(());
         }
         let covered = self.written.load(Ordering::SeqCst);
-        self.db.flush()?;
+        self.db()?.flush()?;
         self.flushed.store(covered, Ordering::SeqCst);
         Ok(())
     }
@@ -616,7 +630,7 @@ impl SledStore {
     /// writes per timer on the hot path (an insert when it was set, a removal when it fired).
     fn timer_keys_of(&self, tag: &Tag) -> Result<Vec<sled::IVec>> {
         let mut out = Vec::new();
-        for k in self.db.scan_prefix([layout::TIMERS]).keys() {
+        for k in self.db()?.scan_prefix([layout::TIMERS]).keys() {
             let k = k?;
             if k.get(9..25) == Some(&tag[..]) {
                 out.push(k);
@@ -634,7 +648,7 @@ impl SledStore {
         message_id: &str,
     ) -> Result<Option<LiveOutbox<'k>>> {
         let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
-        let Some(v) = self.db.get(&k)? else {
+        let Some(v) = self.db()?.get(&k)? else {
             return Ok(None);
         };
         let o = decode_out(&k, &v)?;
@@ -668,7 +682,7 @@ impl SledStore {
         b.remove(&layout::tagged(layout::PEOPLE, tag)[..]);
         let (mut ev, mut ti, mut ms) = (0, 0, 0);
         for k in self
-            .db
+            .db()?
             .scan_prefix(layout::tagged(layout::PERSON_EVENTS, tag))
             .keys()
         {
@@ -682,14 +696,14 @@ impl SledStore {
         // Earlier stores also kept a person -> timer index
         // (`T ++ tag ++ ...`); its entries hold no personal data, but they go with the person.
         for k in self
-            .db
+            .db()?
             .scan_prefix(layout::tagged(layout::PERSON_TIMERS, tag))
             .keys()
         {
             b.remove(k?);
         }
         for k in self
-            .db
+            .db()?
             .scan_prefix(layout::tagged(layout::PERSON_OUTBOX, tag))
             .keys()
         {
@@ -697,7 +711,7 @@ impl SledStore {
             let mid = &k[17..];
             let ok = layout::prefixed(layout::OUTBOX, mid);
             // Only if the message is still this person's (the index is derived; trust the record).
-            if let Some(v) = self.db.get(&ok)? {
+            if let Some(v) = self.db()?.get(&ok)? {
                 if decode_out(&ok, &v)?.tag == *tag {
                     b.remove(ok);
                     b.remove(layout::prefixed(layout::PENDING, mid));
@@ -707,14 +721,14 @@ impl SledStore {
             b.remove(k);
         }
         for k in self
-            .db
+            .db()?
             .scan_prefix(layout::tagged(layout::PERSON_LINKS, tag))
             .keys()
         {
             let k = k?;
             let lk = layout::prefixed(layout::LINKS, &k[17..]);
             // Only if the link is still this person's (as for the outbox above).
-            if let Some(v) = self.db.get(&lk)? {
+            if let Some(v) = self.db()?.get(&lk)? {
                 if unframe(&lk, &v)?.get(..16) == Some(&tag[..]) {
                     b.remove(lk);
                 }
@@ -723,7 +737,7 @@ impl SledStore {
         }
         let zk = layout::tagged(layout::ERASURES, tag);
         b.insert(&zk[..], frame(&zk, &[ERASED]));
-        self.db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok((ev, ti, ms))
     }
@@ -745,7 +759,7 @@ impl SledStore {
         for t in &retired {
             b.remove(&layout::tagged(layout::ERASURES, t)[..]);
         }
-        self.db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -754,30 +768,27 @@ impl SledStore {
     /// API; the corruption tests use them to damage records as a crash would.
     #[doc(hidden)]
     pub fn debug_raw_get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let _ = self.applier.settle();
-        self.db.get(key).ok().flatten().map(|v| v.to_vec())
+        self.db().ok()?.get(key).ok().flatten().map(|v| v.to_vec())
     }
 
     #[doc(hidden)]
     pub fn debug_raw_insert(&self, key: &[u8], value: &[u8]) {
-        let _ = self.applier.settle();
-        self.db.insert(key, value).expect("raw insert");
-        self.db.flush().expect("raw flush");
+        let db = self.db().expect("settle");
+        db.insert(key, value).expect("raw insert");
+        db.flush().expect("raw flush");
     }
 
     #[doc(hidden)]
     pub fn debug_raw_remove(&self, key: &[u8]) {
-        let _ = self.applier.settle();
-        self.db.remove(key).expect("raw remove");
-        self.db.flush().expect("raw flush");
+        let db = self.db().expect("settle");
+        db.remove(key).expect("raw remove");
+        db.flush().expect("raw flush");
     }
 }
 
 impl Store for SledStore {
     fn append(&self, events: &[NewEvent]) -> Result<Vec<AppendResult>> {
         let mut last = self.writer.lock().unwrap();
-        // After the lock: no batch can be handed over between the settle and the write.
-        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let mut b = Batch::default();
         let mut out = Vec::with_capacity(events.len());
@@ -788,7 +799,7 @@ impl Store for SledStore {
             let dk = layout::dedup(&ev.source, &ev.source_id);
             let dup = match seen.get(&dk) {
                 Some(s) => Some(*s),
-                None => match self.db.get(dk)? {
+                None => match self.db()?.get(dk)? {
                     Some(v) => Some(u64_value(&dk, &v)?),
                     None => None,
                 },
@@ -942,7 +953,7 @@ impl Store for SledStore {
             let k = layout::prefixed(layout::OUTBOX, u.message_id.as_bytes());
             let mut rec = match overlay.remove(&u.message_id) {
                 Some(r) => r,
-                None => match self.db.get(&k)? {
+                None => match self.db()?.get(&k)? {
                     Some(v) => decode_out(&k, &v)?,
                     None => {
                         return Err(StoreError::Invalid(format!(
@@ -983,7 +994,7 @@ impl Store for SledStore {
         }
         for (seq, person) in &c.attribute {
             let lk = layout::log(*seq);
-            let Some(v) = self.db.get(lk)? else {
+            let Some(v) = self.db()?.get(lk)? else {
                 return Err(StoreError::Invalid(format!(
                     "attribute: seq {seq} is not in the log"
                 )));
@@ -1034,7 +1045,6 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.applier.settle()?;
         self.flush_inner()
     }
 
@@ -1043,21 +1053,18 @@ impl Store for SledStore {
     }
 
     fn first_seq(&self) -> Result<Seq> {
-        self.applier.settle()?;
         Ok(self.get_u64(layout::FIRST)?.unwrap_or(1))
     }
 
     fn cursor(&self) -> Result<Seq> {
-        self.applier.settle()?;
         Ok(self.get_u64(layout::CURSOR)?.unwrap_or(0))
     }
 
     fn read_log(&self, from: Seq, limit: usize) -> Result<Vec<LogEntry>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
         let end = layout::log(u64::MAX);
-        for kv in self.db.range(layout::log(from)..=end).take(limit) {
+        for kv in self.db()?.range(layout::log(from)..=end).take(limit) {
             let (k, v) = kv?;
             out.push(self.read_entry(&keys, &k, &v)?);
         }
@@ -1072,9 +1079,8 @@ impl Store for SledStore {
         let Some((tag, key)) = keys.get(person) else {
             return Ok(None);
         };
-        self.applier.settle()?;
         let k = layout::tagged(layout::PEOPLE, &tag);
-        match self.db.get(k)? {
+        match self.db()?.get(k)? {
             None => Ok(None),
             Some(v) => {
                 let body = unframe(&k, &v)?;
@@ -1086,10 +1092,9 @@ impl Store for SledStore {
     }
 
     fn people(&self) -> Result<Vec<String>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
-        for k in self.db.scan_prefix([layout::PEOPLE]).keys() {
+        for k in self.db()?.scan_prefix([layout::PEOPLE]).keys() {
             let k = k?;
             if let Some((name, _)) = k[1..].try_into().ok().and_then(|t| keys.resolve(&t)) {
                 out.push(name.to_string());
@@ -1104,7 +1109,6 @@ impl Store for SledStore {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Timer>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut lo = vec![layout::TIMERS];
         lo.extend_from_slice(&layout::due_bytes(millis(from)));
@@ -1119,7 +1123,7 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for kv in self.db.range(lo..=hi) {
+        for kv in self.db()?.range(lo..=hi) {
             if out.len() >= limit {
                 break;
             }
@@ -1132,9 +1136,8 @@ impl Store for SledStore {
     }
 
     fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
-        for kv in self.db.scan_prefix([layout::TIMERS]) {
+        for kv in self.db()?.scan_prefix([layout::TIMERS]) {
             let (k, v) = kv?;
             if let Some(t) = self.read_timer(&keys, &k, &v)? {
                 return Ok(Some(t.due));
@@ -1144,7 +1147,6 @@ impl Store for SledStore {
     }
 
     fn timers_of(&self, person: &str) -> Result<Vec<Timer>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let Some((tag, _)) = keys.get(person) else {
             return Ok(vec![]);
@@ -1152,7 +1154,7 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for tk in self.timer_keys_of(&tag)? {
             // Removed since the scan: not a timer any more.
-            if let Some(v) = self.db.get(&tk)? {
+            if let Some(v) = self.db()?.get(&tk)? {
                 out.extend(self.read_timer(&keys, &tk, &v)?);
             }
         }
@@ -1160,16 +1162,14 @@ impl Store for SledStore {
     }
 
     fn outbox(&self, message_id: &str) -> Result<Option<OutboxEntry>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         self.read_outbox(&keys, message_id)
     }
 
     fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let mut out = Vec::new();
-        for k in self.db.scan_prefix([layout::PENDING]).keys() {
+        for k in self.db()?.scan_prefix([layout::PENDING]).keys() {
             if out.len() >= limit {
                 break;
             }
@@ -1181,10 +1181,9 @@ impl Store for SledStore {
     }
 
     fn link(&self, code: &str) -> Result<Option<LinkEntry>> {
-        self.applier.settle()?;
         let keys = self.keys.read().unwrap();
         let k = layout::prefixed(layout::LINKS, code.as_bytes());
-        let Some(v) = self.db.get(&k)? else {
+        let Some(v) = self.db()?.get(&k)? else {
             return Ok(None);
         };
         let what = layout::describe(&k);
@@ -1208,29 +1207,26 @@ impl Store for SledStore {
 
     fn deploy(&self, hash: &str, program: &[u8]) -> Result<()> {
         let _w = self.writer.lock().unwrap();
-        self.applier.settle()?;
         let mut b = Batch::default();
         let k = layout::prefixed(layout::PROGRAMS, hash.as_bytes());
         b.insert(k.clone(), frame(&k, program));
         b.insert(layout::DEPLOYED, frame(layout::DEPLOYED, hash.as_bytes()));
-        self.db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         drop(_w);
         self.flush_inner()
     }
 
     fn program(&self, hash: &str) -> Result<Option<Vec<u8>>> {
-        self.applier.settle()?;
         let k = layout::prefixed(layout::PROGRAMS, hash.as_bytes());
-        match self.db.get(&k)? {
+        match self.db()?.get(&k)? {
             None => Ok(None),
             Some(v) => Ok(Some(unframe(&k, &v)?.to_vec())),
         }
     }
 
     fn deployed(&self) -> Result<Option<String>> {
-        self.applier.settle()?;
-        match self.db.get(layout::DEPLOYED)? {
+        match self.db()?.get(layout::DEPLOYED)? {
             None => Ok(None),
             Some(v) => Ok(Some(
                 String::from_utf8_lossy(unframe(layout::DEPLOYED, &v)?).into_owned(),
@@ -1239,9 +1235,8 @@ impl Store for SledStore {
     }
 
     fn counters(&self) -> Result<BTreeMap<String, u64>> {
-        self.applier.settle()?;
         let mut out = BTreeMap::new();
-        for kv in self.db.scan_prefix([layout::COUNTERS]) {
+        for kv in self.db()?.scan_prefix([layout::COUNTERS]) {
             let (k, v) = kv?;
             out.insert(
                 String::from_utf8_lossy(&k[1..]).into_owned(),
@@ -1252,7 +1247,6 @@ impl Store for SledStore {
     }
 
     fn export(&self, person: &str) -> Result<serde_json::Value> {
-        self.applier.settle()?;
         use serde_json::json;
         let state = self.person(person)?;
         let timers = self.timers_of(person)?;
@@ -1262,7 +1256,7 @@ impl Store for SledStore {
         };
         let mut events = Vec::new();
         for k in self
-            .db
+            .db()?
             .scan_prefix(layout::tagged(layout::PERSON_EVENTS, &tag))
             .keys()
         {
@@ -1270,7 +1264,7 @@ impl Store for SledStore {
             let seq = u64::from_be_bytes(k[17..25].try_into().unwrap());
             let lk = layout::log(seq);
             // Compacted entries are gone from the log; the index entry went with them.
-            if let Some(v) = self.db.get(lk)? {
+            if let Some(v) = self.db()?.get(lk)? {
                 let e = self.read_entry(&keys, &lk, &v)?;
                 events.push(json!({
                     "seq": e.seq,
@@ -1283,7 +1277,7 @@ impl Store for SledStore {
         }
         let mut outbox = Vec::new();
         for k in self
-            .db
+            .db()?
             .scan_prefix(layout::tagged(layout::PERSON_OUTBOX, &tag))
             .keys()
         {
@@ -1316,8 +1310,6 @@ impl Store for SledStore {
 
     fn forget(&self, person: &str) -> Result<ForgetReport> {
         let _w = self.writer.lock().unwrap();
-        // After the lock: no batch can be handed over between the settle and the write.
-        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let Some((tag, _)) = keys.get(person) else {
             return Ok(ForgetReport::default());
@@ -1325,7 +1317,7 @@ impl Store for SledStore {
         // 1. Everything written so far durable (attributions whose retired keys we will drop),
         //    plus a marker so a crash after the key is gone still finishes the deletion.
         let zk = layout::tagged(layout::ERASURES, &tag);
-        self.db.insert(&zk[..], frame(&zk, &[ERASING]))?;
+        self.db()?.insert(&zk[..], frame(&zk, &[ERASING]))?;
         self.written.fetch_add(1, Ordering::SeqCst);
         self.flush_inner()?;
         // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
@@ -1343,8 +1335,6 @@ impl Store for SledStore {
 
     fn compact(&self, before: DateTime<Utc>) -> Result<CompactReport> {
         let last = self.writer.lock().unwrap();
-        // After the lock: no batch can be handed over between the settle and the write.
-        self.applier.settle()?;
         let mut keys = self.keys.write().unwrap();
         let cursor = self.get_u64(layout::CURSOR)?.unwrap_or(0);
         let mut first = self.get_u64(layout::FIRST)?.unwrap_or(1);
@@ -1355,7 +1345,7 @@ impl Store for SledStore {
             let mut b = Batch::default();
             let mut n = 0;
             let mut stop = false;
-            for kv in self.db.range(layout::log(first)..=layout::log(u64::MAX)) {
+            for kv in self.db()?.range(layout::log(first)..=layout::log(u64::MAX)) {
                 let (k, v) = kv?;
                 let seq = layout::seq_of_log(&k).unwrap_or(0);
                 let rec = decode_log(&k, &v)?;
@@ -1383,7 +1373,7 @@ impl Store for SledStore {
                 break;
             }
             b.insert(layout::FIRST, framed_u64(layout::FIRST, first));
-            self.db.apply_batch(b)?;
+            self.db()?.apply_batch(b)?;
             self.written.fetch_add(1, Ordering::SeqCst);
             dropped += n;
             if stop || n < 10_000 {
