@@ -6,6 +6,7 @@
 //! to the runtime thread, which owns the caches that erasure must also clear. Routes, status
 //! codes and secrets: docs/server.md.
 
+mod group;
 mod links;
 mod metrics;
 mod privacy;
@@ -148,6 +149,8 @@ pub(crate) struct App {
     pub help_reply: String,
     pub secrets: Secrets,
     pub control: Mutex<mpsc::Sender<Control>>,
+    /// Appends and flushes concurrent requests' events together (`group.rs`).
+    pub commits: group::GroupCommit,
     pub edge: metrics::Edge,
     /// The runtime loop's fatal error, if it stopped on one (health turns 503).
     pub runtime_error: Mutex<Option<String>>,
@@ -158,13 +161,14 @@ impl App {
         let _ = self.control.lock().unwrap().send(Control::Wake);
     }
 
-    /// Append events durably (append + flush) off the async workers (a flush is an fsync).
+    /// Append events durably (append + flush), grouped with other requests' events on the
+    /// commit thread (a flush is an fsync: never on the async workers).
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<AppendResult>, Response> {
-        let store = self.store.clone();
-        let res = tokio::task::spawn_blocking(move || super::append_durable(&*store, &events))
+        let out = self
+            .commits
+            .append(events)
             .await
-            .map_err(|e| internal(format!("append task: {e}")))?;
-        let out = res.map_err(|e| internal(format!("the event was not stored: {e}")))?;
+            .map_err(|e| internal(format!("the event was not stored: {e}")))?;
         self.wake();
         Ok(out)
     }
@@ -284,6 +288,7 @@ pub fn serve(
         help_reply,
         secrets: cfg.secrets.clone(),
         control: Mutex::new(ctl_tx),
+        commits: group::GroupCommit::new(store.clone()),
         edge: metrics::Edge::default(),
         runtime_error: Mutex::new(None),
     });
