@@ -1,10 +1,9 @@
-//! Splitting a batch's CPU work (a commit's encoding and sealing, an ingest file's parsing)
-//! over two threads.
+//! Splitting a batch's CPU work (a commit's encoding of person records, an ingest file's
+//! parsing) over two threads.
 //!
 //! Why two: the machine this is tuned on has two cores, and at those points the second one
-//! is free (at a commit, the store's apply thread has finished the previous batch: the commit
-//! waits for it; ingest parses before it appends). Small batches stay on the caller's thread:
-//! a thread costs tens of microseconds.
+//! is often idle (the store's apply thread, when busy, shares it; ingest parses before it
+//! appends). Small batches stay on the caller's thread: a thread costs tens of microseconds.
 
 /// `f` over `items`, in order; split in two halves on two threads from `split_from` items.
 pub fn map_halves<T: Sync, R: Send>(
