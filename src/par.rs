@@ -1,5 +1,5 @@
-//! Splitting a batch's CPU work (a commit's encoding of person records, an ingest file's
-//! parsing) over two threads.
+//! Splitting a batch's CPU work (a commit's encoding and sealing of person records, an
+//! ingest file's parsing) over two threads.
 //!
 //! Why two: the machine this is tuned on has two cores, and at those points the second one
 //! is often idle (the store's apply thread, when busy, shares it; ingest parses before it

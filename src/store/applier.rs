@@ -18,29 +18,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::codec::frame;
-use super::keys::{self, DataKey};
 use super::{Result, StoreError};
-
-/// A record the apply thread seals (under its person's key, the record's key as associated
-/// data), frames and inserts into the batch before applying it. The batch's largest values
-/// (person records, then timers): sealed here, their cost leaves the caller's thread. They go
-/// in after the batch's own operations, which never touch the same keys after them.
-pub(crate) struct ToSeal {
-    pub key: Vec<u8>,
-    pub data_key: DataKey,
-    pub plain: Vec<u8>,
-}
-
-/// Seal `late` into `batch`.
-fn seal_into(batch: &mut sled::Batch, late: Vec<ToSeal>) -> Result<()> {
-    for r in late {
-        let sealed = keys::seal(&r.data_key, &r.key, &r.plain)?;
-        let v = frame(&r.key, &sealed);
-        batch.insert(r.key, v);
-    }
-    Ok(())
-}
 
 #[derive(Default)]
 struct State {
@@ -56,7 +34,7 @@ struct Shared {
 }
 
 pub(crate) struct Applier {
-    tx: Option<Sender<(sled::Batch, Vec<ToSeal>)>>,
+    tx: Option<Sender<sled::Batch>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -65,23 +43,19 @@ impl Applier {
     /// `applied` counts writes that are in sled (the store's flush covers what it counted
     /// before flushing): the thread adds one per batch once it is applied, before it says so.
     pub(crate) fn new(db: sled::Db, applied: Arc<AtomicU64>) -> Applier {
-        let (tx, rx) = channel::<(sled::Batch, Vec<ToSeal>)>();
+        let (tx, rx) = channel::<sled::Batch>();
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("aftercart-apply".into())
             .spawn(move || {
-                for (mut batch, late) in rx {
+                for batch in rx {
                     // Applied, then flushed here, off the caller's thread: each commit is
                     // durable about one apply after its hand-off. Left to sled's 500 ms
                     // flusher instead, the dirty data piled up and each periodic flush stalled
                     // writers: peer_load's lateness p99 at 1k flows/s was 197-327 ms, with
                     // this flush 9 ms.
-                    let r = seal_into(&mut batch, late).and_then(|_| {
-                        db.apply_batch(batch)?;
-                        db.flush()?;
-                        Ok(())
-                    });
+                    let r = db.apply_batch(batch).and_then(|_| db.flush().map(|_| ()));
                     if r.is_ok() {
                         applied.fetch_add(1, Ordering::SeqCst);
                     }
@@ -116,11 +90,11 @@ impl Applier {
         }
     }
 
-    /// Hand `batch` over, with the records to seal into it. The caller has settled (and
-    /// holds the store's writer lock, so no other batch can start meanwhile).
-    pub(crate) fn submit(&self, batch: sled::Batch, late: Vec<ToSeal>) -> Result<()> {
+    /// Hand `batch` over. The caller has settled (and holds the store's writer lock, so no
+    /// other batch can start meanwhile).
+    pub(crate) fn submit(&self, batch: sled::Batch) -> Result<()> {
         self.shared.state.lock().unwrap().in_flight = true;
-        let sent = self.tx.as_ref().map(|tx| tx.send((batch, late)).is_ok());
+        let sent = self.tx.as_ref().map(|tx| tx.send(batch).is_ok());
         if sent != Some(true) {
             let mut st = self.shared.state.lock().unwrap();
             st.in_flight = false;

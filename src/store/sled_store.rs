@@ -1,6 +1,6 @@
 //! `SledStore`: the [`Store`] on one sled tree plus the key file. See `docs/storage.md`.
 
-use super::applier::{Applier, ToSeal};
+use super::applier::Applier;
 use super::codec::{frame, unframe, Reader, Writer};
 use super::keys::{self, KeyDir};
 use super::layout::{self, Tag};
@@ -847,8 +847,8 @@ impl Store for SledStore {
     fn commit(&self, c: CommitBatch) -> Result<()> {
         let last = self.writer.lock().unwrap();
         // The previous batch may still be in flight until the settle below: what comes before
-        // it needs no read of the database (the writer lock keeps any other batch from being
-        // handed over meanwhile), so that work overlaps its apply.
+        // it builds and seals records without reading the database (the writer lock keeps any
+        // other batch from being handed over meanwhile), so that work overlaps its apply.
         let mut keys = self.keys.write().unwrap();
         let mut b = Batch::default();
         let mut counters: HashMap<String, i64> = HashMap::new();
@@ -857,17 +857,21 @@ impl Store for SledStore {
                 b.remove(&layout::tagged(layout::PEOPLE, &tag)[..]);
             }
         }
-        // Person records and new timers are sealed by the apply thread (`ToSeal`): the largest
-        // values of a batch, and that thread has time to spare while this one is the limit.
-        // Their keys are made here, in order (the key directory is one).
-        let mut late = Vec::with_capacity(c.people_put.len() + c.timers_add.len());
-        for (p, state) in c.people_put {
-            let (tag, key) = keys.ensure(&p)?;
-            late.push(ToSeal {
-                key: layout::tagged(layout::PEOPLE, &tag).to_vec(),
-                data_key: key,
-                plain: state,
-            });
+        // Keys in order (the key directory is one), then sealing on two threads (`crate::par`:
+        // person records are the largest values a commit seals).
+        let people = c
+            .people_put
+            .iter()
+            .map(|(p, state)| {
+                let (tag, key) = keys.ensure(p)?;
+                Ok((layout::tagged(layout::PEOPLE, &tag), key, state))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sealed = crate::par::map_halves(&people, 64, |(k, key, state)| {
+            keys::seal(key, k, state).map(|s| frame(k, &s))
+        });
+        for ((k, _, _), v) in people.iter().zip(sealed) {
+            b.insert(&k[..], v?);
         }
         for t in &c.timers_remove {
             if let Some((tag, key)) = keys.get(&t.person) {
@@ -888,11 +892,8 @@ impl Store for SledStore {
                 &keys::instance_hash(&key, &t.instance),
                 t.step,
             );
-            late.push(ToSeal {
-                key: tk.to_vec(),
-                data_key: key,
-                plain: t.instance.as_bytes().to_vec(),
-            });
+            let sealed = keys::seal(&key, &tk, t.instance.as_bytes())?;
+            b.insert(&tk[..], frame(&tk, &sealed));
         }
         // The previous batch applied: the reads below (outbox statuses, counters) see it.
         self.applier.settle()?;
@@ -1040,7 +1041,7 @@ impl Store for SledStore {
         // Keys first, as in `apply`; then the batch goes to the apply thread (which counts it
         // in `written` once applied, so a flush never counts a batch still in flight).
         keys.sync()?;
-        self.applier.submit(b, late)
+        self.applier.submit(b)
     }
 
     fn flush(&self) -> Result<()> {
