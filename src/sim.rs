@@ -206,6 +206,18 @@ pub fn simulate_with(
     progress: &dyn Fn(usize, usize),
     sink: &mut dyn FnMut(Record),
 ) -> Outcome {
+    simulate_into(program, schemas, text, opts, progress, Sink::Records(sink))
+}
+
+/// [`simulate_with`], handing the records to `sink` in either of its forms.
+fn simulate_into(
+    program: Program,
+    schemas: Schemas,
+    text: &str,
+    opts: &Options,
+    progress: &dyn Fn(usize, usize),
+    sink: Sink<'_>,
+) -> Outcome {
     let (pending, refused, shopify) = index_events(text);
     let run = Run {
         pending: &pending,
@@ -214,6 +226,38 @@ pub fn simulate_with(
     };
     let workers = if shopify { 0 } else { WORKERS };
     run.go(program, schemas, refused, sink, workers)
+}
+
+/// Where a run hands its records, in order.
+enum Sink<'s> {
+    /// Every record, as it is.
+    Records(&'s mut dyn FnMut(Record)),
+    /// The shown records ([`shown`]) as JSON lines ([`write_line`]), a run of whole lines at a
+    /// time. Sharded ([`Run::sharded`]), each worker writes the lines of the records it makes
+    /// right after making them and drops the records there: formatting them on the writer
+    /// thread read every string cold (a worker had written it on the other core) and freed
+    /// every allocation across threads, which mimalloc collects back at a cost to the worker.
+    Json(&'s mut dyn FnMut(&[u8])),
+}
+
+impl Sink<'_> {
+    /// Hand over one record made on this thread.
+    fn record(&mut self, r: Record) {
+        match self {
+            Sink::Records(f) => f(r),
+            Sink::Json(f) => {
+                if shown(&r.effect) {
+                    let mut line = Vec::with_capacity(256);
+                    write_line(&mut line, &r);
+                    f(&line);
+                }
+            }
+        }
+    }
+
+    fn is_json(&self) -> bool {
+        matches!(self, Sink::Json(_))
+    }
 }
 
 /// One simulation's indexed input and options.
@@ -232,15 +276,15 @@ impl Run<'_, '_> {
         program: Program,
         schemas: Schemas,
         mut refused: Vec<Refused>,
-        sink: &mut dyn FnMut(Record),
+        mut sink: Sink<'_>,
         workers: usize,
     ) -> Outcome {
         let mut host = Host::new(program, schemas);
         host.trace = false;
         host.reserve_inputs(self.pending.len());
         let inputs = match workers {
-            0 => self.serial(&mut host, &mut refused, sink),
-            n => self.sharded(&mut host, &mut refused, sink, n),
+            0 => self.serial(&mut host, &mut refused, &mut |r| sink.record(r)),
+            n => self.sharded(&mut host, &mut refused, &mut sink, n),
         };
         Outcome {
             records: Vec::new(),
@@ -330,10 +374,11 @@ impl Run<'_, '_> {
         &self,
         host: &mut Host,
         refused: &mut Vec<Refused>,
-        sink: &mut dyn FnMut(Record),
+        sink: &mut Sink<'_>,
         workers: usize,
     ) -> usize {
         use std::sync::mpsc::sync_channel;
+        let json = sink.is_json();
         let total = self.pending.len();
         let mut inputs = 0;
         std::thread::scope(|scope| {
@@ -342,14 +387,17 @@ impl Run<'_, '_> {
             let mut threads = Vec::new();
             for w in 0..workers {
                 let (job_tx, job_rx) = sync_channel::<Vec<Job>>(JOBS_IN_FLIGHT);
-                let (done_tx, done_rx) = sync_channel::<Vec<Done>>(JOBS_IN_FLIGHT);
+                let (done_tx, done_rx) = sync_channel::<Batch>(JOBS_IN_FLIGHT);
+                // Merged batches go back to be filled again (see [`Batch`]).
+                let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Batch>();
                 let (program, schemas) = (host.program.clone(), host.schemas.clone());
+                let channels = (job_rx, done_tx, spent_rx);
                 let thread = std::thread::Builder::new()
                     .name(format!("sim-work{w}"))
-                    .spawn_scoped(scope, move || work(program, schemas, job_rx, done_tx))
+                    .spawn_scoped(scope, move || work(program, schemas, json, channels))
                     .expect("a thread can be started");
                 jobs.push(job_tx);
-                done.push(done_rx);
+                done.push((done_rx, spent_tx));
                 threads.push(thread);
             }
             // Per batch sent and not merged yet: each input's own record, when this thread
@@ -357,11 +405,15 @@ impl Run<'_, '_> {
             let mut unmerged = std::collections::VecDeque::new();
             let mut merge_oldest = |unmerged: &mut std::collections::VecDeque<_>| {
                 let direct = unmerged.pop_front().expect("a batch is waiting");
-                let done = done
+                let mut batches: Vec<Batch> = done
                     .iter()
-                    .map(|d| d.recv().expect("a worker does not panic"))
+                    .map(|(d, _)| d.recv().expect("a worker does not panic"))
                     .collect();
-                merge(direct, done, sink);
+                merge(direct, &mut batches, sink);
+                for ((_, spent), batch) in done.iter().zip(batches) {
+                    // A worker that has finished no longer takes them back.
+                    let _ = spent.send(batch);
+                }
             };
             let send = |batches: Vec<Vec<Job>>| {
                 for (tx, batch) in jobs.iter().zip(batches) {
@@ -470,6 +522,17 @@ enum Job {
     },
 }
 
+/// What a worker did with one batch of jobs: what it did, in order, and the JSON lines
+/// written for it (when the sink takes JSON; [`Made::Json`] ranges index them). Once merged, a
+/// batch goes back to its worker, emptied, to be filled again: a fresh ~300 KB buffer per
+/// batch, freed on the other thread, was fresh pages for the kernel to zero every time (7% of
+/// the run's samples).
+#[derive(Default)]
+struct Batch {
+    done: Vec<Done>,
+    json: Vec<u8>,
+}
+
 /// What a worker did, in the order it did it; `round` is the index of the `Tick` (within its
 /// batch) it followed.
 enum Done {
@@ -477,13 +540,51 @@ enum Done {
         round: usize,
         due: DateTime<Utc>,
         person: String,
-        records: Vec<Record>,
+        made: Made,
     },
     Stepped {
         round: usize,
         sub: usize,
-        records: Vec<Record>,
+        made: Made,
     },
+}
+
+/// The records of one firing or step: as they are, or as the range of the batch's JSON lines
+/// that holds their shown records (see [`Sink::Json`]).
+enum Made {
+    Records(Vec<Record>),
+    Json(std::ops::Range<usize>),
+}
+
+impl Made {
+    /// `records` as the sink will take them, their lines (if JSON) appended to `json`.
+    fn of(records: Vec<Record>, json: Option<&mut Vec<u8>>) -> Made {
+        match json {
+            None => Made::Records(records),
+            Some(out) => {
+                let start = out.len();
+                for r in records.iter().filter(|r| shown(&r.effect)) {
+                    write_line(out, r);
+                }
+                Made::Json(start..out.len())
+            }
+        }
+    }
+
+    /// Hand these records (from a batch whose lines are `json`) to `sink`.
+    fn emit(self, json: &[u8], sink: &mut Sink<'_>) {
+        match (self, sink) {
+            (Made::Json(range), Sink::Json(f)) => {
+                if !range.is_empty() {
+                    f(&json[range])
+                }
+            }
+            (Made::Records(records), sink) => records.into_iter().for_each(|r| sink.record(r)),
+            (Made::Json(_), Sink::Records(_)) => {
+                unreachable!("workers write JSON only for a JSON sink")
+            }
+        }
+    }
 }
 
 impl Done {
@@ -494,17 +595,26 @@ impl Done {
     }
 }
 
-/// A worker: its people's host, run job by job; returns its people and pending timers.
+/// A worker: its people's host, run job by job; returns its people and pending timers. With
+/// `json`, the records are written as JSON lines here (see [`Sink::Json`]).
 fn work(
     program: Program,
     schemas: Schemas,
-    jobs: std::sync::mpsc::Receiver<Vec<Job>>,
-    done: std::sync::mpsc::SyncSender<Vec<Done>>,
+    json: bool,
+    (jobs, done, spent): (
+        std::sync::mpsc::Receiver<Vec<Job>>,
+        std::sync::mpsc::SyncSender<Batch>,
+        std::sync::mpsc::Receiver<Batch>,
+    ),
 ) -> (crate::host::People, Vec<crate::host::TimerKey>) {
     let mut host = Host::new(program, schemas);
     host.trace = false;
     for batch in jobs {
-        let mut out = Vec::with_capacity(batch.len());
+        let Batch {
+            done: mut out,
+            json: mut bytes,
+        } = spent.try_recv().unwrap_or_default();
+        out.reserve(batch.len());
         let mut round = usize::MAX;
         let mut now = DateTime::<Utc>::MIN_UTC;
         for job in batch {
@@ -519,19 +629,26 @@ fn work(
                                 round,
                                 due: f.due,
                                 person: f.person,
-                                records: f.records,
+                                made: Made::of(f.records, json.then_some(&mut bytes)),
                             });
                         }
                     }
                 }
-                Job::Step { sub, person, input } => out.push(Done::Stepped {
-                    round,
-                    sub,
-                    records: host.step_input(&person, input, now),
-                }),
+                Job::Step { sub, person, input } => {
+                    let records = host.step_input(&person, input, now);
+                    out.push(Done::Stepped {
+                        round,
+                        sub,
+                        made: Made::of(records, json.then_some(&mut bytes)),
+                    })
+                }
             }
         }
-        if done.send(out).is_err() {
+        let batch = Batch {
+            done: out,
+            json: bytes,
+        };
+        if done.send(batch).is_err() {
             break;
         }
     }
@@ -541,9 +658,13 @@ fn work(
 /// Hand one batch's records to `sink` in the single host's order: for each round, the
 /// workers' firings merged by (due, person), then the input's records (`direct[round]`, made
 /// by the router, or the workers' steps in their input order).
-fn merge(direct: Vec<Option<Record>>, done: Vec<Vec<Done>>, sink: &mut dyn FnMut(Record)) {
-    let mut done: Vec<std::collections::VecDeque<Done>> =
-        done.into_iter().map(Into::into).collect();
+/// The batches are left empty.
+fn merge(direct: Vec<Option<Record>>, batches: &mut [Batch], sink: &mut Sink<'_>) {
+    let mut done: Vec<std::collections::VecDeque<Done>> = batches
+        .iter_mut()
+        .map(|b| std::mem::take(&mut b.done).into())
+        .collect();
+    let json: Vec<&[u8]> = batches.iter().map(|b| &b.json[..]).collect();
     let mut steps = Vec::new();
     for (round, own) in direct.into_iter().enumerate() {
         loop {
@@ -563,22 +684,29 @@ fn merge(direct: Vec<Option<Record>>, done: Vec<Vec<Done>>, sink: &mut dyn FnMut
                 }
             }
             let Some((w, _)) = first else { break };
-            if let Some(Done::Fired { records, .. }) = done[w].pop_front() {
-                records.into_iter().for_each(&mut *sink);
+            if let Some(Done::Fired { made, .. }) = done[w].pop_front() {
+                made.emit(json[w], sink);
             }
         }
-        own.into_iter().for_each(&mut *sink);
-        for d in &mut done {
+        if let Some(r) = own {
+            sink.record(r);
+        }
+        for (w, d) in done.iter_mut().enumerate() {
             while d.front().is_some_and(|x| x.round() == round) {
-                if let Some(Done::Stepped { sub, records, .. }) = d.pop_front() {
-                    steps.push((sub, records));
+                if let Some(Done::Stepped { sub, made, .. }) = d.pop_front() {
+                    steps.push((sub, w, made));
                 }
             }
         }
-        steps.sort_by_key(|(sub, _)| *sub);
-        for (_, records) in steps.drain(..) {
-            records.into_iter().for_each(&mut *sink);
+        steps.sort_by_key(|(sub, _, _)| *sub);
+        for (_, w, made) in steps.drain(..) {
+            made.emit(json[w], sink);
         }
+    }
+    for (b, d) in batches.iter_mut().zip(done) {
+        b.done = d.into();
+        b.done.clear();
+        b.json.clear();
     }
 }
 
@@ -616,52 +744,60 @@ fn parse_ahead(
     let _ = tx.send(batch);
 }
 
-/// Shown records handed to the writer thread at a time, and batches of them in flight.
-const WRITE_BATCH: usize = 1024;
+/// JSON bytes handed to the writer thread at a time (whole lines), and chunks of them in
+/// flight.
+const WRITE_CHUNK: usize = 1 << 18;
 const WRITE_IN_FLIGHT: usize = 16;
 
 /// Run the simulation and write the shown records to `out` as JSON lines ([`json_line`]), in
-/// order. Formatting and writing happen on a second thread (they were a tenth of the run), fed
-/// in batches. Returns the outcome (without records) and whether writing failed; after a
-/// failure the simulation still runs to the end, writing nothing more.
+/// order. The lines are formatted where the records are made (on the workers, as they make
+/// them) and written on a thread of their own, in chunks. Returns the outcome
+/// (without records) and whether writing failed; after a failure the simulation still runs to
+/// the end, writing nothing more.
 pub fn simulate_json<W: std::io::Write + Send>(
     program: Program,
     schemas: Schemas,
     text: &str,
     opts: &Options,
     progress: &dyn Fn(usize, usize),
-    out: W,
+    mut out: W,
 ) -> (Outcome, bool) {
+    use std::sync::mpsc::sync_channel;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(WRITE_IN_FLIGHT);
+        let (tx, rx) = sync_channel::<Vec<u8>>(WRITE_IN_FLIGHT);
+        // Written chunks come back to be filled again (fresh ones were fresh pages to fault in).
+        let (back_tx, back_rx) = sync_channel::<Vec<u8>>(WRITE_IN_FLIGHT + 2);
         let writer = std::thread::Builder::new().name("sim-write".into());
         let writer = writer.spawn_scoped(scope, move || {
-            use std::io::Write;
-            let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
             let mut failed = false;
-            let mut line = Vec::with_capacity(512);
-            for r in rx.into_iter().flatten() {
+            for mut chunk in rx {
                 if !failed {
-                    line.clear();
-                    write_line(&mut line, &r);
-                    failed = w.write_all(&line).is_err();
+                    failed = out.write_all(&chunk).is_err();
                 }
+                chunk.clear();
+                let _ = back_tx.try_send(chunk);
             }
-            failed | w.flush().is_err()
+            failed | out.flush().is_err()
         });
         let writer = writer.expect("a thread can be started");
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        let outcome = simulate_with(program, schemas, text, opts, progress, &mut |r| {
-            if shown(&r.effect) {
-                batch.push(r);
-                if batch.len() == WRITE_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+        let fresh = || Vec::with_capacity(WRITE_CHUNK + 4096);
+        let mut chunk = fresh();
+        let outcome = simulate_into(
+            program,
+            schemas,
+            text,
+            opts,
+            progress,
+            Sink::Json(&mut |lines| {
+                chunk.extend_from_slice(lines);
+                if chunk.len() >= WRITE_CHUNK {
+                    let next = back_rx.try_recv().unwrap_or_else(|_| fresh());
                     // The writer only stops early by panicking, which the join reports.
-                    let _ = tx.send(full);
+                    let _ = tx.send(std::mem::replace(&mut chunk, next));
                 }
-            }
-        });
-        let _ = tx.send(batch);
+            }),
+        );
+        let _ = tx.send(chunk);
         drop(tx);
         let failed = writer.join().expect("the JSON writer does not panic");
         (outcome, failed)
@@ -1201,7 +1337,7 @@ mod tests {
             let collect = |workers: usize| {
                 let mut records = Vec::new();
                 let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
-                let out = run.go(p, s, r, &mut |r| records.push(r), workers);
+                let out = run.go(p, s, r, Sink::Records(&mut |r| records.push(r)), workers);
                 let shape = (
                     out.refused,
                     out.inputs,
@@ -1209,6 +1345,14 @@ mod tests {
                     out.host.pending_timers(),
                 );
                 (records, shape)
+            };
+            // The same run with the lines written where the records are made.
+            let lines = |workers: usize| {
+                let mut bytes = Vec::new();
+                let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
+                let sink = Sink::Json(&mut |b| bytes.extend_from_slice(b));
+                let out = run.go(p, s, r, sink, workers);
+                (bytes, out.inputs)
             };
             let serial = collect(0);
             assert!(serial
@@ -1221,6 +1365,12 @@ mod tests {
                 assert_eq!(sharded.0.len(), serial.0.len(), "{workers} workers");
                 assert!(sharded.0 == serial.0, "{workers} workers: records differ");
                 assert_eq!(sharded.1, serial.1, "{workers} workers");
+                let (bytes, inputs) = lines(workers);
+                assert!(
+                    bytes == render_json(&serial.0).into_bytes(),
+                    "{workers} workers"
+                );
+                assert_eq!(inputs, serial.1 .1);
             }
         }
     }
