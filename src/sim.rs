@@ -879,7 +879,7 @@ pub fn json_line(r: &Record) -> String {
 fn write_line(out: &mut Vec<u8>, r: &Record) {
     use crate::engine::Message;
     let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut f: Vec<(&str, Field)> = Vec::with_capacity(18);
+    let mut f: Vec<(&str, Field)> = Vec::with_capacity(13);
     let (kind, mut person) = (effect_type(&r.effect), r.person.as_str());
     match &r.effect {
         Effect::Entered {
@@ -888,10 +888,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             flow_version,
             entry_key,
         } => f.extend([
-            ("instance", Field::Str(instance)),
+            ("entry_key", Field::Str(entry_key)),
             ("flow", Field::Str(flow)),
             ("flow_version", Field::Str(flow_version)),
-            ("entry_key", Field::Str(entry_key)),
+            ("instance", Field::Str(instance)),
         ]),
         Effect::Step {
             instance,
@@ -899,10 +899,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             step,
             op,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
+            ("instance", Field::Str(instance)),
             ("op", Field::Str(op)),
+            ("step", Field::Num(u64::from(*step))),
         ]),
         // The effect's own `at` is dropped: the record's stands.
         Effect::ScheduleTimer { instance, step, .. }
@@ -931,19 +931,19 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             // The message's `person` replaces the record's (a later key wins in the map).
             person = p;
             f.extend([
-                ("message_id", Field::Str(message_id)),
-                ("instance", Field::Str(instance)),
-                ("flow", Field::Str(flow)),
-                ("flow_version", Field::Str(flow_version)),
-                ("step", Field::Num(u64::from(*step))),
-                ("to", Field::Str(to)),
                 ("body", Field::Str(body)),
                 ("encoding", Field::Str(encoding)),
-                ("segments", Field::Num(*segments as u64)),
-                ("variant", Field::OptStr(variant.as_deref())),
-                ("local_time", Field::Str(local_time)),
+                ("flow", Field::Str(flow)),
+                ("flow_version", Field::Str(flow_version)),
+                ("instance", Field::Str(instance)),
                 ("kind", Field::Ser(kind)),
                 ("links", Field::Ser(links)),
+                ("local_time", Field::Str(local_time)),
+                ("message_id", Field::Str(message_id)),
+                ("segments", Field::Num(*segments as u64)),
+                ("step", Field::Num(u64::from(*step))),
+                ("to", Field::Str(to)),
+                ("variant", Field::OptStr(variant.as_deref())),
             ]);
         }
         Effect::Held {
@@ -953,10 +953,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             reason,
             until,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
+            ("instance", Field::Str(instance)),
             ("reason", Field::Str(reason)),
+            ("step", Field::Num(u64::from(*step))),
             ("until", Field::Ser(until)),
         ]),
         Effect::Dropped {
@@ -965,10 +965,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             step,
             reason,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
+            ("instance", Field::Str(instance)),
             ("reason", Field::Str(reason)),
+            ("step", Field::Num(u64::from(*step))),
         ]),
         Effect::NotEntered { flow, reason } => {
             f.extend([("flow", Field::Str(flow)), ("reason", Field::Str(reason))])
@@ -978,8 +978,8 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             flow,
             reason,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
+            ("instance", Field::Str(instance)),
             ("reason", Field::Str(reason)),
         ]),
         Effect::Conversion {
@@ -991,20 +991,20 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             revenue,
         } => f.extend([
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
-            ("variant", Field::OptStr(variant.as_deref())),
             ("message_id", Field::Str(message_id)),
             ("order_id", Field::OptStr(order_id.as_deref())),
             ("revenue", Field::OptStr(revenue.as_deref())),
+            ("step", Field::Num(u64::from(*step))),
+            ("variant", Field::OptStr(variant.as_deref())),
         ]),
         Effect::ConsentChanged { from, to, source } => f.extend([
             ("from", Field::Str(from.as_str())),
-            ("to", Field::Str(to.as_str())),
             ("source", Field::Str(source)),
+            ("to", Field::Str(to.as_str())),
         ]),
         Effect::HelpReply { to, body } => f.extend([
-            ("to", Field::OptStr(to.as_deref())),
             ("body", Field::Str(body)),
+            ("to", Field::OptStr(to.as_deref())),
         ]),
         Effect::ReplyRecorded {
             body,
@@ -1020,9 +1020,9 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             status,
             error_code,
         } => f.extend([
+            ("error_code", Field::OptStr(error_code.as_deref())),
             ("message_id", Field::Str(message_id)),
             ("status", Field::Str(status)),
-            ("error_code", Field::OptStr(error_code.as_deref())),
         ]),
         Effect::ClickRecorded { message_id } => f.push(("message_id", Field::Str(message_id))),
         Effect::PluginFailed { plugin, reason } => f.extend([
@@ -1031,15 +1031,24 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
         ]),
         Effect::Duplicate { id } => f.push(("id", Field::Str(id))),
     }
-    f.extend([
-        ("type", Field::Str(kind)),
+    // Each arm lists its fields in key order (serde_json's maps are sorted); the three every
+    // record has are merged in as the fields are written (sorting every record's fields was a
+    // share of writing them).
+    debug_assert!(
+        f.windows(2).all(|w| w[0].0 < w[1].0),
+        "fields out of key order"
+    );
+    let mut common = [
         ("at", Field::Str(&at)),
         ("person", Field::Str(person)),
-    ]);
-    f.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        ("type", Field::Str(kind)),
+    ]
+    .into_iter()
+    .peekable();
     out.push(b'{');
-    for (i, (k, v)) in f.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    let mut field = |out: &mut Vec<u8>, k: &str, v: &Field| {
+        if !std::mem::take(&mut first) {
             out.push(b',');
         }
         write_json(out, k);
@@ -1047,9 +1056,21 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
         match v {
             Field::Str(s) => write_json(out, s),
             Field::OptStr(s) => write_json(out, s),
-            Field::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Field::Num(n) => {
+                use std::io::Write;
+                let _ = write!(out, "{n}");
+            }
             Field::Ser(x) => x.write_to(out),
         }
+    };
+    for (k, v) in &f {
+        while let Some((c, cv)) = common.next_if(|(c, _)| c < k) {
+            field(out, c, &cv);
+        }
+        field(out, k, v);
+    }
+    for (c, cv) in common {
+        field(out, c, &cv);
     }
     out.extend_from_slice(b"}\n");
 }
