@@ -403,14 +403,18 @@ impl Run<'_, '_> {
             // Per batch sent and not merged yet: each input's own record, when this thread
             // made it (a duplicate).
             let mut unmerged = std::collections::VecDeque::new();
-            let mut merge_oldest = |unmerged: &mut std::collections::VecDeque<_>| {
+            // Per worker, job vectors it emptied, to be filled again (see [`Batch`]).
+            let mut pool: Vec<Vec<Vec<Job>>> = (0..workers).map(|_| Vec::new()).collect();
+            let mut merge_oldest = |unmerged: &mut std::collections::VecDeque<_>,
+                                    pool: &mut [Vec<Vec<Job>>]| {
                 let direct = unmerged.pop_front().expect("a batch is waiting");
                 let mut batches: Vec<Batch> = done
                     .iter()
                     .map(|(d, _)| d.recv().expect("a worker does not panic"))
                     .collect();
                 merge(direct, &mut batches, sink);
-                for ((_, spent), batch) in done.iter().zip(batches) {
+                for (((_, spent), mut batch), pool) in done.iter().zip(batches).zip(pool) {
+                    pool.push(std::mem::take(&mut batch.jobs));
                     // A worker that has finished no longer takes them back.
                     let _ = spent.send(batch);
                 }
@@ -421,8 +425,12 @@ impl Run<'_, '_> {
                 }
             };
             for batch in spawn_parser(scope, self.pending, self.opts) {
-                let mut out: Vec<Vec<Job>> = (0..workers)
-                    .map(|_| Vec::with_capacity(batch.len() * 2))
+                let mut out: Vec<Vec<Job>> = pool
+                    .iter_mut()
+                    .map(|p| {
+                        p.pop()
+                            .unwrap_or_else(|| Vec::with_capacity(batch.len() * 2))
+                    })
                     .collect();
                 let mut direct = Vec::with_capacity(batch.len());
                 for (i, env) in batch {
@@ -452,7 +460,7 @@ impl Run<'_, '_> {
                 send(out);
                 unmerged.push_back(direct);
                 while unmerged.len() > MERGE_LAG {
-                    merge_oldest(&mut unmerged);
+                    merge_oldest(&mut unmerged, &mut pool);
                 }
             }
             (self.progress)(total, total);
@@ -462,7 +470,7 @@ impl Run<'_, '_> {
             unmerged.push_back(vec![None]);
             drop(jobs);
             while !unmerged.is_empty() {
-                merge_oldest(&mut unmerged);
+                merge_oldest(&mut unmerged, &mut pool);
             }
             // The workers' people and timers join the host, as if it had run them.
             for thread in threads {
@@ -526,11 +534,13 @@ enum Job {
 /// written for it (when the sink takes JSON; [`Made::Json`] ranges index them). Once merged, a
 /// batch goes back to its worker, emptied, to be filled again: a fresh ~300 KB buffer per
 /// batch, freed on the other thread, was fresh pages for the kernel to zero every time (7% of
-/// the run's samples).
+/// the run's samples). So does the job vector the batch was made from, back to the router (a
+/// fresh one per batch, freed on the worker, was a fifth of the router's page zeroing).
 #[derive(Default)]
 struct Batch {
     done: Vec<Done>,
     json: Vec<u8>,
+    jobs: Vec<Job>,
 }
 
 /// What a worker did, in the order it did it; `round` is the index of the `Tick` (within its
@@ -609,15 +619,16 @@ fn work(
 ) -> (crate::host::People, Vec<crate::host::TimerKey>) {
     let mut host = Host::new(program, schemas);
     host.trace = false;
-    for batch in jobs {
+    for mut batch in jobs {
         let Batch {
             done: mut out,
             json: mut bytes,
+            ..
         } = spent.try_recv().unwrap_or_default();
         out.reserve(batch.len());
         let mut round = usize::MAX;
         let mut now = DateTime::<Utc>::MIN_UTC;
-        for job in batch {
+        for job in batch.drain(..) {
             match job {
                 Job::Tick(at) => {
                     round = round.wrapping_add(1);
@@ -647,6 +658,7 @@ fn work(
         let batch = Batch {
             done: out,
             json: bytes,
+            jobs: batch,
         };
         if done.send(batch).is_err() {
             break;
