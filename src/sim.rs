@@ -206,6 +206,18 @@ pub fn simulate_with(
     progress: &dyn Fn(usize, usize),
     sink: &mut dyn FnMut(Record),
 ) -> Outcome {
+    simulate_into(program, schemas, text, opts, progress, Sink::Records(sink))
+}
+
+/// [`simulate_with`], handing the records to `sink` in either of its forms.
+fn simulate_into(
+    program: Program,
+    schemas: Schemas,
+    text: &str,
+    opts: &Options,
+    progress: &dyn Fn(usize, usize),
+    sink: Sink<'_>,
+) -> Outcome {
     let (pending, refused, shopify) = index_events(text);
     let run = Run {
         pending: &pending,
@@ -214,6 +226,38 @@ pub fn simulate_with(
     };
     let workers = if shopify { 0 } else { WORKERS };
     run.go(program, schemas, refused, sink, workers)
+}
+
+/// Where a run hands its records, in order.
+enum Sink<'s> {
+    /// Every record, as it is.
+    Records(&'s mut dyn FnMut(Record)),
+    /// The shown records ([`shown`]) as JSON lines ([`write_line`]), a run of whole lines at a
+    /// time. Sharded ([`Run::sharded`]), each worker writes the lines of the records it makes
+    /// right after making them and drops the records there: formatting them on the writer
+    /// thread read every string cold (a worker had written it on the other core) and freed
+    /// every allocation across threads, which mimalloc collects back at a cost to the worker.
+    Json(&'s mut dyn FnMut(&[u8])),
+}
+
+impl Sink<'_> {
+    /// Hand over one record made on this thread.
+    fn record(&mut self, r: Record) {
+        match self {
+            Sink::Records(f) => f(r),
+            Sink::Json(f) => {
+                if shown(&r.effect) {
+                    let mut line = Vec::with_capacity(256);
+                    write_line(&mut line, &r);
+                    f(&line);
+                }
+            }
+        }
+    }
+
+    fn is_json(&self) -> bool {
+        matches!(self, Sink::Json(_))
+    }
 }
 
 /// One simulation's indexed input and options.
@@ -232,15 +276,15 @@ impl Run<'_, '_> {
         program: Program,
         schemas: Schemas,
         mut refused: Vec<Refused>,
-        sink: &mut dyn FnMut(Record),
+        mut sink: Sink<'_>,
         workers: usize,
     ) -> Outcome {
         let mut host = Host::new(program, schemas);
         host.trace = false;
         host.reserve_inputs(self.pending.len());
         let inputs = match workers {
-            0 => self.serial(&mut host, &mut refused, sink),
-            n => self.sharded(&mut host, &mut refused, sink, n),
+            0 => self.serial(&mut host, &mut refused, &mut |r| sink.record(r)),
+            n => self.sharded(&mut host, &mut refused, &mut sink, n),
         };
         Outcome {
             records: Vec::new(),
@@ -330,10 +374,11 @@ impl Run<'_, '_> {
         &self,
         host: &mut Host,
         refused: &mut Vec<Refused>,
-        sink: &mut dyn FnMut(Record),
+        sink: &mut Sink<'_>,
         workers: usize,
     ) -> usize {
         use std::sync::mpsc::sync_channel;
+        let json = sink.is_json();
         let total = self.pending.len();
         let mut inputs = 0;
         std::thread::scope(|scope| {
@@ -342,26 +387,37 @@ impl Run<'_, '_> {
             let mut threads = Vec::new();
             for w in 0..workers {
                 let (job_tx, job_rx) = sync_channel::<Vec<Job>>(JOBS_IN_FLIGHT);
-                let (done_tx, done_rx) = sync_channel::<Vec<Done>>(JOBS_IN_FLIGHT);
+                let (done_tx, done_rx) = sync_channel::<Batch>(JOBS_IN_FLIGHT);
+                // Merged batches go back to be filled again (see [`Batch`]).
+                let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Batch>();
                 let (program, schemas) = (host.program.clone(), host.schemas.clone());
+                let channels = (job_rx, done_tx, spent_rx);
                 let thread = std::thread::Builder::new()
                     .name(format!("sim-work{w}"))
-                    .spawn_scoped(scope, move || work(program, schemas, job_rx, done_tx))
+                    .spawn_scoped(scope, move || work(program, schemas, json, channels))
                     .expect("a thread can be started");
                 jobs.push(job_tx);
-                done.push(done_rx);
+                done.push((done_rx, spent_tx));
                 threads.push(thread);
             }
             // Per batch sent and not merged yet: each input's own record, when this thread
             // made it (a duplicate).
             let mut unmerged = std::collections::VecDeque::new();
-            let mut merge_oldest = |unmerged: &mut std::collections::VecDeque<_>| {
+            // Per worker, job vectors it emptied, to be filled again (see [`Batch`]).
+            let mut pool: Vec<Vec<Vec<Job>>> = (0..workers).map(|_| Vec::new()).collect();
+            let mut merge_oldest = |unmerged: &mut std::collections::VecDeque<_>,
+                                    pool: &mut [Vec<Vec<Job>>]| {
                 let direct = unmerged.pop_front().expect("a batch is waiting");
-                let done = done
+                let mut batches: Vec<Batch> = done
                     .iter()
-                    .map(|d| d.recv().expect("a worker does not panic"))
+                    .map(|(d, _)| d.recv().expect("a worker does not panic"))
                     .collect();
-                merge(direct, done, sink);
+                merge(direct, &mut batches, sink);
+                for (((_, spent), mut batch), pool) in done.iter().zip(batches).zip(pool) {
+                    pool.push(std::mem::take(&mut batch.jobs));
+                    // A worker that has finished no longer takes them back.
+                    let _ = spent.send(batch);
+                }
             };
             let send = |batches: Vec<Vec<Job>>| {
                 for (tx, batch) in jobs.iter().zip(batches) {
@@ -369,8 +425,12 @@ impl Run<'_, '_> {
                 }
             };
             for batch in spawn_parser(scope, self.pending, self.opts) {
-                let mut out: Vec<Vec<Job>> = (0..workers)
-                    .map(|_| Vec::with_capacity(batch.len() * 2))
+                let mut out: Vec<Vec<Job>> = pool
+                    .iter_mut()
+                    .map(|p| {
+                        p.pop()
+                            .unwrap_or_else(|| Vec::with_capacity(batch.len() * 2))
+                    })
                     .collect();
                 let mut direct = Vec::with_capacity(batch.len());
                 for (i, env) in batch {
@@ -400,7 +460,7 @@ impl Run<'_, '_> {
                 send(out);
                 unmerged.push_back(direct);
                 while unmerged.len() > MERGE_LAG {
-                    merge_oldest(&mut unmerged);
+                    merge_oldest(&mut unmerged, &mut pool);
                 }
             }
             (self.progress)(total, total);
@@ -410,7 +470,7 @@ impl Run<'_, '_> {
             unmerged.push_back(vec![None]);
             drop(jobs);
             while !unmerged.is_empty() {
-                merge_oldest(&mut unmerged);
+                merge_oldest(&mut unmerged, &mut pool);
             }
             // The workers' people and timers join the host, as if it had run them.
             for thread in threads {
@@ -470,6 +530,19 @@ enum Job {
     },
 }
 
+/// What a worker did with one batch of jobs: what it did, in order, and the JSON lines
+/// written for it (when the sink takes JSON; [`Made::Json`] ranges index them). Once merged, a
+/// batch goes back to its worker, emptied, to be filled again: a fresh ~300 KB buffer per
+/// batch, freed on the other thread, was fresh pages for the kernel to zero every time (7% of
+/// the run's samples). So does the job vector the batch was made from, back to the router (a
+/// fresh one per batch, freed on the worker, was a fifth of the router's page zeroing).
+#[derive(Default)]
+struct Batch {
+    done: Vec<Done>,
+    json: Vec<u8>,
+    jobs: Vec<Job>,
+}
+
 /// What a worker did, in the order it did it; `round` is the index of the `Tick` (within its
 /// batch) it followed.
 enum Done {
@@ -477,13 +550,51 @@ enum Done {
         round: usize,
         due: DateTime<Utc>,
         person: String,
-        records: Vec<Record>,
+        made: Made,
     },
     Stepped {
         round: usize,
         sub: usize,
-        records: Vec<Record>,
+        made: Made,
     },
+}
+
+/// The records of one firing or step: as they are, or as the range of the batch's JSON lines
+/// that holds their shown records (see [`Sink::Json`]).
+enum Made {
+    Records(Vec<Record>),
+    Json(std::ops::Range<usize>),
+}
+
+impl Made {
+    /// `records` as the sink will take them, their lines (if JSON) appended to `json`.
+    fn of(records: Vec<Record>, json: Option<&mut Vec<u8>>) -> Made {
+        match json {
+            None => Made::Records(records),
+            Some(out) => {
+                let start = out.len();
+                for r in records.iter().filter(|r| shown(&r.effect)) {
+                    write_line(out, r);
+                }
+                Made::Json(start..out.len())
+            }
+        }
+    }
+
+    /// Hand these records (from a batch whose lines are `json`) to `sink`.
+    fn emit(self, json: &[u8], sink: &mut Sink<'_>) {
+        match (self, sink) {
+            (Made::Json(range), Sink::Json(f)) => {
+                if !range.is_empty() {
+                    f(&json[range])
+                }
+            }
+            (Made::Records(records), sink) => records.into_iter().for_each(|r| sink.record(r)),
+            (Made::Json(_), Sink::Records(_)) => {
+                unreachable!("workers write JSON only for a JSON sink")
+            }
+        }
+    }
 }
 
 impl Done {
@@ -494,20 +605,30 @@ impl Done {
     }
 }
 
-/// A worker: its people's host, run job by job; returns its people and pending timers.
+/// A worker: its people's host, run job by job; returns its people and pending timers. With
+/// `json`, the records are written as JSON lines here (see [`Sink::Json`]).
 fn work(
     program: Program,
     schemas: Schemas,
-    jobs: std::sync::mpsc::Receiver<Vec<Job>>,
-    done: std::sync::mpsc::SyncSender<Vec<Done>>,
+    json: bool,
+    (jobs, done, spent): (
+        std::sync::mpsc::Receiver<Vec<Job>>,
+        std::sync::mpsc::SyncSender<Batch>,
+        std::sync::mpsc::Receiver<Batch>,
+    ),
 ) -> (crate::host::People, Vec<crate::host::TimerKey>) {
     let mut host = Host::new(program, schemas);
     host.trace = false;
-    for batch in jobs {
-        let mut out = Vec::with_capacity(batch.len());
+    for mut batch in jobs {
+        let Batch {
+            done: mut out,
+            json: mut bytes,
+            ..
+        } = spent.try_recv().unwrap_or_default();
+        out.reserve(batch.len());
         let mut round = usize::MAX;
         let mut now = DateTime::<Utc>::MIN_UTC;
-        for job in batch {
+        for job in batch.drain(..) {
             match job {
                 Job::Tick(at) => {
                     round = round.wrapping_add(1);
@@ -519,19 +640,27 @@ fn work(
                                 round,
                                 due: f.due,
                                 person: f.person,
-                                records: f.records,
+                                made: Made::of(f.records, json.then_some(&mut bytes)),
                             });
                         }
                     }
                 }
-                Job::Step { sub, person, input } => out.push(Done::Stepped {
-                    round,
-                    sub,
-                    records: host.step_input(&person, input, now),
-                }),
+                Job::Step { sub, person, input } => {
+                    let records = host.step_input(&person, input, now);
+                    out.push(Done::Stepped {
+                        round,
+                        sub,
+                        made: Made::of(records, json.then_some(&mut bytes)),
+                    })
+                }
             }
         }
-        if done.send(out).is_err() {
+        let batch = Batch {
+            done: out,
+            json: bytes,
+            jobs: batch,
+        };
+        if done.send(batch).is_err() {
             break;
         }
     }
@@ -541,9 +670,13 @@ fn work(
 /// Hand one batch's records to `sink` in the single host's order: for each round, the
 /// workers' firings merged by (due, person), then the input's records (`direct[round]`, made
 /// by the router, or the workers' steps in their input order).
-fn merge(direct: Vec<Option<Record>>, done: Vec<Vec<Done>>, sink: &mut dyn FnMut(Record)) {
-    let mut done: Vec<std::collections::VecDeque<Done>> =
-        done.into_iter().map(Into::into).collect();
+/// The batches are left empty.
+fn merge(direct: Vec<Option<Record>>, batches: &mut [Batch], sink: &mut Sink<'_>) {
+    let mut done: Vec<std::collections::VecDeque<Done>> = batches
+        .iter_mut()
+        .map(|b| std::mem::take(&mut b.done).into())
+        .collect();
+    let json: Vec<&[u8]> = batches.iter().map(|b| &b.json[..]).collect();
     let mut steps = Vec::new();
     for (round, own) in direct.into_iter().enumerate() {
         loop {
@@ -563,22 +696,29 @@ fn merge(direct: Vec<Option<Record>>, done: Vec<Vec<Done>>, sink: &mut dyn FnMut
                 }
             }
             let Some((w, _)) = first else { break };
-            if let Some(Done::Fired { records, .. }) = done[w].pop_front() {
-                records.into_iter().for_each(&mut *sink);
+            if let Some(Done::Fired { made, .. }) = done[w].pop_front() {
+                made.emit(json[w], sink);
             }
         }
-        own.into_iter().for_each(&mut *sink);
-        for d in &mut done {
+        if let Some(r) = own {
+            sink.record(r);
+        }
+        for (w, d) in done.iter_mut().enumerate() {
             while d.front().is_some_and(|x| x.round() == round) {
-                if let Some(Done::Stepped { sub, records, .. }) = d.pop_front() {
-                    steps.push((sub, records));
+                if let Some(Done::Stepped { sub, made, .. }) = d.pop_front() {
+                    steps.push((sub, w, made));
                 }
             }
         }
-        steps.sort_by_key(|(sub, _)| *sub);
-        for (_, records) in steps.drain(..) {
-            records.into_iter().for_each(&mut *sink);
+        steps.sort_by_key(|(sub, _, _)| *sub);
+        for (_, w, made) in steps.drain(..) {
+            made.emit(json[w], sink);
         }
+    }
+    for (b, d) in batches.iter_mut().zip(done) {
+        b.done = d.into();
+        b.done.clear();
+        b.json.clear();
     }
 }
 
@@ -616,52 +756,60 @@ fn parse_ahead(
     let _ = tx.send(batch);
 }
 
-/// Shown records handed to the writer thread at a time, and batches of them in flight.
-const WRITE_BATCH: usize = 1024;
+/// JSON bytes handed to the writer thread at a time (whole lines), and chunks of them in
+/// flight.
+const WRITE_CHUNK: usize = 1 << 18;
 const WRITE_IN_FLIGHT: usize = 16;
 
 /// Run the simulation and write the shown records to `out` as JSON lines ([`json_line`]), in
-/// order. Formatting and writing happen on a second thread (they were a tenth of the run), fed
-/// in batches. Returns the outcome (without records) and whether writing failed; after a
-/// failure the simulation still runs to the end, writing nothing more.
+/// order. The lines are formatted where the records are made (on the workers, as they make
+/// them) and written on a thread of their own, in chunks. Returns the outcome
+/// (without records) and whether writing failed; after a failure the simulation still runs to
+/// the end, writing nothing more.
 pub fn simulate_json<W: std::io::Write + Send>(
     program: Program,
     schemas: Schemas,
     text: &str,
     opts: &Options,
     progress: &dyn Fn(usize, usize),
-    out: W,
+    mut out: W,
 ) -> (Outcome, bool) {
+    use std::sync::mpsc::sync_channel;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(WRITE_IN_FLIGHT);
+        let (tx, rx) = sync_channel::<Vec<u8>>(WRITE_IN_FLIGHT);
+        // Written chunks come back to be filled again (fresh ones were fresh pages to fault in).
+        let (back_tx, back_rx) = sync_channel::<Vec<u8>>(WRITE_IN_FLIGHT + 2);
         let writer = std::thread::Builder::new().name("sim-write".into());
         let writer = writer.spawn_scoped(scope, move || {
-            use std::io::Write;
-            let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
             let mut failed = false;
-            let mut line = Vec::with_capacity(512);
-            for r in rx.into_iter().flatten() {
+            for mut chunk in rx {
                 if !failed {
-                    line.clear();
-                    write_line(&mut line, &r);
-                    failed = w.write_all(&line).is_err();
+                    failed = out.write_all(&chunk).is_err();
                 }
+                chunk.clear();
+                let _ = back_tx.try_send(chunk);
             }
-            failed | w.flush().is_err()
+            failed | out.flush().is_err()
         });
         let writer = writer.expect("a thread can be started");
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        let outcome = simulate_with(program, schemas, text, opts, progress, &mut |r| {
-            if shown(&r.effect) {
-                batch.push(r);
-                if batch.len() == WRITE_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+        let fresh = || Vec::with_capacity(WRITE_CHUNK + 4096);
+        let mut chunk = fresh();
+        let outcome = simulate_into(
+            program,
+            schemas,
+            text,
+            opts,
+            progress,
+            Sink::Json(&mut |lines| {
+                chunk.extend_from_slice(lines);
+                if chunk.len() >= WRITE_CHUNK {
+                    let next = back_rx.try_recv().unwrap_or_else(|_| fresh());
                     // The writer only stops early by panicking, which the join reports.
-                    let _ = tx.send(full);
+                    let _ = tx.send(std::mem::replace(&mut chunk, next));
                 }
-            }
-        });
-        let _ = tx.send(batch);
+            }),
+        );
+        let _ = tx.send(chunk);
         drop(tx);
         let failed = writer.join().expect("the JSON writer does not panic");
         (outcome, failed)
@@ -743,7 +891,7 @@ pub fn json_line(r: &Record) -> String {
 fn write_line(out: &mut Vec<u8>, r: &Record) {
     use crate::engine::Message;
     let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut f: Vec<(&str, Field)> = Vec::with_capacity(18);
+    let mut f: Vec<(&str, Field)> = Vec::with_capacity(13);
     let (kind, mut person) = (effect_type(&r.effect), r.person.as_str());
     match &r.effect {
         Effect::Entered {
@@ -752,10 +900,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             flow_version,
             entry_key,
         } => f.extend([
-            ("instance", Field::Str(instance)),
+            ("entry_key", Field::Str(entry_key)),
             ("flow", Field::Str(flow)),
             ("flow_version", Field::Str(flow_version)),
-            ("entry_key", Field::Str(entry_key)),
+            ("instance", Field::Str(instance)),
         ]),
         Effect::Step {
             instance,
@@ -763,10 +911,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             step,
             op,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
+            ("instance", Field::Str(instance)),
             ("op", Field::Str(op)),
+            ("step", Field::Num(u64::from(*step))),
         ]),
         // The effect's own `at` is dropped: the record's stands.
         Effect::ScheduleTimer { instance, step, .. }
@@ -795,19 +943,19 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             // The message's `person` replaces the record's (a later key wins in the map).
             person = p;
             f.extend([
-                ("message_id", Field::Str(message_id)),
-                ("instance", Field::Str(instance)),
-                ("flow", Field::Str(flow)),
-                ("flow_version", Field::Str(flow_version)),
-                ("step", Field::Num(u64::from(*step))),
-                ("to", Field::Str(to)),
                 ("body", Field::Str(body)),
                 ("encoding", Field::Str(encoding)),
-                ("segments", Field::Num(*segments as u64)),
-                ("variant", Field::OptStr(variant.as_deref())),
-                ("local_time", Field::Str(local_time)),
+                ("flow", Field::Str(flow)),
+                ("flow_version", Field::Str(flow_version)),
+                ("instance", Field::Str(instance)),
                 ("kind", Field::Ser(kind)),
                 ("links", Field::Ser(links)),
+                ("local_time", Field::Str(local_time)),
+                ("message_id", Field::Str(message_id)),
+                ("segments", Field::Num(*segments as u64)),
+                ("step", Field::Num(u64::from(*step))),
+                ("to", Field::Str(to)),
+                ("variant", Field::OptStr(variant.as_deref())),
             ]);
         }
         Effect::Held {
@@ -817,10 +965,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             reason,
             until,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
+            ("instance", Field::Str(instance)),
             ("reason", Field::Str(reason)),
+            ("step", Field::Num(u64::from(*step))),
             ("until", Field::Ser(until)),
         ]),
         Effect::Dropped {
@@ -829,10 +977,10 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             step,
             reason,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
+            ("instance", Field::Str(instance)),
             ("reason", Field::Str(reason)),
+            ("step", Field::Num(u64::from(*step))),
         ]),
         Effect::NotEntered { flow, reason } => {
             f.extend([("flow", Field::Str(flow)), ("reason", Field::Str(reason))])
@@ -842,8 +990,8 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             flow,
             reason,
         } => f.extend([
-            ("instance", Field::Str(instance)),
             ("flow", Field::Str(flow)),
+            ("instance", Field::Str(instance)),
             ("reason", Field::Str(reason)),
         ]),
         Effect::Conversion {
@@ -855,20 +1003,20 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             revenue,
         } => f.extend([
             ("flow", Field::Str(flow)),
-            ("step", Field::Num(u64::from(*step))),
-            ("variant", Field::OptStr(variant.as_deref())),
             ("message_id", Field::Str(message_id)),
             ("order_id", Field::OptStr(order_id.as_deref())),
             ("revenue", Field::OptStr(revenue.as_deref())),
+            ("step", Field::Num(u64::from(*step))),
+            ("variant", Field::OptStr(variant.as_deref())),
         ]),
         Effect::ConsentChanged { from, to, source } => f.extend([
             ("from", Field::Str(from.as_str())),
-            ("to", Field::Str(to.as_str())),
             ("source", Field::Str(source)),
+            ("to", Field::Str(to.as_str())),
         ]),
         Effect::HelpReply { to, body } => f.extend([
-            ("to", Field::OptStr(to.as_deref())),
             ("body", Field::Str(body)),
+            ("to", Field::OptStr(to.as_deref())),
         ]),
         Effect::ReplyRecorded {
             body,
@@ -884,9 +1032,9 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
             status,
             error_code,
         } => f.extend([
+            ("error_code", Field::OptStr(error_code.as_deref())),
             ("message_id", Field::Str(message_id)),
             ("status", Field::Str(status)),
-            ("error_code", Field::OptStr(error_code.as_deref())),
         ]),
         Effect::ClickRecorded { message_id } => f.push(("message_id", Field::Str(message_id))),
         Effect::PluginFailed { plugin, reason } => f.extend([
@@ -895,15 +1043,24 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
         ]),
         Effect::Duplicate { id } => f.push(("id", Field::Str(id))),
     }
-    f.extend([
-        ("type", Field::Str(kind)),
+    // Each arm lists its fields in key order (serde_json's maps are sorted); the three every
+    // record has are merged in as the fields are written (sorting every record's fields was a
+    // share of writing them).
+    debug_assert!(
+        f.windows(2).all(|w| w[0].0 < w[1].0),
+        "fields out of key order"
+    );
+    let mut common = [
         ("at", Field::Str(&at)),
         ("person", Field::Str(person)),
-    ]);
-    f.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        ("type", Field::Str(kind)),
+    ]
+    .into_iter()
+    .peekable();
     out.push(b'{');
-    for (i, (k, v)) in f.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    let mut field = |out: &mut Vec<u8>, k: &str, v: &Field| {
+        if !std::mem::take(&mut first) {
             out.push(b',');
         }
         write_json(out, k);
@@ -911,9 +1068,21 @@ fn write_line(out: &mut Vec<u8>, r: &Record) {
         match v {
             Field::Str(s) => write_json(out, s),
             Field::OptStr(s) => write_json(out, s),
-            Field::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Field::Num(n) => {
+                use std::io::Write;
+                let _ = write!(out, "{n}");
+            }
             Field::Ser(x) => x.write_to(out),
         }
+    };
+    for (k, v) in &f {
+        while let Some((c, cv)) = common.next_if(|(c, _)| c < k) {
+            field(out, c, &cv);
+        }
+        field(out, k, v);
+    }
+    for (c, cv) in common {
+        field(out, c, &cv);
     }
     out.extend_from_slice(b"}\n");
 }
@@ -1201,7 +1370,7 @@ mod tests {
             let collect = |workers: usize| {
                 let mut records = Vec::new();
                 let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
-                let out = run.go(p, s, r, &mut |r| records.push(r), workers);
+                let out = run.go(p, s, r, Sink::Records(&mut |r| records.push(r)), workers);
                 let shape = (
                     out.refused,
                     out.inputs,
@@ -1209,6 +1378,14 @@ mod tests {
                     out.host.pending_timers(),
                 );
                 (records, shape)
+            };
+            // The same run with the lines written where the records are made.
+            let lines = |workers: usize| {
+                let mut bytes = Vec::new();
+                let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
+                let sink = Sink::Json(&mut |b| bytes.extend_from_slice(b));
+                let out = run.go(p, s, r, sink, workers);
+                (bytes, out.inputs)
             };
             let serial = collect(0);
             assert!(serial
@@ -1221,6 +1398,12 @@ mod tests {
                 assert_eq!(sharded.0.len(), serial.0.len(), "{workers} workers");
                 assert!(sharded.0 == serial.0, "{workers} workers: records differ");
                 assert_eq!(sharded.1, serial.1, "{workers} workers");
+                let (bytes, inputs) = lines(workers);
+                assert!(
+                    bytes == render_json(&serial.0).into_bytes(),
+                    "{workers} workers"
+                );
+                assert_eq!(inputs, serial.1 .1);
             }
         }
     }
