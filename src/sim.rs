@@ -237,26 +237,32 @@ enum Sink<'s> {
     /// right after making them and drops the records there: formatting them on the writer
     /// thread read every string cold (a worker had written it on the other core) and freed
     /// every allocation across threads, which mimalloc collects back at a cost to the worker.
-    Json(&'s mut dyn FnMut(&[u8])),
+    /// The buffer is where a record made on this thread is written (the router's own
+    /// records, or every record of a serial run) before it is handed over.
+    Json(&'s mut dyn FnMut(&[u8]), Vec<u8>),
 }
 
-impl Sink<'_> {
+impl<'s> Sink<'s> {
     /// Hand over one record made on this thread.
     fn record(&mut self, r: Record) {
         match self {
             Sink::Records(f) => f(r),
-            Sink::Json(f) => {
+            Sink::Json(f, line) => {
                 if shown(&r.effect) {
-                    let mut line = Vec::with_capacity(256);
-                    write_line(&mut line, &r);
-                    f(&line);
+                    line.clear();
+                    write_line(line, &r);
+                    f(line);
                 }
             }
         }
     }
 
+    fn json(lines: &'s mut dyn FnMut(&[u8])) -> Sink<'s> {
+        Sink::Json(lines, Vec::with_capacity(512))
+    }
+
     fn is_json(&self) -> bool {
-        matches!(self, Sink::Json(_))
+        matches!(self, Sink::Json(..))
     }
 }
 
@@ -584,7 +590,7 @@ impl Made {
     /// Hand these records (from a batch whose lines are `json`) to `sink`.
     fn emit(self, json: &[u8], sink: &mut Sink<'_>) {
         match (self, sink) {
-            (Made::Json(range), Sink::Json(f)) => {
+            (Made::Json(range), Sink::Json(f, _)) => {
                 if !range.is_empty() {
                     f(&json[range])
                 }
@@ -800,7 +806,7 @@ pub fn simulate_json<W: std::io::Write + Send>(
             text,
             opts,
             progress,
-            Sink::Json(&mut |lines| {
+            Sink::json(&mut |lines| {
                 chunk.extend_from_slice(lines);
                 if chunk.len() >= WRITE_CHUNK {
                     let next = back_rx.try_recv().unwrap_or_else(|_| fresh());
@@ -1383,8 +1389,8 @@ mod tests {
             let lines = |workers: usize| {
                 let mut bytes = Vec::new();
                 let (p, s, r) = (program.clone(), schemas.clone(), refused.clone());
-                let sink = Sink::Json(&mut |b| bytes.extend_from_slice(b));
-                let out = run.go(p, s, r, sink, workers);
+                let mut take = |b: &[u8]| bytes.extend_from_slice(b);
+                let out = run.go(p, s, r, Sink::json(&mut take), workers);
                 (bytes, out.inputs)
             };
             let serial = collect(0);
@@ -1393,11 +1399,14 @@ mod tests {
                 .iter()
                 .any(|r| matches!(r.effect, Effect::Duplicate { .. })));
             assert_eq!(serial.1 .0.len(), 1, "{:?}", serial.1 .0);
-            for workers in 1..=3 {
-                let sharded = collect(workers);
-                assert_eq!(sharded.0.len(), serial.0.len(), "{workers} workers");
-                assert!(sharded.0 == serial.0, "{workers} workers: records differ");
-                assert_eq!(sharded.1, serial.1, "{workers} workers");
+            for workers in 0..=3 {
+                if workers > 0 {
+                    let sharded = collect(workers);
+                    assert_eq!(sharded.0.len(), serial.0.len(), "{workers} workers");
+                    assert!(sharded.0 == serial.0, "{workers} workers: records differ");
+                    assert_eq!(sharded.1, serial.1, "{workers} workers");
+                }
+                // The JSON lines, serial (each record written on the run's thread) and sharded.
                 let (bytes, inputs) = lines(workers);
                 assert!(
                     bytes == render_json(&serial.0).into_bytes(),

@@ -54,7 +54,24 @@ fn msg(id: &str, person: &str, body: &str) -> OutboxEntry {
     }
 }
 
-/// Every file under `dir`, recursively, as raw bytes.
+fn update(id: &str, status: OutboxStatus, attempts: u32, pid: Option<&str>) -> OutboxUpdate {
+    OutboxUpdate {
+        message_id: id.into(),
+        status,
+        attempts,
+        provider_id: pid.map(Into::into),
+        error_code: None,
+    }
+}
+
+/// The ids of up to `limit` messages waiting for dispatch, in the store's order.
+fn pending_ids(s: &dyn Store, limit: usize) -> Vec<String> {
+    s.pending(limit)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.message_id)
+        .collect()
+}
 
 #[test]
 fn append_dedups_across_batches_and_within_one() {
@@ -241,27 +258,16 @@ fn outbox_status_transitions_and_counters() {
     })
     .unwrap();
     assert_eq!(s.pending(10).unwrap().len(), 2);
-    let up = |id: &str, st, n, pid: Option<&str>| OutboxUpdate {
-        message_id: id.into(),
-        status: st,
-        attempts: n,
-        provider_id: pid.map(Into::into),
-        error_code: None,
-    };
     s.commit(CommitBatch {
-        outbox_update: vec![up("m1", OutboxStatus::Sent, 1, Some("SM1"))],
+        outbox_update: vec![update("m1", OutboxStatus::Sent, 1, Some("SM1"))],
         ..CommitBatch::default()
     })
     .unwrap();
-    let p = s.pending(10).unwrap();
-    assert_eq!(
-        p.iter().map(|o| o.message_id.as_str()).collect::<Vec<_>>(),
-        vec!["m2"]
-    );
+    assert_eq!(pending_ids(&s, 10), vec!["m2"]);
     s.commit(CommitBatch {
         outbox_update: vec![
-            up("m1", OutboxStatus::Delivered, 1, Some("SM1")),
-            up("m2", OutboxStatus::Failed, 3, None),
+            update("m1", OutboxStatus::Delivered, 1, Some("SM1")),
+            update("m2", OutboxStatus::Failed, 3, None),
         ],
         ..CommitBatch::default()
     })
@@ -307,13 +313,7 @@ fn an_outbox_id_already_held_is_not_put_again() {
         })
         .unwrap();
         s.commit(CommitBatch {
-            outbox_update: vec![OutboxUpdate {
-                message_id: "m1".into(),
-                status: OutboxStatus::Delivered,
-                attempts: 1,
-                provider_id: Some("SM1".into()),
-                error_code: None,
-            }],
+            outbox_update: vec![update("m1", OutboxStatus::Delivered, 1, Some("SM1"))],
             ..CommitBatch::default()
         })
         .unwrap();
@@ -325,13 +325,7 @@ fn an_outbox_id_already_held_is_not_put_again() {
         let m1 = s.outbox("m1").unwrap().unwrap();
         assert_eq!(m1.status, OutboxStatus::Delivered);
         assert_eq!(m1.message, msg("m1", "p", "one").message);
-        let pending: Vec<String> = s
-            .pending(10)
-            .unwrap()
-            .into_iter()
-            .map(|o| o.message_id)
-            .collect();
-        assert_eq!(pending, vec!["m2"]);
+        assert_eq!(pending_ids(&*s, 10), vec!["m2"]);
         let c = s.counters().unwrap();
         assert_eq!(c["runtime.sends_already_in_outbox"], 1);
         assert_eq!(c["messages.review.pending"], 2);
@@ -718,12 +712,7 @@ mod model {
         let outbox: Vec<_> = (0..8)
             .map(|m| s.outbox(&format!("m{m}")).unwrap())
             .collect();
-        let pending: Vec<_> = s
-            .pending(100)
-            .unwrap()
-            .into_iter()
-            .map(|o| o.message_id)
-            .collect();
+        let pending = pending_ids(s, 100);
         format!(
             "log={:?}\nfirst={} last={} cursor={}\npeople={people:?}\nstates={states:?}\n\
              due={due:?}\nnext={:?}\ntimers_of={timers_of:?}\noutbox={outbox:?}\n\

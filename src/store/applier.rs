@@ -6,10 +6,11 @@
 //! through its next batch on the other core meanwhile.
 //!
 //! The rule that keeps reads exact: at most one batch is in flight, and every store operation
-//! other than `commit`'s hand-off first waits for it ([`Applier::settle`]). So a reader never
-//! sees the store without a batch it was told is committed, and sled's own atomicity (a
-//! single-tree batch is all or nothing) is unchanged. The thread flushes after each apply; a
-//! caller that must know a commit is durable calls `flush`, which settles first. A failed apply is kept and returned by every
+//! other than `commit`'s hand-off first waits for it ([`Applier::settle`]; `SledStore` reaches
+//! sled only through an accessor that does). So a reader never sees the store without a batch
+//! it was told is committed, and sled's own atomicity (a single-tree batch is all or nothing)
+//! is unchanged. The thread flushes after each apply; a caller that must know a commit is
+//! durable calls `flush`, which settles first. A failed apply is kept and returned by every
 //! later settle: the caller's memory is then ahead of the store, and it must stop (the runtime
 //! does, as for any commit error).
 

@@ -565,21 +565,6 @@ impl SledStore {
         Ok(())
     }
 
-    fn flush_inner(&self) -> Result<()> {
-        // This caller's commits applied; `written` counts only what is in sled, so the flush
-        // below covers everything it counts, even with commits handed over meanwhile.
-        self.applier.settle()?;
-        let target = self.written.load(Ordering::SeqCst);
-        let _g = self.flush_lock.lock().unwrap();
-        if self.flushed.load(Ordering::SeqCst) >= target && target > 0 {
-            return Ok(());
-        }
-        let covered = self.written.load(Ordering::SeqCst);
-        self.db()?.flush()?;
-        self.flushed.store(covered, Ordering::SeqCst);
-        Ok(())
-    }
-
     fn read_entry(&self, keys: &KeyDir, k: &[u8], v: &[u8]) -> Result<LogEntry> {
         let rec = decode_log(k, v)?;
         let seq = layout::seq_of_log(k).unwrap_or(0);
@@ -895,7 +880,9 @@ impl Store for SledStore {
             let sealed = keys::seal(&key, &tk, t.instance.as_bytes())?;
             b.insert(&tk[..], frame(&tk, &sealed));
         }
-        // The previous batch applied: the reads below (outbox statuses, counters) see it.
+        // The previous batch applied: the reads below (outbox statuses, counters) see it, and
+        // the hand-off at the end needs it even when nothing below reads (`Applier::submit`:
+        // one batch in flight), so this wait is explicit rather than left to `db()`.
         self.applier.settle()?;
         // Outbox records written earlier in this batch, so updates see them.
         let mut overlay: HashMap<String, OutRec> = HashMap::new();
@@ -1045,7 +1032,18 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<()> {
-        self.flush_inner()
+        // This caller's commits applied; `written` counts only what is in sled, so the flush
+        // below covers everything it counts, even with commits handed over meanwhile.
+        self.applier.settle()?;
+        let target = self.written.load(Ordering::SeqCst);
+        let _g = self.flush_lock.lock().unwrap();
+        if self.flushed.load(Ordering::SeqCst) >= target && target > 0 {
+            return Ok(());
+        }
+        let covered = self.written.load(Ordering::SeqCst);
+        self.db()?.flush()?;
+        self.flushed.store(covered, Ordering::SeqCst);
+        Ok(())
     }
 
     fn last_seq(&self) -> Result<Seq> {
@@ -1214,7 +1212,7 @@ impl Store for SledStore {
         self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         drop(_w);
-        self.flush_inner()
+        self.flush()
     }
 
     fn program(&self, hash: &str) -> Result<Option<Vec<u8>>> {
@@ -1319,12 +1317,12 @@ impl Store for SledStore {
         let zk = layout::tagged(layout::ERASURES, &tag);
         self.db()?.insert(&zk[..], frame(&zk, &[ERASING]))?;
         self.written.fetch_add(1, Ordering::SeqCst);
-        self.flush_inner()?;
+        self.flush()?;
         // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
         self.purge_retired(&mut keys, &[person])?;
         // 3. Delete the live records, mark the erasure done.
         let (events, timers, messages) = self.finish_erasure(&tag)?;
-        self.flush_inner()?;
+        self.flush()?;
         Ok(ForgetReport {
             found: true,
             events,
@@ -1380,9 +1378,9 @@ impl Store for SledStore {
                 break;
             }
         }
-        self.flush_inner()?;
+        self.flush()?;
         self.purge_retired(&mut keys, &[])?;
-        self.flush_inner()?;
+        self.flush()?;
         debug_assert!(first <= *last + 1);
         Ok(CompactReport {
             dropped,

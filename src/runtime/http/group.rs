@@ -157,6 +157,15 @@ mod tests {
             .count();
         assert_eq!(accepted, 41);
         assert_eq!(store.last_seq().unwrap(), 41);
+        // Each answer is its own request's: request i's second input is request i+1's first,
+        // so both must name the same seq, whichever group stored it; and the 41 inputs have
+        // 41 different seqs. Answers handed to the wrong request would break one or the other.
+        for i in 0..39 {
+            assert_eq!(answers[i][1].seq(), answers[i + 1][0].seq(), "request {i}");
+        }
+        let seqs: std::collections::BTreeSet<_> =
+            answers.iter().flatten().map(|r| r.seq()).collect();
+        assert_eq!(seqs.len(), 41);
         drop(g);
     }
 }
