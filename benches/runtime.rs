@@ -380,9 +380,11 @@ fn timers(program: &Program, schemas: &Schemas, quick: bool) {
     );
     let dir = tmp("timers");
     let t = Instant::now();
+    let checkpoints;
     {
         let text = orders(n);
-        let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).unwrap());
+        let sled = Arc::new(aftercart::store::open(&dir).unwrap());
+        let store: Arc<dyn Store> = sled.clone();
         let rep = runtime::ingest_text(&*store, &text, &|_, _| {}).unwrap();
         assert_eq!(rep.accepted.len(), n);
         drop(text);
@@ -390,12 +392,14 @@ fn timers(program: &Program, schemas: &Schemas, quick: bool) {
         // Process the log only: the clock stops at the last order, so every wait stays open.
         while rt.process_log().unwrap().0 > 0 {}
         rt.dispatch(&Collect::default()).unwrap();
+        checkpoints = sled.checkpoint_stats();
     }
     println!(
-        "built: {n} orders ingested and processed in {:.1} s ({:.0} events/s), parent VmHWM {:.0} MiB",
+        "built: {n} orders ingested and processed in {:.1} s ({:.0} events/s), parent VmHWM {:.0} MiB; {}",
         t.elapsed().as_secs_f64(),
         n as f64 / t.elapsed().as_secs_f64(),
-        proc_mib("VmHWM:")
+        proc_mib("VmHWM:"),
+        shown(checkpoints)
     );
     let du = std::process::Command::new("du")
         .arg("-sh")
@@ -417,7 +421,21 @@ fn timers(program: &Program, schemas: &Schemas, quick: bool) {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "timer child failed");
     println!("load after: {}", loadavg());
-    let _ = std::fs::remove_dir_all(&dir);
+    // AFTERCART_BENCH_KEEP=1 keeps the store (after the firing) for profiling a restart.
+    if std::env::var_os("AFTERCART_BENCH_KEEP").is_some() {
+        println!("kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn shown(c: aftercart::store::CheckpointStats) -> String {
+    format!(
+        "{} checkpoints ({:.2} s in all, longest {:.3} s)",
+        c.count,
+        c.total.as_secs_f64(),
+        c.longest.as_secs_f64()
+    )
 }
 
 /// The child of `timers`: a fresh process reopens the store (restart), then fires.
@@ -431,18 +449,25 @@ fn timers_child() {
     let (program, schemas) = load();
     let rss0 = proc_mib("VmRSS:");
     let t = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(aftercart::store::open(&dir).unwrap());
+    let sled = Arc::new(aftercart::store::open(&dir).unwrap());
+    let store: Arc<dyn Store> = sled.clone();
+    let (opened, rss_open) = (t.elapsed().as_secs_f64(), proc_mib("VmRSS:"));
     let mut rt = Runtime::new(store.clone(), program, schemas, opts()).unwrap();
     let first = rt.next_due();
     let restart = t.elapsed().as_secs_f64();
     let rss1 = proc_mib("VmRSS:");
     println!(
-        "restart (open + Runtime::new + first next_due): {:.3} s; VmRSS {:.0} MiB after restart ({:.0} MiB before opening); first due {:?}",
+        "restart (open + Runtime::new + first next_due): {:.3} s (store open {:.3} s); VmRSS {:.0} MiB after restart ({:.0} MiB before opening, {:.0} MiB after the store's open); first due {:?}",
         restart,
+        opened,
         rss1,
         rss0,
+        rss_open,
         first.map(|d| d.to_rfc3339())
     );
+    if std::env::var_os("AFTERCART_BENCH_RESTART_ONLY").is_some() {
+        return;
+    }
     let t = Instant::now();
     let mut fired = 0usize;
     // As `Runtime::step` with a provider that cannot be asked (the file sink): each batch's
@@ -459,10 +484,11 @@ fn timers_child() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "fired {fired} timers in {secs:.2} s: {:.0} timers/s (goal >= 50000); VmRSS {:.0} MiB after, VmHWM {:.0} MiB (goal < 300 MB)",
+        "fired {fired} timers in {secs:.2} s: {:.0} timers/s (goal >= 50000); VmRSS {:.0} MiB after, VmHWM {:.0} MiB (goal < 300 MB); {}",
         fired as f64 / secs,
         proc_mib("VmRSS:"),
-        proc_mib("VmHWM:")
+        proc_mib("VmHWM:"),
+        shown(sled.checkpoint_stats())
     );
 }
 

@@ -17,7 +17,7 @@ mod mem;
 mod sled_store;
 
 pub use mem::MemStore;
-pub use sled_store::{Integrity, OpenOptions, SledStore};
+pub use sled_store::{CheckpointStats, Integrity, OpenOptions, SledStore};
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;

@@ -21,6 +21,10 @@ use std::thread::JoinHandle;
 
 use super::{Result, StoreError};
 
+/// The store's sled handle, shared with this thread. `None` only while a checkpoint reopens
+/// the database (under the write lock, with no batch in flight) or after a reopen failed.
+pub(crate) type SharedDb = Arc<parking_lot::RwLock<Option<sled::Db>>>;
+
 #[derive(Default)]
 struct State {
     in_flight: bool,
@@ -43,7 +47,7 @@ pub(crate) struct Applier {
 impl Applier {
     /// `applied` counts writes that are in sled (the store's flush covers what it counted
     /// before flushing): the thread adds one per batch once it is applied, before it says so.
-    pub(crate) fn new(db: sled::Db, applied: Arc<AtomicU64>) -> Applier {
+    pub(crate) fn new(db: SharedDb, applied: Arc<AtomicU64>) -> Applier {
         let (tx, rx) = channel::<sled::Batch>();
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
@@ -56,7 +60,14 @@ impl Applier {
                     // flusher instead, the dirty data piled up and each periodic flush stalled
                     // writers: peer_load's lateness p99 at 1k flows/s was 197-327 ms, with
                     // this flush 9 ms.
-                    let r = db.apply_batch(batch).and_then(|_| db.flush().map(|_| ()));
+                    // The handle is read per batch, not kept: a checkpoint (which settles
+                    // first) closes and reopens the database between batches.
+                    let r = match db.read().as_ref() {
+                        Some(db) => db.apply_batch(batch).and_then(|_| db.flush().map(|_| ())),
+                        None => Err(sled::Error::Unsupported(
+                            "the database is closed: its reopen after a checkpoint failed".into(),
+                        )),
+                    };
                     if r.is_ok() {
                         applied.fetch_add(1, Ordering::SeqCst);
                     }
@@ -114,7 +125,7 @@ impl Applier {
 }
 
 impl Drop for Applier {
-    /// Apply what is in flight, then stop the thread (its `Db` handle must be gone before the
+    /// Apply what is in flight, then stop the thread (it must be done with the `Db` before the
     /// directory can be opened again).
     fn drop(&mut self) {
         drop(self.tx.take());

@@ -1,6 +1,6 @@
 //! `SledStore`: the [`Store`] on one sled tree plus the key file. See `docs/storage.md`.
 
-use super::applier::Applier;
+use super::applier::{Applier, SharedDb};
 use super::codec::{frame, unframe, Reader, Writer};
 use super::keys::{self, KeyDir};
 use super::layout::{self, Tag};
@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 const DB_DIR: &str = "db";
 /// `t` ++ due (8) ++ person tag (16) ++ instance hash (16) ++ step (4).
@@ -30,6 +31,13 @@ pub struct OpenOptions {
     pub cache_bytes: u64,
     /// How many of the newest log records `open` verifies (checksum, contiguity, indexes).
     pub verify_last: usize,
+    /// Bytes of keys and values written through `append` and `commit` after which the store
+    /// closes and reopens its database (a checkpoint; 0: never). sled 0.34 writes its
+    /// page-table snapshot only when it opens a database, and an open replays every log
+    /// segment written since the last snapshot: without checkpoints a restart reads all the
+    /// store wrote since it was opened (14.6 s for the 1M-timer store, docs/performance.md),
+    /// after a clean stop and after a crash alike.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for OpenOptions {
@@ -37,6 +45,7 @@ impl Default for OpenOptions {
         OpenOptions {
             cache_bytes: 64 << 20,
             verify_last: 1000,
+            checkpoint_bytes: 256 << 20,
         }
     }
 }
@@ -57,8 +66,15 @@ pub struct Integrity {
 pub struct SledStore {
     dir: PathBuf,
     /// Read and written only through [`SledStore::db`], which settles the batch in flight
-    /// first, so no method can forget to.
-    settled_db: sled::Db,
+    /// first, so no method can forget to. `None` only during a checkpoint's reopen (under the
+    /// write lock) or after a reopen failed.
+    settled_db: SharedDb,
+    /// What a checkpoint reopens the database with.
+    cache_bytes: u64,
+    checkpoint_bytes: u64,
+    /// Bytes handed to sled by `append` and `commit` since the database was last opened.
+    since_checkpoint: AtomicU64,
+    checkpoints: Mutex<CheckpointStats>,
     keys: RwLock<KeyDir>,
     /// The last seq appended; holding it serialises writers.
     writer: Mutex<Seq>,
@@ -69,6 +85,48 @@ pub struct SledStore {
     integrity: Integrity,
     /// Applies `commit` batches on its own thread; every other operation settles it first.
     applier: Applier,
+}
+
+/// Checkpoints taken since the store was opened (see [`OpenOptions::checkpoint_bytes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    pub count: u64,
+    /// Time the store's writers were held up by them, in all and the longest.
+    pub total: Duration,
+    pub longest: Duration,
+}
+
+/// A read lock on the open database: what [`SledStore::db`] gives.
+struct DbRef<'a>(parking_lot::RwLockReadGuard<'a, Option<sled::Db>>);
+
+impl std::ops::Deref for DbRef<'_> {
+    type Target = sled::Db;
+    fn deref(&self) -> &sled::Db {
+        self.0
+            .as_ref()
+            .expect("`db` hands out only an open database")
+    }
+}
+
+/// A sled batch that counts the bytes it writes (what a checkpoint bounds).
+#[derive(Default)]
+struct Counted {
+    batch: Batch,
+    bytes: u64,
+}
+
+impl Counted {
+    fn insert<K: Into<sled::IVec>, V: Into<sled::IVec>>(&mut self, key: K, value: V) {
+        let (key, value) = (key.into(), value.into());
+        self.bytes += (key.len() + value.len()) as u64;
+        self.batch.insert(key, value);
+    }
+
+    fn remove<K: Into<sled::IVec>>(&mut self, key: K) {
+        let key = key.into();
+        self.bytes += key.len() as u64;
+        self.batch.remove(key);
+    }
 }
 
 struct LogRec {
@@ -237,7 +295,7 @@ impl SledStore {
                 reason: format!("it is not empty and has no {DB_DIR}/ database"),
             });
         }
-        let db = Self::sled(&db_path, &opts)?;
+        let db = Self::sled(&db_path, opts.cache_bytes)?;
         let meta = db.get(layout::META)?.ok_or_else(|| StoreError::NotAStore {
             dir: shown.clone(),
             reason: "its database has no meta record (not created by aftercart, or its \
@@ -253,12 +311,17 @@ impl SledStore {
             });
         }
         let keys = KeyDir::load(&key_path)?;
-        let mut s = SledStore::assemble(dir, db, keys, Integrity::default());
+        let mut s = SledStore::assemble(dir, db, keys, Integrity::default(), &opts);
         s.recover(opts.verify_last)?;
         Ok(s)
     }
 
-    fn sled(path: &Path, opts: &OpenOptions) -> Result<sled::Db> {
+    fn sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+        Self::sled_within(path, cache_bytes, 100)
+    }
+
+    /// As `sled`, waiting up to `patience` × 20 ms for the file lock.
+    fn sled_within(path: &Path, cache_bytes: u64, patience: u32) -> Result<sled::Db> {
         // sled releases its file lock from a background thread after the last handle drops, so
         // an immediate reopen in the same process can briefly find it held: retry for ~2 s
         // before concluding that another process owns the store.
@@ -266,7 +329,7 @@ impl SledStore {
         loop {
             match sled::Config::new()
                 .path(path)
-                .cache_capacity(opts.cache_bytes)
+                .cache_capacity(cache_bytes)
                 .open()
             {
                 Ok(db) => return Ok(db),
@@ -277,7 +340,7 @@ impl SledStore {
                         || e.to_string().contains("could not acquire lock") =>
                 {
                     tries += 1;
-                    if tries > 100 {
+                    if tries > patience {
                         return Err(StoreError::Io(format!(
                             "{} is locked: another aftercart process is using this store",
                             path.display()
@@ -317,7 +380,7 @@ impl SledStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let keys = KeyDir::create(&dir.join(KEY_FILE))?;
-        let db = Self::sled(&dir.join(DB_DIR), opts)?;
+        let db = Self::sled(&dir.join(DB_DIR), opts.cache_bytes)?;
         let meta = serde_json::json!({
             "magic": MAGIC,
             "schema_version": SCHEMA_VERSION,
@@ -333,15 +396,26 @@ impl SledStore {
             first_seq: 1,
             ..Integrity::default()
         };
-        Ok(SledStore::assemble(dir, db, keys, integrity))
+        Ok(SledStore::assemble(dir, db, keys, integrity, opts))
     }
 
-    fn assemble(dir: &Path, db: sled::Db, keys: KeyDir, integrity: Integrity) -> SledStore {
+    fn assemble(
+        dir: &Path,
+        db: sled::Db,
+        keys: KeyDir,
+        integrity: Integrity,
+        opts: &OpenOptions,
+    ) -> SledStore {
         let written = Arc::new(AtomicU64::new(0));
+        let db: SharedDb = Arc::new(parking_lot::RwLock::new(Some(db)));
         SledStore {
             dir: dir.to_path_buf(),
             applier: Applier::new(db.clone(), written.clone()),
             settled_db: db,
+            cache_bytes: opts.cache_bytes,
+            checkpoint_bytes: opts.checkpoint_bytes,
+            since_checkpoint: AtomicU64::new(0),
+            checkpoints: Mutex::new(CheckpointStats::default()),
             keys: RwLock::new(keys),
             writer: Mutex::new(integrity.last_seq),
             flush_lock: Mutex::new(()),
@@ -389,9 +463,72 @@ impl SledStore {
 
     /// The database, once no commit is in flight ([`Applier::settle`]): a read then sees
     /// every batch this store was told to commit, and a write cannot overtake one.
-    fn db(&self) -> Result<&sled::Db> {
+    ///
+    /// The lock is taken with `read_recursive`: a method may call `db()` again while a guard
+    /// of its own is alive (a `for` over a scan keeps its guard through the body), and a
+    /// checkpoint waiting for the write lock must not block that second read (it would
+    /// wait for the first forever). A checkpoint therefore waits for every guard to drop.
+    fn db(&self) -> Result<DbRef<'_>> {
         self.applier.settle()?;
-        Ok(&self.settled_db)
+        let g = self.settled_db.read_recursive();
+        if g.is_none() {
+            return Err(StoreError::Io(
+                "the database is closed: reopening it after a checkpoint failed (the error was \
+                 returned then); everything flushed before is on disk: reopen the store"
+                    .into(),
+            ));
+        }
+        Ok(DbRef(g))
+    }
+
+    /// Checkpoints taken since the store was opened.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        *self.checkpoints.lock().unwrap()
+    }
+
+    /// Take a checkpoint if `checkpoint_bytes` were written since the last one. The caller
+    /// holds the writer lock (no batch can start) and no key lock (a reader holding a `db()`
+    /// guard may wait for one, and the checkpoint waits for that guard).
+    fn checkpoint_if_due(&self) -> Result<()> {
+        if self.checkpoint_bytes == 0
+            || self.since_checkpoint.load(Ordering::Relaxed) < self.checkpoint_bytes
+        {
+            return Ok(());
+        }
+        self.checkpoint()
+    }
+
+    /// Flush, close and reopen the database, so that sled writes its page-table snapshot
+    /// (sled 0.34 writes one only when it opens: see [`OpenOptions::checkpoint_bytes`]). The
+    /// next open, after a clean stop or a crash, replays only what was written after this.
+    /// Nothing can be lost: what is in sled is flushed before the close, and the reopen is
+    /// sled's own recovery of a cleanly closed database. Caller as for `checkpoint_if_due`.
+    fn checkpoint(&self) -> Result<()> {
+        self.applier.settle()?;
+        let t = Instant::now();
+        let mut slot = self.settled_db.write();
+        if let Some(db) = slot.as_ref() {
+            db.flush()?;
+        }
+        // The only handle (the apply thread reads the shared one per batch): dropping it
+        // closes the database. sled releases its file lock from a background thread, so the
+        // open retries meanwhile; up to 30 s here, since this process itself just held the
+        // lock (a machine under load can be slow to run that thread), and giving up would
+        // stop the store.
+        drop(slot.take());
+        *slot = Some(Self::sled_within(
+            &self.dir.join(DB_DIR),
+            self.cache_bytes,
+            1500,
+        )?);
+        drop(slot);
+        self.since_checkpoint.store(0, Ordering::Relaxed);
+        let took = t.elapsed();
+        let mut st = self.checkpoints.lock().unwrap();
+        st.count += 1;
+        st.total += took;
+        st.longest = st.longest.max(took);
+        Ok(())
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<Option<u64>> {
@@ -774,8 +911,9 @@ impl SledStore {
 impl Store for SledStore {
     fn append(&self, events: &[NewEvent]) -> Result<Vec<AppendResult>> {
         let mut last = self.writer.lock().unwrap();
+        self.checkpoint_if_due()?;
         let mut keys = self.keys.write().unwrap();
-        let mut b = Batch::default();
+        let mut b = Counted::default();
         let mut out = Vec::with_capacity(events.len());
         let mut seen: HashMap<[u8; 17], Seq> = HashMap::new();
         let mut counters: HashMap<String, i64> = HashMap::new();
@@ -823,19 +961,21 @@ impl Store for SledStore {
                 .or_default() += 1;
             out.push(AppendResult::Accepted(next));
         }
-        self.add_counters(&mut b, counters)?;
-        self.apply(&mut keys, b)?;
+        self.add_counters(&mut b.batch, counters)?;
+        self.since_checkpoint.fetch_add(b.bytes, Ordering::Relaxed);
+        self.apply(&mut keys, b.batch)?;
         *last = next;
         Ok(out)
     }
 
     fn commit(&self, c: CommitBatch) -> Result<()> {
         let last = self.writer.lock().unwrap();
+        self.checkpoint_if_due()?;
         // The previous batch may still be in flight until the settle below: what comes before
         // it builds and seals records without reading the database (the writer lock keeps any
         // other batch from being handed over meanwhile), so that work overlaps its apply.
         let mut keys = self.keys.write().unwrap();
-        let mut b = Batch::default();
+        let mut b = Counted::default();
         let mut counters: HashMap<String, i64> = HashMap::new();
         for p in &c.people_remove {
             if let Some((tag, _)) = keys.get(p) {
@@ -1024,11 +1164,12 @@ impl Store for SledStore {
             }
             b.insert(layout::CURSOR, framed_u64(layout::CURSOR, cur));
         }
-        self.add_counters(&mut b, counters)?;
+        self.add_counters(&mut b.batch, counters)?;
         // Keys first, as in `apply`; then the batch goes to the apply thread (which counts it
         // in `written` once applied, so a flush never counts a batch still in flight).
         keys.sync()?;
-        self.applier.submit(b)
+        self.since_checkpoint.fetch_add(b.bytes, Ordering::Relaxed);
+        self.applier.submit(b.batch)
     }
 
     fn flush(&self) -> Result<()> {
