@@ -295,7 +295,22 @@ impl SledStore {
                 reason: format!("it is not empty and has no {DB_DIR}/ database"),
             });
         }
-        let db = Self::sled(&db_path, opts.cache_bytes)?;
+        let key_path = dir.join(KEY_FILE);
+        // The key file is read and indexed on a second thread while sled opens: they are the
+        // two largest parts of a restart (at 1M people, 2M subjects and sled's base open),
+        // and neither needs the other. Its result is looked at only after the meta check,
+        // so a directory that is not a store is still refused as such.
+        let (db, keys) = std::thread::scope(|sc| {
+            let keys = key_path
+                .exists()
+                .then(|| sc.spawn(|| KeyDir::load(&key_path)));
+            let db = Self::sled(&db_path, opts.cache_bytes);
+            (
+                db,
+                keys.map(|h| h.join().expect("the key file loader panicked")),
+            )
+        });
+        let db = db?;
         let meta = db.get(layout::META)?.ok_or_else(|| StoreError::NotAStore {
             dir: shown.clone(),
             reason: "its database has no meta record (not created by aftercart, or its \
@@ -303,14 +318,13 @@ impl SledStore {
                 .into(),
         })?;
         Self::check_meta(&shown, &meta)?;
-        let key_path = dir.join(KEY_FILE);
-        if !key_path.exists() {
+        let Some(keys) = keys else {
             return Err(StoreError::Corrupt {
                 what: format!("key file {}", key_path.display()),
                 detail: "missing: every personal record in the log would be unreadable".into(),
             });
-        }
-        let keys = KeyDir::load(&key_path)?;
+        };
+        let keys = keys?;
         let mut s = SledStore::assemble(dir, db, keys, Integrity::default(), &opts);
         s.recover(opts.verify_last)?;
         Ok(s)
