@@ -319,6 +319,75 @@ fn append_record(out: &mut Vec<u8>, op: u8, tag: &Tag, key: &DataKey, name: &str
     out.extend_from_slice(&sum.to_be_bytes());
 }
 
+/// A forward-reading window over a file: `need(n)` gives at least `n` bytes from the current
+/// position (fewer only at the end of the file), reading ahead in large chunks.
+struct Window {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`, and the current position inside `buf`.
+    base: u64,
+    at: usize,
+}
+
+impl Window {
+    const CHUNK: usize = 4 << 20;
+
+    fn open(path: &Path) -> Result<Window, StoreError> {
+        let file = File::open(path).map_err(|e| io(path, "read key file", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io(path, "read key file", e))?
+            .len();
+        Ok(Window {
+            file,
+            path: path.to_path_buf(),
+            len,
+            buf: Vec::new(),
+            base: 0,
+            at: 0,
+        })
+    }
+
+    /// Move to the file offset `pos`.
+    fn seek(&mut self, pos: u64) -> Result<(), StoreError> {
+        if pos >= self.base && pos <= self.base + self.buf.len() as u64 {
+            self.at = (pos - self.base) as usize;
+        } else {
+            use std::io::Seek;
+            self.file
+                .seek(std::io::SeekFrom::Start(pos))
+                .map_err(|e| io(&self.path, "read key file", e))?;
+            self.buf.clear();
+            self.base = pos;
+            self.at = 0;
+        }
+        Ok(())
+    }
+
+    fn need(&mut self, n: usize) -> Result<&[u8], StoreError> {
+        use std::io::Read;
+        if self.buf.len() - self.at < n {
+            // Keep the unread bytes, then read at least a chunk more (or to the end).
+            self.buf.drain(..self.at);
+            self.base += self.at as u64;
+            self.at = 0;
+            // A chunk, or what is left of the file when that is less.
+            let left = self.len.saturating_sub(self.base + self.buf.len() as u64);
+            let want = (n.max(Self::CHUNK) as u64).min(left + self.buf.len() as u64) as usize;
+            let more = want.saturating_sub(self.buf.len()) as u64;
+            self.buf.reserve(more as usize);
+            (&mut self.file)
+                .take(more)
+                .read_to_end(&mut self.buf)
+                .map_err(|e| io(&self.path, "read key file", e))?;
+        }
+        let end = self.buf.len().min(self.at + n);
+        Ok(&self.buf[self.at..end])
+    }
+}
+
 impl KeyDir {
     pub fn create(path: &Path) -> Result<KeyDir, StoreError> {
         let mut f = OpenOptions::new()
@@ -334,43 +403,55 @@ impl KeyDir {
     }
 
     pub fn load(path: &Path) -> Result<KeyDir, StoreError> {
-        // Read at its known size (no doubling of the buffer while reading).
-        let buf = std::fs::read(path).map_err(|e| io(path, "read key file", e))?;
-        if buf.len() < 8 || &buf[..8] != MAGIC {
+        // Read through a fixed window rather than whole: at a million people the file is
+        // ~170 MB, and a whole-file buffer doubled the load's peak and stayed in the RSS
+        // after it was freed (the allocator keeps freed memory for a second).
+        let mut w = Window::open(path)?;
+        if w.need(8)?.get(..8) != Some(&MAGIC[..]) {
             return Err(StoreError::Corrupt {
                 what: format!("key file {}", path.display()),
                 detail: "missing or wrong magic (expected ACKEYS v1)".into(),
             });
         }
+        let file_len = w.len;
         // A first walk over the length prefixes sizes everything once, so a restart does not
         // grow (and copy) the entries, names and indexes step by step, nor leave them up to
         // twice the size they need.
-        let (mut records, mut name_bytes, mut pos) = (0, 0, 8);
-        while let Some(len) = buf.get(pos..pos + 4) {
-            let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
-            if buf.len() - pos < 8 + len {
+        let (mut records, mut name_bytes, mut pos) = (0, 0, 8u64);
+        w.seek(pos)?;
+        while let Some(len) = w.need(4)?.get(..4) {
+            let len = u32::from_be_bytes(len.try_into().unwrap()) as u64;
+            if file_len - pos < 8 + len {
                 break;
             }
             records += 1;
-            name_bytes += len.saturating_sub(49);
+            name_bytes += (len as usize).saturating_sub(49);
             pos += 8 + len;
+            w.seek(pos)?;
         }
         let mut subjects = Subjects::with_capacity(records, name_bytes);
-        let mut pos = 8;
-        let mut good_end = 8;
-        while pos < buf.len() {
-            let rest = &buf[pos..];
+        let mut pos = 8u64;
+        let mut good_end = 8u64;
+        w.seek(pos)?;
+        while pos < file_len {
+            let rest = w.need(4)?;
             // A short record can only be the tail of an append cut by a crash.
             if rest.len() < 4 {
                 break;
             }
             let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            // Checked against the file's length before reading: a damaged prefix must not
+            // make the window allocate gigabytes.
+            if file_len - pos < 8 + len as u64 {
+                break;
+            }
+            let rest = w.need(8 + len)?;
             if rest.len() < 8 + len {
                 break;
             }
             let body = &rest[4..4 + len];
             let sum = u32::from_be_bytes(rest[4 + len..8 + len].try_into().unwrap());
-            let last = pos + 8 + len == buf.len();
+            let last = pos + 8 + len as u64 == file_len;
             if crc32fast::hash(body) != sum || len < 17 {
                 if last {
                     // A write cut by a crash: fsync had not returned, so no sled data uses it.
@@ -407,15 +488,16 @@ impl KeyDir {
                     })
                 }
             }
-            pos += 8 + len;
+            pos += 8 + len as u64;
             good_end = pos;
+            w.seek(pos)?;
         }
         let file = OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(|e| io(path, "open key file", e))?;
-        if good_end < buf.len() {
-            file.set_len(good_end as u64)
+        if good_end < file_len {
+            file.set_len(good_end)
                 .and_then(|_| file.sync_all())
                 .map_err(|e| io(path, "truncate torn tail of", e))?;
         }
@@ -605,6 +687,41 @@ mod tests {
         bad[14] ^= 0xff; // inside the first record
         std::fs::write(&p, &bad).unwrap();
         assert!(matches!(KeyDir::load(&p), Err(StoreError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// `load` reads through a window of `Window::CHUNK` bytes: records that straddle a chunk
+    /// boundary, and a torn tail after many chunks, load as from one buffer.
+    #[test]
+    fn a_key_file_larger_than_the_read_window_loads_whole() {
+        let p = tmp("window");
+        let n = 90_000; // ~6.3 MB of records: the window is refilled across several records
+        let records: Vec<(Tag, DataKey, String)> = (0..n)
+            .map(|i| {
+                // Random, as the store makes them (the tag index hashes their bytes).
+                (random().unwrap(), random().unwrap(), name_for(i))
+            })
+            .collect();
+        let refs: Vec<(Tag, DataKey, &str)> = records
+            .iter()
+            .map(|(t, k, n)| (*t, *k, n.as_str()))
+            .collect();
+        write_file(&p, &refs);
+        assert!(std::fs::metadata(&p).unwrap().len() > Window::CHUNK as u64);
+        let k = KeyDir::load(&p).unwrap();
+        assert_eq!(k.len(), n);
+        for (tag, key, name) in &records {
+            assert_eq!(k.get(name), Some((*tag, *key)), "{name}");
+        }
+        drop(k);
+        let full = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &full[..full.len() - 5]).unwrap();
+        let k = KeyDir::load(&p).unwrap();
+        assert_eq!(k.len(), n - 1);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), {
+            let last = &records[n - 1];
+            (full.len() - (8 + 49 + last.2.len())) as u64
+        });
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
