@@ -793,12 +793,44 @@ fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i
 // ------------------------------------------------------------------ the durable runtime
 
 fn open_store(data: &std::path::Path) -> Result<std::sync::Arc<dyn crate::store::Store>, i32> {
-    crate::store::open(data)
+    let mut opts = crate::store::OpenOptions::default();
+    if let Some(v) = std::env::var_os(CHECKPOINT_ENV) {
+        match v.to_str().and_then(parse_size) {
+            Some(bytes) => opts.checkpoint_bytes = bytes,
+            None => {
+                eprintln!(
+                    "error: {CHECKPOINT_ENV} must be a size such as 256M, 64K or 1G (0: never \
+                     checkpoint), not {v:?}"
+                );
+                return Err(2);
+            }
+        }
+    }
+    crate::store::SledStore::open_with(data, opts)
         .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::store::Store>)
         .map_err(|e| {
             eprintln!("error: {e}");
             2
         })
+}
+
+/// How much a store's writers hand sled between checkpoints (docs/storage.md, "Checkpoints"):
+/// a restart replays at most this much, and each checkpoint pauses writers for about an open.
+const CHECKPOINT_ENV: &str = "AFTERCART_CHECKPOINT_BYTES";
+
+/// `256M`, `64K`, `1G` or plain bytes (binary units, an optional `iB`/`B`), as a byte count.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let shift = match s[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// For commands that read or maintain a store: a missing data directory is a mistake (a typo

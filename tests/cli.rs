@@ -336,3 +336,52 @@ fn inspect_lists_who_waits_and_what_is_due() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The main command with a checkpoint (sled closed and reopened) every KiB written sends
+/// exactly what it sends without; a malformed size is refused, naming the variable.
+#[test]
+fn checkpoints_every_few_kib_change_no_message_and_a_bad_size_is_refused() {
+    let base = std::env::temp_dir().join(format!("aftercart-cli-ckpt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let sent = |every: Option<&str>, name: &str| {
+        let data = base.join(name);
+        let sink = base.join(format!("{name}.jsonl"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_aftercart"));
+        c.args(["run", "--data"])
+            .arg(&data)
+            .args(["--flows", "flows", "--events", "examples/events/week.jsonl"])
+            .args(["--clock", "virtual", "--until-idle", "--provider"])
+            .arg(format!("file:{}", sink.display()))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1");
+        if let Some(e) = every {
+            c.env("AFTERCART_CHECKPOINT_BYTES", e);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(sink).unwrap()
+    };
+    let plain = sent(None, "plain");
+    assert!(plain.lines().count() > 50, "{plain}");
+    assert_eq!(sent(Some("1K"), "every-1k"), plain);
+    let o = Command::new(env!("CARGO_BIN_EXE_aftercart"))
+        .args(["inspect", "--data"])
+        .arg(base.join("plain"))
+        .arg("stats")
+        .env("AFTERCART_CHECKPOINT_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "error: AFTERCART_CHECKPOINT_BYTES must be a size such as 256M, 64K or 1G (0: never \
+         checkpoint), not \"lots\"\n"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
