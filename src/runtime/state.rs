@@ -534,8 +534,7 @@ impl StoreState {
                 None => return false, // covers everything already
             },
         };
-        let read = |s: &Self, from, until, limit| s.store.due_between(from, until, limit);
-        let mut ts = match read(self, from, far, DUE_READ_AHEAD) {
+        let mut ts = match self.store.due_between(from, far, DUE_READ_AHEAD) {
             Ok(t) => t,
             Err(e) => return self.fail(e).unwrap_or(false),
         };
@@ -549,7 +548,7 @@ impl StoreState {
             // read ×4 from `from` instead re-read and decrypted the instant at every step and
             // spilled into the next one: 562k timers read for 472k fired at 200k people,
             // and up to 2.1M held at once at 1M (instants of ~500k).
-            ts = match read(self, from, from, usize::MAX) {
+            ts = match self.store.due_between(from, from, usize::MAX) {
                 Ok(t) => t,
                 Err(e) => return self.fail(e).unwrap_or(false),
             };

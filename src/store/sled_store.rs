@@ -69,9 +69,8 @@ pub struct SledStore {
     /// first, so no method can forget to. `None` only during a checkpoint's reopen (under the
     /// write lock) or after a reopen failed.
     settled_db: SharedDb,
-    /// What a checkpoint reopens the database with.
-    cache_bytes: u64,
-    checkpoint_bytes: u64,
+    /// What it was opened with: a checkpoint reopens the database with the same.
+    opts: OpenOptions,
     /// Bytes handed to sled by `append` and `commit` since the database was last opened.
     since_checkpoint: AtomicU64,
     checkpoints: Mutex<CheckpointStats>,
@@ -426,8 +425,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             applier: Applier::new(db.clone(), written.clone()),
             settled_db: db,
-            cache_bytes: opts.cache_bytes,
-            checkpoint_bytes: opts.checkpoint_bytes,
+            opts: opts.clone(),
             since_checkpoint: AtomicU64::new(0),
             checkpoints: Mutex::new(CheckpointStats::default()),
             keys: RwLock::new(keys),
@@ -495,6 +493,12 @@ impl SledStore {
         Ok(DbRef(g))
     }
 
+    /// `b`'s batch, its bytes counted towards the next checkpoint.
+    fn counted(&self, b: Counted) -> Batch {
+        self.since_checkpoint.fetch_add(b.bytes, Ordering::Relaxed);
+        b.batch
+    }
+
     /// Checkpoints taken since the store was opened.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
         *self.checkpoints.lock().unwrap()
@@ -504,9 +508,8 @@ impl SledStore {
     /// holds the writer lock (no batch can start) and no key lock (a reader holding a `db()`
     /// guard may wait for one, and the checkpoint waits for that guard).
     fn checkpoint_if_due(&self) -> Result<()> {
-        if self.checkpoint_bytes == 0
-            || self.since_checkpoint.load(Ordering::Relaxed) < self.checkpoint_bytes
-        {
+        let every = self.opts.checkpoint_bytes;
+        if every == 0 || self.since_checkpoint.load(Ordering::Relaxed) < every {
             return Ok(());
         }
         self.checkpoint()
@@ -532,7 +535,7 @@ impl SledStore {
         drop(slot.take());
         *slot = Some(Self::sled_within(
             &self.dir.join(DB_DIR),
-            self.cache_bytes,
+            self.opts.cache_bytes,
             1500,
         )?);
         drop(slot);
@@ -976,8 +979,7 @@ impl Store for SledStore {
             out.push(AppendResult::Accepted(next));
         }
         self.add_counters(&mut b.batch, counters)?;
-        self.since_checkpoint.fetch_add(b.bytes, Ordering::Relaxed);
-        self.apply(&mut keys, b.batch)?;
+        self.apply(&mut keys, self.counted(b))?;
         *last = next;
         Ok(out)
     }
@@ -1182,8 +1184,7 @@ impl Store for SledStore {
         // Keys first, as in `apply`; then the batch goes to the apply thread (which counts it
         // in `written` once applied, so a flush never counts a batch still in flight).
         keys.sync()?;
-        self.since_checkpoint.fetch_add(b.bytes, Ordering::Relaxed);
-        self.applier.submit(b.batch)
+        self.applier.submit(self.counted(b))
     }
 
     fn flush(&self) -> Result<()> {
