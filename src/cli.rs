@@ -967,6 +967,7 @@ fn cmd_run(
                 "run: {} events, {} timers fired, {} messages sent, {} failed",
                 p.entries, p.timers, p.sent, p.failed
             );
+            report_checkpoints(&*store);
         })
     } else {
         eprintln!("running (wall clock); SIGINT or SIGTERM stops after the current batch");
@@ -985,6 +986,7 @@ fn cmd_run(
     match result {
         Ok(()) => {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                report_checkpoints(&*store);
                 eprintln!("stopped cleanly; the next run resumes from the store's cursor");
             }
             0
@@ -993,6 +995,20 @@ fn cmd_run(
             eprintln!("error: {e}");
             2
         }
+    }
+}
+
+/// The store's checkpoints (docs/storage.md, "Checkpoints"), when it took any: each one held
+/// its writers up, so an operator tuning `AFTERCART_CHECKPOINT_BYTES` sees count and pauses.
+fn report_checkpoints(store: &dyn crate::store::Store) {
+    let c = store.checkpoint_stats();
+    if c.count > 0 {
+        eprintln!(
+            "store: {} checkpoints ({CHECKPOINT_ENV}), {} ms in all, longest {} ms",
+            c.count,
+            c.total.as_millis(),
+            c.longest.as_millis()
+        );
     }
 }
 

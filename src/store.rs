@@ -352,6 +352,11 @@ pub trait Store: Send + Sync {
     /// first entry that is unprocessed or newer). People's state and timers are untouched.
     /// Their dedup entries go too: a re-delivery older than the retention is accepted again.
     fn compact(&self, before: DateTime<Utc>) -> Result<CompactReport>;
+
+    /// Checkpoints taken since the store was opened (a store that needs none has none).
+    fn checkpoint_stats(&self) -> CheckpointStats {
+        CheckpointStats::default()
+    }
 }
 
 /// Open (or create) the sled-backed store in `dir`: see [`SledStore::open`].

@@ -338,7 +338,8 @@ fn inspect_lists_who_waits_and_what_is_due() {
 }
 
 /// The main command with a checkpoint (sled closed and reopened) every KiB written sends
-/// exactly what it sends without; a malformed size is refused, naming the variable.
+/// exactly what it sends without, and says how many it took; a malformed size is refused,
+/// naming the variable.
 #[test]
 fn checkpoints_every_few_kib_change_no_message_and_a_bad_size_is_refused() {
     let base = std::env::temp_dir().join(format!("aftercart-cli-ckpt-{}", std::process::id()));
@@ -365,11 +366,33 @@ fn checkpoints_every_few_kib_change_no_message_and_a_bad_size_is_refused() {
             "{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        std::fs::read_to_string(sink).unwrap()
+        (
+            std::fs::read_to_string(sink).unwrap(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
-    let plain = sent(None, "plain");
+    let (plain, said) = sent(None, "plain");
     assert!(plain.lines().count() > 50, "{plain}");
-    assert_eq!(sent(Some("1K"), "every-1k"), plain);
+    assert!(!said.contains("checkpoints"), "{said}");
+    let (every, said) = sent(Some("1K"), "every-1k");
+    assert_eq!(every, plain);
+    // The run says it did checkpoint, and how often: at 1 KiB, before each batch after the
+    // first (the week is a few batches: its events appended, then the runtime's commits).
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("store: "))
+        .unwrap_or_else(|| panic!("no checkpoint report in {said}"));
+    let count: u64 = line["store: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= 2, "{line}");
+    assert!(
+        line.contains(" checkpoints (AFTERCART_CHECKPOINT_BYTES), ") && line.ends_with(" ms"),
+        "{line}"
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_aftercart"))
         .args(["inspect", "--data"])
         .arg(base.join("plain"))

@@ -61,6 +61,9 @@ pub struct Integrity {
     pub keys: usize,
     /// Erasures interrupted by a crash and finished on open.
     pub erasures_finished: usize,
+    /// Torn sled snapshots (a kill while sled wrote one) removed before the open; see
+    /// `remove_torn_snapshots`.
+    pub torn_snapshots_removed: usize,
 }
 
 pub struct SledStore {
@@ -261,6 +264,46 @@ fn split_log_plain(key: &[u8], plain: &[u8]) -> Result<(String, Vec<u8>)> {
     Ok((id, r.rest().to_vec()))
 }
 
+/// Remove the snapshots sled began to write but never published, from the sled directory
+/// `path`; returns how many. sled 0.34.7 writes its page-table snapshot (on every open, so on
+/// every checkpoint) to `snap.<lsn>.generating` and publishes it by renaming it to
+/// `snap.<lsn>`, but when it opens it reads the newest `snap.*` file WITHOUT skipping
+/// `.generating` ones (`RunningConfig::get_snapshot_files` filters only `.in___motion`). A
+/// kill between the write and the rename therefore leaves a torn file that every later open
+/// reads first and refuses as corruption (spacejam/sled#1527): the store would never open
+/// again, though nothing in it is damaged. An unpublished snapshot is never needed: the
+/// previous snapshot and the log segments it replays from are removed only after a rename.
+/// Done under sled's own lock (an exclusive flock on `db`, taken here and released before
+/// sled takes it) so that another process's snapshot in progress is never touched; when the
+/// lock is held, nothing is removed and sled's open reports the lock as usual.
+fn remove_torn_snapshots(path: &Path) -> Result<usize> {
+    use fs2::FileExt;
+    let io = |what: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", what.display()));
+    let db_file = path.join("db");
+    let lock = match std::fs::OpenOptions::new().read(true).open(&db_file) {
+        Ok(f) => f,
+        // A database sled has not created yet has no snapshot either.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(&db_file, e)),
+    };
+    if lock.try_lock_exclusive().is_err() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(path).map_err(|e| io(path, e))? {
+        let entry = entry.map_err(|e| io(path, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    // Closing the file releases the flock; sled opens its own descriptor next.
+    drop(lock);
+    Ok(removed)
+}
+
 fn is_event_subject(name: &str) -> bool {
     name.starts_with('#')
 }
@@ -309,7 +352,7 @@ impl SledStore {
                 keys.map(|h| h.join().expect("the key file loader panicked")),
             )
         });
-        let db = db?;
+        let (db, torn) = db?;
         let meta = db.get(layout::META)?.ok_or_else(|| StoreError::NotAStore {
             dir: shown.clone(),
             reason: "its database has no meta record (not created by aftercart, or its \
@@ -324,28 +367,35 @@ impl SledStore {
             });
         };
         let keys = keys?;
-        let mut s = SledStore::assemble(dir, db, keys, Integrity::default(), &opts);
+        let integrity = Integrity {
+            torn_snapshots_removed: torn,
+            ..Integrity::default()
+        };
+        let mut s = SledStore::assemble(dir, db, keys, integrity, &opts);
         s.recover(opts.verify_last)?;
         Ok(s)
     }
 
-    fn sled(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    /// Open sled; also says how many torn snapshots were removed first.
+    fn sled(path: &Path, cache_bytes: u64) -> Result<(sled::Db, usize)> {
         Self::sled_within(path, cache_bytes, 100)
     }
 
     /// As `sled`, waiting up to `patience` × 20 ms for the file lock.
-    fn sled_within(path: &Path, cache_bytes: u64, patience: u32) -> Result<sled::Db> {
+    fn sled_within(path: &Path, cache_bytes: u64, patience: u32) -> Result<(sled::Db, usize)> {
         // sled releases its file lock from a background thread after the last handle drops, so
         // an immediate reopen in the same process can briefly find it held: retry for ~2 s
         // before concluding that another process owns the store.
         let mut tries = 0;
+        let mut torn = 0;
         loop {
+            torn += remove_torn_snapshots(path)?;
             match sled::Config::new()
                 .path(path)
                 .cache_capacity(cache_bytes)
                 .open()
             {
-                Ok(db) => return Ok(db),
+                Ok(db) => return Ok((db, torn)),
                 // sled wraps the flock error in a message ("could not acquire lock"), so the
                 // kind alone does not always say WouldBlock.
                 Err(sled::Error::Io(e))
@@ -393,7 +443,7 @@ impl SledStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let keys = KeyDir::create(&dir.join(KEY_FILE))?;
-        let db = Self::sled(&dir.join(DB_DIR), opts.cache_bytes)?;
+        let (db, _) = Self::sled(&dir.join(DB_DIR), opts.cache_bytes)?;
         let meta = serde_json::json!({
             "magic": MAGIC,
             "schema_version": SCHEMA_VERSION,
@@ -499,11 +549,6 @@ impl SledStore {
         b.batch
     }
 
-    /// Checkpoints taken since the store was opened.
-    pub fn checkpoint_stats(&self) -> CheckpointStats {
-        *self.checkpoints.lock().unwrap()
-    }
-
     /// Take a checkpoint if `checkpoint_bytes` were written since the last one. The caller
     /// holds the writer lock (no batch can start) and no key lock (a reader holding a `db()`
     /// guard may wait for one, and the checkpoint waits for that guard).
@@ -533,11 +578,8 @@ impl SledStore {
         // lock (a machine under load can be slow to run that thread), and giving up would
         // stop the store.
         drop(slot.take());
-        *slot = Some(Self::sled_within(
-            &self.dir.join(DB_DIR),
-            self.opts.cache_bytes,
-            1500,
-        )?);
+        let (db, _torn) = Self::sled_within(&self.dir.join(DB_DIR), self.opts.cache_bytes, 1500)?;
+        *slot = Some(db);
         drop(slot);
         self.since_checkpoint.store(0, Ordering::Relaxed);
         let took = t.elapsed();
@@ -677,6 +719,7 @@ impl SledStore {
             log_records_verified: verified,
             keys: self.keys.read().unwrap().len(),
             erasures_finished: finished,
+            torn_snapshots_removed: self.integrity.torn_snapshots_removed,
         };
         Ok(())
     }
@@ -1185,6 +1228,10 @@ impl Store for SledStore {
         // in `written` once applied, so a flush never counts a batch still in flight).
         keys.sync()?;
         self.applier.submit(self.counted(b))
+    }
+
+    fn checkpoint_stats(&self) -> CheckpointStats {
+        *self.checkpoints.lock().unwrap()
     }
 
     fn flush(&self) -> Result<()> {
