@@ -75,15 +75,44 @@ pub fn is_index(subject: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Joins {
     #[serde(default)]
-    pub orders: BTreeMap<String, Json>,
+    pub orders: BTreeMap<String, RawJson>,
     #[serde(default)]
-    pub fulfillments: BTreeMap<String, Json>,
+    pub fulfillments: BTreeMap<String, RawJson>,
     #[serde(default)]
     pub phones: BTreeSet<String>,
     /// The last message sent to the person: replies and opt-outs are credited to it in the
     /// report counters (runtime::counters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sent: Option<SentRef>,
+}
+
+/// A join payload kept as its JSON text, parsed only when a later event joins to it. Why: a
+/// person's record is decoded at every timer firing and event for them and encoded at every
+/// commit that touches them, but its order and fulfillment payloads (verbose Shopify JSON,
+/// most of the record) are read only by the few events that join to them. As text, decoding
+/// them is one validating scan and one copy instead of a tree of maps and strings, and
+/// encoding is a copy. The stored bytes are the same JSON as before, so records written
+/// with parsed payloads decode unchanged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    pub fn of(value: &Json) -> RawJson {
+        RawJson(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
+    }
+
+    /// The payload as a value. The text was written by [`RawJson::of`] or checked when its
+    /// record was decoded, so it parses.
+    pub fn parse(&self) -> Json {
+        serde_json::from_str(self.0.get()).expect("a stored join payload is JSON")
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// Where a message sits in the report: flow, step and A/B arm.
@@ -606,7 +635,7 @@ impl HostState for StoreState {
         }
         let s = self.index_subject("o", id)?;
         let owner = self.index_get(&s)?;
-        self.joins_of(&owner)?.orders.get(id).cloned()
+        self.joins_of(&owner)?.orders.get(id).map(RawJson::parse)
     }
 
     fn fulfillment(&mut self, order_id: Option<&str>, id: &str) -> Option<Json> {
@@ -616,7 +645,10 @@ impl HostState for StoreState {
         // Fulfillments are filed under their order's owner.
         let s = self.index_subject("o", order_id?)?;
         let owner = self.index_get(&s)?;
-        self.joins_of(&owner)?.fulfillments.get(id).cloned()
+        self.joins_of(&owner)?
+            .fulfillments
+            .get(id)
+            .map(RawJson::parse)
     }
 
     fn remember_order(&mut self, id: &str, owner: Option<&str>, payload: Json) {
@@ -631,7 +663,7 @@ impl HostState for StoreState {
             self.index_set(s, owner);
         }
         if let Some(j) = self.joins_of(owner) {
-            j.orders.insert(id.to_string(), payload);
+            j.orders.insert(id.to_string(), RawJson::of(&payload));
             self.dirty.insert(owner.to_string());
         }
         self.last_owner = Some(owner.to_string());
@@ -664,7 +696,7 @@ impl HostState for StoreState {
             }
         }
         if let Some(j) = self.joins_of(&owner) {
-            j.fulfillments.insert(id.to_string(), payload);
+            j.fulfillments.insert(id.to_string(), RawJson::of(&payload));
             self.dirty.insert(owner.clone());
         }
         self.last_owner = Some(owner);
@@ -800,7 +832,7 @@ mod tests {
     fn sample() -> (PersonState, Joins) {
         let mut joins = Joins::default();
         let order = serde_json::json!({"id": 1001, "line_items": [{"sku": "SKIN-SERUM"}]});
-        joins.orders.insert("1001".into(), order);
+        joins.orders.insert("1001".into(), RawJson::of(&order));
         joins.phones.insert("+12125550100".into());
         (PersonState::new("customer:1"), joins)
     }
@@ -835,6 +867,36 @@ mod tests {
         .unwrap();
         let rec = decode_record("customer:1", &plain).unwrap();
         assert_eq!((rec.state, rec.joins), (state, joins));
+    }
+
+    #[test]
+    fn join_payloads_kept_as_text_store_the_bytes_parsed_ones_did() {
+        // Before `RawJson`, join payloads were parsed values; a store holds such records.
+        #[derive(Serialize)]
+        struct Parsed<'a> {
+            orders: BTreeMap<&'a str, Json>,
+            fulfillments: BTreeMap<&'a str, Json>,
+            phones: &'a BTreeSet<String>,
+        }
+        #[derive(Serialize)]
+        struct Record<'a> {
+            state: &'a PersonState,
+            joins: Parsed<'a>,
+        }
+        let (state, joins) = sample();
+        let order = serde_json::json!({"id": 1001, "line_items": [{"sku": "SKIN-SERUM"}]});
+        let before = lz4_json(&Record {
+            state: &state,
+            joins: Parsed {
+                orders: BTreeMap::from([("1001", order.clone())]),
+                fulfillments: BTreeMap::new(),
+                phones: &joins.phones,
+            },
+        });
+        assert_eq!(encode_record(&state, &joins), before);
+        let rec = decode_record("customer:1", &before).unwrap();
+        assert_eq!(rec.joins, joins);
+        assert_eq!(rec.joins.orders["1001"].parse(), order);
     }
 
     #[test]
