@@ -14,6 +14,41 @@ const MI_OPTION_PURGE_DELAY: i32 = 15;
 /// the next one and still gives an idle daemon's memory back. docs/performance.md has the A/B.
 const PURGE_DELAY_MS: i64 = 1000;
 
+/// mimalloc's `mi_option_allow_thp` (index 43 in mimalloc v3's `mi_option_e`).
+const MI_OPTION_ALLOW_THP: i32 = 43;
+
+/// Settings for a process that runs the durable runtime over a store (every command that
+/// opens one, the runtime's benchmarks): no transparent huge pages, unless the user set
+/// mimalloc's own `MIMALLOC_ALLOW_THP`.
+///
+/// Why: mimalloc asks the kernel for huge pages on its arenas (`madvise(MADV_HUGEPAGE)`), so
+/// each first touch of fresh memory faults in and zeroes 2 MiB. The runtime keeps allocating
+/// fresh memory (sled's page cache filling, leaf nodes cloned per insert, batches of records),
+/// and `clear_page_erms` under `do_huge_pmd_anonymous_page` was 13% of the throughput
+/// benchmark's main-thread samples; partly used huge pages also count whole in the RSS. With
+/// them off (`MIMALLOC_ALLOW_THP=0`, alternated): sys CPU 0.79-0.87 s -> 0.35-0.41 s, max RSS
+/// -30 MB, events/s +11% (docs/performance.md, "Session 9"). The simulator, which holds a
+/// large in-memory working set and allocates it once, is 4% faster WITH them, so it keeps
+/// them: this is not part of [`tune`].
+///
+/// mimalloc applies its option at start by `prctl(PR_SET_THP_DISABLE)`; by the time a
+/// command knows it opens a store, mimalloc has started (and advised its first arena), so the
+/// same `prctl` is made here: it covers every mapping's future faults, the advised ones too.
+pub fn tune_for_store() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    // SAFETY: as in `tune`: an integer stored in mimalloc's option table, read by mimalloc at
+    // each new OS allocation (whether to advise huge pages on it).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process's
+    // memory descriptor. A kernel without it returns EINVAL, and THP then simply stays.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Apply the settings, unless the user set mimalloc's own environment variable (which then
 /// wins, as mimalloc documents). Call first thing in `main`; harmless to call twice.
 pub fn tune() {
@@ -36,5 +71,21 @@ mod tests {
         // SAFETY: reads an integer from mimalloc's option table.
         let got = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         assert_eq!(got as i64, super::PURGE_DELAY_MS);
+    }
+
+    #[test]
+    fn a_store_process_turns_transparent_huge_pages_off() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            return;
+        }
+        super::tune_for_store();
+        // SAFETY: reads an integer from mimalloc's option table.
+        let got = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_ALLOW_THP) };
+        assert_eq!(got, 0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: PR_GET_THP_DISABLE only reads this process's flag.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0), 1);
+        }
     }
 }
