@@ -35,12 +35,9 @@ const MI_OPTION_ALLOW_THP: i32 = 43;
 /// command knows it opens a store, mimalloc has started (and advised its first arena), so the
 /// same `prctl` is made here: it covers every mapping's future faults, the advised ones too.
 pub fn tune_for_store() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+    if !set_option("MIMALLOC_ALLOW_THP", MI_OPTION_ALLOW_THP, 0) {
         return;
     }
-    // SAFETY: as in `tune`: an integer stored in mimalloc's option table, read by mimalloc at
-    // each new OS allocation (whether to advise huge pages on it).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process's
     // memory descriptor. A kernel without it returns EINVAL, and THP then simply stays.
@@ -49,43 +46,62 @@ pub fn tune_for_store() {
     }
 }
 
-/// Apply the settings, unless the user set mimalloc's own environment variable (which then
-/// wins, as mimalloc documents). Call first thing in `main`; harmless to call twice.
-pub fn tune() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
+/// Set mimalloc's `option` to `value`, unless the user set its environment variable `env`
+/// (which then wins, as mimalloc documents). Says whether it set it.
+fn set_option(env: &str, option: i32, value: i64) -> bool {
+    if std::env::var_os(env).is_some() {
+        return false;
     }
     // SAFETY: `mi_option_set` only stores an integer in mimalloc's option table; mimalloc reads
-    // the purge delay each time it decides to purge, so a change after start takes effect.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
+    // the purge delay each time it decides to purge and whether to advise huge pages at each
+    // new OS allocation, so a change after start takes effect.
+    unsafe { libmimalloc_sys::mi_option_set(option, value as _) };
+    true
+}
+
+/// Apply the settings, unless the user set mimalloc's own environment variable. Call first
+/// thing in `main`; harmless to call twice.
+pub fn tune() {
+    set_option(
+        "MIMALLOC_PURGE_DELAY",
+        MI_OPTION_PURGE_DELAY,
+        PURGE_DELAY_MS,
+    );
 }
 
 #[cfg(test)]
 mod tests {
+    /// mimalloc's `option` after `tune`, or `None` when the user's `env` overrides it.
+    fn after(tune: fn(), env: &str, option: i32) -> Option<i64> {
+        if std::env::var_os(env).is_some() {
+            return None;
+        }
+        tune();
+        // SAFETY: reads an integer from mimalloc's option table.
+        Some(unsafe { libmimalloc_sys::mi_option_get(option) } as i64)
+    }
+
     #[test]
     fn the_purge_delay_is_set_in_mimalloc() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
+        if let Some(got) = after(
+            super::tune,
+            "MIMALLOC_PURGE_DELAY",
+            super::MI_OPTION_PURGE_DELAY,
+        ) {
+            assert_eq!(got, super::PURGE_DELAY_MS);
         }
-        super::tune();
-        // SAFETY: reads an integer from mimalloc's option table.
-        let got = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert_eq!(got as i64, super::PURGE_DELAY_MS);
     }
 
     #[test]
     fn a_store_process_turns_transparent_huge_pages_off() {
-        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
-            return;
-        }
-        super::tune_for_store();
-        // SAFETY: reads an integer from mimalloc's option table.
-        let got = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_ALLOW_THP) };
-        assert_eq!(got, 0);
-        #[cfg(target_os = "linux")]
-        // SAFETY: PR_GET_THP_DISABLE only reads this process's flag.
-        unsafe {
-            assert_eq!(libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0), 1);
+        let env = "MIMALLOC_ALLOW_THP";
+        if let Some(got) = after(super::tune_for_store, env, super::MI_OPTION_ALLOW_THP) {
+            assert_eq!(got, 0);
+            #[cfg(target_os = "linux")]
+            // SAFETY: PR_GET_THP_DISABLE only reads this process's flag.
+            unsafe {
+                assert_eq!(libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0), 1);
+            }
         }
     }
 }
