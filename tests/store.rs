@@ -1210,6 +1210,59 @@ fn tag_in_key_file(dir: &std::path::Path, subject: &str) -> [u8; 16] {
 /// rewritten): the next open must destroy the key as well as delete the records, or the key
 /// (which opens the stale copies sled keeps) and the person's id in keys.bin would outlive
 /// the erasure.
+/// `forget` deletes the person's timers after it has released the writer lock: while other
+/// threads append and commit timers for other people, every forget finds and deletes its
+/// person's timers, nobody else's timer or event is touched, and nothing deadlocks.
+#[test]
+fn erasures_alongside_writers_delete_only_their_persons_timers() {
+    let dir = tmp("erase-concurrent");
+    let s = std::sync::Arc::new(store::open(&dir).unwrap());
+    let gone: Vec<String> = (0..20).map(|i| format!("customer:gone{i}")).collect();
+    s.append(
+        &gone
+            .iter()
+            .map(|p| ev(&format!("g-{p}"), Some(p), "{}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    s.commit(CommitBatch {
+        timers_add: gone
+            .iter()
+            .flat_map(|p| (0..3).map(move |i| timer(100 + i, p, "i1", i as u32)))
+            .collect(),
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for r in 0..60i64 {
+                let p = format!("customer:kept{r}");
+                s.append(&[ev(&format!("k{r}"), Some(&p), "{}")]).unwrap();
+                s.commit(CommitBatch {
+                    timers_add: vec![timer(100 + r % 3, &p, "i1", 0)],
+                    ..CommitBatch::default()
+                })
+                .unwrap();
+            }
+        })
+    };
+    for p in &gone {
+        let r = s.forget(p).unwrap();
+        assert_eq!((r.found, r.events, r.timers), (true, 1, 3), "{p}");
+    }
+    writer.join().unwrap();
+    s.flush().unwrap();
+    let due = s.due(t(1_000), usize::MAX).unwrap();
+    assert_eq!(due.len(), 60, "every other person's timer, and only theirs");
+    assert!(due.iter().all(|t| t.person.starts_with("customer:kept")));
+    drop(s);
+    // The markers say done: a reopen has no erasure to finish.
+    let s = store::open(&dir).unwrap();
+    assert_eq!(s.integrity().erasures_finished, 0);
+    assert_eq!(s.due(t(1_000), usize::MAX).unwrap().len(), 60);
+}
+
 #[test]
 fn an_erasure_cut_before_its_key_rewrite_destroys_the_key_on_open() {
     let dir = tmp("erase-cut");

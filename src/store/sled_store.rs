@@ -858,11 +858,19 @@ impl SledStore {
     }
 
     /// Delete every live record of an erased tag (its key is already destroyed) and mark the
-    /// erasure done. Also drops retired event keys' markers (the key rewrite removed them).
+    /// erasure done: events, timers and messages deleted.
     fn finish_erasure(&self, tag: &Tag) -> Result<(u64, u64, u64)> {
+        let (ev, ms) = self.erase_records(tag)?;
+        let ti = self.erase_timers(tag)?;
+        Ok((ev, ti, ms))
+    }
+
+    /// The first part of [`Self::finish_erasure`]: the person's record, event index, outbox
+    /// messages and links (found through their person indexes: a few reads), in one batch.
+    fn erase_records(&self, tag: &Tag) -> Result<(u64, u64)> {
         let mut b = Batch::default();
         b.remove(&layout::tagged(layout::PEOPLE, tag)[..]);
-        let (mut ev, mut ti, mut ms) = (0, 0, 0);
+        let (mut ev, mut ms) = (0, 0);
         for k in self
             .db()?
             .scan_prefix(layout::tagged(layout::PERSON_EVENTS, tag))
@@ -870,19 +878,6 @@ impl SledStore {
         {
             b.remove(k?);
             ev += 1;
-        }
-        for k in self.timer_keys_of(tag)? {
-            b.remove(k);
-            ti += 1;
-        }
-        // Earlier stores also kept a person -> timer index
-        // (`T ++ tag ++ ...`); its entries hold no personal data, but they go with the person.
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_TIMERS, tag))
-            .keys()
-        {
-            b.remove(k?);
         }
         for k in self
             .db()?
@@ -917,11 +912,35 @@ impl SledStore {
             }
             b.remove(k);
         }
+        self.db()?.apply_batch(b)?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok((ev, ms))
+    }
+
+    /// The second part of [`Self::finish_erasure`]: the person's timers, found by a scan of
+    /// the whole due index (no index by person: see `timer_keys_of`), deleted with the marker
+    /// that says the erasure is done, in one batch.
+    fn erase_timers(&self, tag: &Tag) -> Result<u64> {
+        let mut b = Batch::default();
+        let mut ti = 0;
+        for k in self.timer_keys_of(tag)? {
+            b.remove(k);
+            ti += 1;
+        }
+        // Earlier stores also kept a person -> timer index
+        // (`T ++ tag ++ ...`); its entries hold no personal data, but they go with the person.
+        for k in self
+            .db()?
+            .scan_prefix(layout::tagged(layout::PERSON_TIMERS, tag))
+            .keys()
+        {
+            b.remove(k?);
+        }
         let zk = layout::tagged(layout::ERASURES, tag);
         b.insert(&zk[..], frame(&zk, &[ERASED]));
         self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
-        Ok((ev, ti, ms))
+        Ok(ti)
     }
 
     /// Rewrite keys.bin without retired event keys (after a flush made their retirement
@@ -1510,21 +1529,33 @@ impl Store for SledStore {
     }
 
     fn forget(&self, person: &str) -> Result<ForgetReport> {
-        let _w = self.writer.lock().unwrap();
-        let mut keys = self.keys.write().unwrap();
-        let Some((tag, _)) = keys.get(person) else {
-            return Ok(ForgetReport::default());
+        let (tag, events, messages) = {
+            let _w = self.writer.lock().unwrap();
+            let mut keys = self.keys.write().unwrap();
+            let Some((tag, _)) = keys.get(person) else {
+                return Ok(ForgetReport::default());
+            };
+            // 1. Everything written so far durable (attributions whose retired keys we will
+            //    drop), plus a marker so a crash after the key is gone still finishes the
+            //    deletion.
+            let zk = layout::tagged(layout::ERASURES, &tag);
+            self.db()?.insert(&zk[..], frame(&zk, &[ERASING]))?;
+            self.written.fetch_add(1, Ordering::SeqCst);
+            self.flush()?;
+            // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
+            self.purge_retired(&mut keys, &[person])?;
+            // 3. Delete the live records found through the person's indexes.
+            let (events, messages) = self.erase_records(&tag)?;
+            (tag, events, messages)
         };
-        // 1. Everything written so far durable (attributions whose retired keys we will drop),
-        //    plus a marker so a crash after the key is gone still finishes the deletion.
-        let zk = layout::tagged(layout::ERASURES, &tag);
-        self.db()?.insert(&zk[..], frame(&zk, &[ERASING]))?;
-        self.written.fetch_add(1, Ordering::SeqCst);
-        self.flush()?;
-        // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
-        self.purge_retired(&mut keys, &[person])?;
-        // 3. Delete the live records, mark the erasure done.
-        let (events, timers, messages) = self.finish_erasure(&tag)?;
+        // 4. The timers, then the marker that says the erasure is done, after the writer lock
+        //    is released. Their scan of the whole due index was about half of an erasure with
+        //    a million people waiting (docs/performance.md), and commits and webhook appends
+        //    waited for it. Nothing needs the lock here: with the key gone the timers are
+        //    already unreadable and no longer live (`read_timer`), a new subject of the same
+        //    name gets a new tag, and a crash before the marker leaves it at ERASING, so the
+        //    next open finishes the deletion.
+        let timers = self.erase_timers(&tag)?;
         self.flush()?;
         Ok(ForgetReport {
             found: true,
