@@ -697,17 +697,11 @@ impl Runtime {
         Ok(n)
     }
 
-    /// ONE atomic commit of everything this batch changed, handed to the store's apply thread
-    /// (which applies and flushes it while the next batch runs); the batch is durable once a
-    /// flush covers it (`flush`, which `dispatch` calls before sending). With
-    /// [`Sending::Direct`], the batch's new messages are sent first and committed with their
-    /// outcome (`send_direct`).
-    fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
-        // Nothing here reads the store, so this batch's engine work, encoding and sends
-        // overlap the previous commit's apply; the store's `commit` waits for it only after
-        // sealing. (A message id is not checked against the outbox here: the engine never
-        // makes one twice, its person's `sent` set being committed with the outbox, and the
-        // store keeps the first record of an id anyway.)
+    /// The records of the people this batch changed, encoded (on two threads from 64 people),
+    /// with the join indexes' records and, when `cursor` has moved far enough, the
+    /// learned-state snapshot: the snapshot goes in the same atomic commit as the cursor it
+    /// covers.
+    fn encode_changed_people(&mut self, cursor: Option<Seq>) -> Vec<(String, Vec<u8>)> {
         let st = &mut self.host.state;
         let dirty: Vec<String> = std::mem::take(&mut st.dirty).into_iter().collect();
         let fresh: Vec<crate::engine::PersonState> = dirty
@@ -732,7 +726,6 @@ impl Runtime {
         let encoded = state::encode_records(&records);
         let mut people_put: Vec<(String, Vec<u8>)> = dirty.into_iter().zip(encoded).collect();
         people_put.extend(st.take_index_puts());
-        // The learned-state snapshot goes in the same atomic commit as the cursor it covers.
         if let Some(c) = cursor.filter(|c| *c >= self.snapshot_cursor + self.opts.snapshot_every) {
             people_put.push((
                 state::LEARNED.to_string(),
@@ -740,6 +733,40 @@ impl Runtime {
             ));
             self.snapshot_cursor = c;
         }
+        people_put
+    }
+
+    /// Read the next batch's work while this one's commit is applied: after log entries
+    /// (`cursor`), the next entries and the people they name (the store settles this read
+    /// with the previous commit, and the engine can then step through them meanwhile); after
+    /// a batch of timers (no cursor: the log is drained), the people of the timers read
+    /// ahead, which the next timer batch fires.
+    fn read_ahead(&mut self, cursor: Option<Seq>) -> std::result::Result<(), StoreError> {
+        self.prefetched.clear();
+        if let Some(c) = cursor {
+            let entries = self.store.read_log(c + 1, self.opts.batch)?;
+            let named: Vec<String> = entries.iter().filter_map(|e| e.person.clone()).collect();
+            self.warm_uncached(named);
+            self.prefetched = entries;
+        } else {
+            let upcoming = self.host.state.upcoming_people(self.opts.batch);
+            self.warm_uncached(upcoming);
+        }
+        Ok(())
+    }
+
+    /// ONE atomic commit of everything this batch changed, handed to the store's apply thread
+    /// (which applies and flushes it while the next batch runs); the batch is durable once a
+    /// flush covers it (`flush`, which `dispatch` calls before sending). With
+    /// [`Sending::Direct`], the batch's new messages are sent first and committed with their
+    /// outcome (`send_direct`).
+    fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
+        // Nothing here reads the store, so this batch's engine work, encoding and sends
+        // overlap the previous commit's apply; the store's `commit` waits for it only after
+        // sealing. (A message id is not checked against the outbox here: the engine never
+        // makes one twice, its person's `sent` set being committed with the outbox, and the
+        // store keeps the first record of an id anyway.)
+        let people_put = self.encode_changed_people(cursor);
         // The index served `collect` (in-batch duplicates, delivery updates); nothing after
         // this point reads it.
         self.outbox_at.clear();
@@ -774,25 +801,8 @@ impl Runtime {
         {
             self.dispatch_clear = false;
         }
-        // The next batch's entries, read now: the store settles this read with the previous
-        // commit, and the engine can then step through them while this commit is applied.
-        self.prefetched.clear();
-        if let Some(c) = cursor {
-            match self.store.read_log(c + 1, self.opts.batch) {
-                Ok(entries) => {
-                    // And the people they name.
-                    let named: Vec<String> =
-                        entries.iter().filter_map(|e| e.person.clone()).collect();
-                    self.warm_uncached(named);
-                    self.prefetched = entries;
-                }
-                Err(e) => return Err(self.abandon_batch(e)),
-            }
-        } else {
-            // After a batch of timers (no cursor: the log is drained), likewise the people of
-            // the timers read ahead, which the next timer batch fires.
-            let upcoming = self.host.state.upcoming_people(self.opts.batch);
-            self.warm_uncached(upcoming);
+        if let Err(e) = self.read_ahead(cursor) {
+            return Err(self.abandon_batch(e));
         }
         // Not waited for here: the store's apply thread applies and flushes the batch while the
         // next one runs; the runtime waits (`flush`) before a dispatch round, when idle and on
