@@ -269,11 +269,9 @@ impl Subjects {
         }
     }
 
-    /// The key file's records for every named subject but those at positions `drop`, sorted
-    /// by name so the file's bytes do not depend on hash order or history (reproducible,
-    /// diffable).
-    /// The key file without the subjects in `drop`, written to `w` in pieces of ~1 MiB (at
-    /// a million people the file is ~170 MB: built whole, it was a second copy in memory).
+    /// The key file with every named subject but those at positions `drop`, in entry order,
+    /// written to `w` in pieces of ~1 MiB (at a million people the file is ~170 MB: built
+    /// whole, it was a second copy in memory). Each piece is zeroed once written.
     fn write_records(&self, drop: &HashSet<u32>, w: &mut impl Write) -> std::io::Result<()> {
         let mut order: Vec<u32> = self
             .by_name
@@ -291,8 +289,8 @@ impl Subjects {
             append_record(&mut out, ADD, &s.tag, &s.key, self.name(i));
             if out.len() >= 1 << 20 {
                 w.write_all(&out)?;
+                // Zeroes the bytes and empties the buffer, keeping its capacity.
                 out.zeroize();
-                out.clear();
             }
         }
         w.write_all(&out)?;

@@ -367,12 +367,9 @@ impl SledStore {
             });
         };
         let keys = keys?;
-        let integrity = Integrity {
-            torn_snapshots_removed: torn,
-            ..Integrity::default()
-        };
-        let mut s = SledStore::assemble(dir, db, keys, integrity, &opts);
+        let mut s = SledStore::assemble(dir, db, keys, Integrity::default(), &opts);
         s.recover(opts.verify_last)?;
+        s.integrity.torn_snapshots_removed = torn;
         Ok(s)
     }
 
@@ -719,7 +716,7 @@ impl SledStore {
             log_records_verified: verified,
             keys: self.keys.read().unwrap().len(),
             erasures_finished: finished,
-            torn_snapshots_removed: self.integrity.torn_snapshots_removed,
+            torn_snapshots_removed: 0,
         };
         Ok(())
     }
