@@ -10,15 +10,17 @@
 //! written to sled.
 //!
 //! File format: magic `ACKEYS\0\x01`, then records `len u32 BE ++ body ++ crc32(body) BE`, body
-//! = `op u8 (1 = add) ++ tag 16 ++ key 32 ++ subject UTF-8`. New keys are
-//! appended and fdatasync'ed BEFORE any sled batch that uses them, so durable ciphertext always
-//! has a durable key; a torn last record is therefore safe to cut off on load.
+//! = `op u8 (1 = add) ++ tag 16 ++ key 32 ++ subject UTF-8` or `op u8 (2 = destroy) ++ offset
+//! u64 BE ...` (the byte offsets of the add records it destroys, whose tag, key, name and
+//! checksum are then zeroed in place). New keys are appended and fdatasync'ed BEFORE any sled
+//! batch that uses them, so durable ciphertext always has a durable key; a torn last record is
+//! therefore safe to cut off on load. Only the indexes are in memory (see [`Slot`]).
 
 use super::layout::Tag;
 use super::StoreError;
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::hash_table::HashTable;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
@@ -28,6 +30,9 @@ use zeroize::Zeroize;
 
 const MAGIC: &[u8; 8] = b"ACKEYS\0\x01";
 const ADD: u8 = 1;
+const DESTROY: u8 = 2;
+/// Destroyed bytes in the key file past which (and past half the file) it is rewritten.
+const REWRITE_AFTER: u64 = 1 << 20;
 
 pub(crate) type DataKey = [u8; 32];
 
@@ -68,252 +73,82 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io(dir, "fsync directory", e))
 }
 
-/// One subject in the key directory: 52 bytes with no pointer and no allocation of its own. The
-/// name lives in [`Subjects::names`] from `name_at` to the next entry's `name_at` (or the end):
-/// names are appended in entry order and compaction keeps that order, so no length is stored.
+/// Where a subject's record is in the key file, with 32 bits of the hash it is indexed by.
+/// The key directory in memory is two tables of these 8-byte slots (by name, by tag): every
+/// tag, key and name stays in the file and is read back with `pread` from the OS's page
+/// cache when looked up. At a million people (two million subjects with their phone index
+/// records) the entries and names in memory were ~175 MiB of the runtime's RSS; the slots
+/// are ~24 B a subject. The 32 bits decide almost every lookup without reading the file: a
+/// record is read for the subject found, and for a false match about once in 2^32.
 #[derive(Clone, Copy)]
-struct Subject {
-    tag: Tag,
-    key: DataKey,
-    name_at: u32,
+struct Slot {
+    hash: u32,
+    at: u32,
 }
 
-/// The subjects in memory, compact: at a million people (two million subjects with their
-/// phone index records) this is most of the runtime's memory after a restart. Two hash maps
-/// keyed by a shared `Arc<str>` took ~240 B a subject; here a subject is one fixed-size entry,
-/// its name's bytes in one shared string, and one 4-byte slot (plus hashbrown's control byte)
-/// in each of two indexes that hold only the entry's position and compare against the entry.
-struct Subjects {
-    entries: Vec<Subject>,
-    /// Every name back to back. Only whole `&str`s are ever appended, so the entries' ranges
-    /// fall on character boundaries and slicing out a name needs no UTF-8 check.
-    names: String,
-    by_name: HashTable<u32>,
-    by_tag: HashTable<u32>,
-    /// Names come from outside (phone numbers, customer ids), so their hashes are keyed per
-    /// process (SipHash with a random key, as `HashMap` does) against collision flooding.
-    hasher: RandomState,
+/// hashbrown takes a bucket from a hash's low bits and a control byte from its top 7 bits; a
+/// 32-bit hash widened by an odd multiplier gives both from all 32 bits (and the low bits
+/// stay a bijection of the hash's low bits, so buckets spread as the hash does).
+fn widen(h: u32) -> u64 {
+    (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Entry `i`'s name.
-fn name_of<'a>(entries: &[Subject], names: &'a str, i: u32) -> &'a str {
-    let i = i as usize;
-    let end = entries
-        .get(i + 1)
-        .map_or(names.len(), |next| next.name_at as usize);
-    &names[entries[i].name_at as usize..end]
+/// A tag's hash: its four 32-bit words folded. Tags are drawn from the OS's CSPRNG (never from
+/// input), so they are already uniformly distributed and hashing them again would only cost
+/// time on every `resolve`.
+fn tag_hash(tag: &Tag) -> u32 {
+    tag.chunks_exact(4)
+        .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+        .fold(0, |a, w| a ^ w)
 }
 
-/// A tag's hash is its first 8 bytes: tags are drawn from the OS's CSPRNG (never from input),
-/// so they are already uniformly distributed and hashing them again would only cost time on
-/// every `resolve`.
-fn tag_hash(tag: &Tag) -> u64 {
-    u64::from_le_bytes(tag[..8].try_into().expect("8 bytes"))
+/// An ADD record's body: `op ++ tag ++ key ++ name`.
+fn tag_of(body: &[u8]) -> Tag {
+    body[1..17].try_into().expect("16 bytes")
 }
 
-impl Subjects {
-    fn with_capacity(subjects: usize, name_bytes: usize) -> Subjects {
-        Subjects {
-            entries: Vec::with_capacity(subjects),
-            names: String::with_capacity(name_bytes),
-            by_name: HashTable::with_capacity(subjects),
-            by_tag: HashTable::with_capacity(subjects),
-            hasher: RandomState::new(),
+fn key_of(body: &[u8]) -> DataKey {
+    body[17..49].try_into().expect("32 bytes")
+}
+
+/// The name as a string. Invalid UTF-8 (only a hand-made file has it) reads as the
+/// replacement character, without an allocation for the valid names every lookup compares.
+fn name_of(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&body[49..])
+}
+
+/// Read into `buf` from `at` until it is full or the file ends; how many bytes were read.
+fn pread(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], at + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-
-    fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    fn name(&self, i: u32) -> &str {
-        name_of(&self.entries, &self.names, i)
-    }
-
-    fn get(&self, name: &str) -> Option<(Tag, DataKey)> {
-        let i = *self
-            .by_name
-            .find(self.hasher.hash_one(name), |&i| self.name(i) == name)?;
-        let s = &self.entries[i as usize];
-        Some((s.tag, s.key))
-    }
-
-    fn resolve(&self, tag: &Tag) -> Option<(&str, DataKey)> {
-        let i = *self
-            .by_tag
-            .find(tag_hash(tag), |&i| self.entries[i as usize].tag == *tag)?;
-        Some((self.name(i), self.entries[i as usize].key))
-    }
-
-    /// Add a subject; the name and the tag now find it, even where they found another entry
-    /// before (a name written twice to the key file: the later record wins, as the file is
-    /// read in order; the earlier entry stays reachable by its own tag).
-    fn push(&mut self, tag: Tag, key: DataKey, name: &str) -> Result<(), StoreError> {
-        // Positions are u32 to keep entries and index slots small: 4 Gi subjects or 4 GiB of
-        // names, far past anything one process holds in memory anyway.
-        let full = || StoreError::Io("key directory full (4 Gi subjects or 4 GiB of names)".into());
-        let i = u32::try_from(self.entries.len()).map_err(|_| full())?;
-        let name_at = u32::try_from(self.names.len()).map_err(|_| full())?;
-        self.names.push_str(name);
-        self.entries.push(Subject { tag, key, name_at });
-        let Subjects {
-            entries,
-            names,
-            by_name,
-            by_tag,
-            hasher,
-        } = self;
-        let at = |j: &u32| &entries[*j as usize];
-        match by_name.entry(
-            hasher.hash_one(name),
-            |&j| name_of(entries, names, j) == name,
-            |&j| hasher.hash_one(name_of(entries, names, j)),
-        ) {
-            Entry::Occupied(mut o) => *o.get_mut() = i,
-            Entry::Vacant(v) => {
-                v.insert(i);
-            }
-        }
-        match by_tag.entry(
-            tag_hash(&tag),
-            |j| at(j).tag == tag,
-            |j| tag_hash(&at(j).tag),
-        ) {
-            Entry::Occupied(mut o) => *o.get_mut() = i,
-            Entry::Vacant(v) => {
-                v.insert(i);
-            }
-        }
-        Ok(())
-    }
-
-    /// Forget a subject by name, and its tag with it.
-    /// Where the subject named `name` is in `entries`.
-    fn position_of_name(&self, name: &str) -> Option<u32> {
-        self.by_name
-            .find(self.hasher.hash_one(name), |&j| self.name(j) == name)
-            .copied()
-    }
-
-    /// Where the subject tagged `tag` is in `entries`.
-    fn position_of_tag(&self, tag: &Tag) -> Option<u32> {
-        self.by_tag
-            .find(tag_hash(tag), |&j| self.entries[j as usize].tag == *tag)
-            .copied()
-    }
-
-    /// Take entry `i`'s name and tag out of the indexes (the entry stays until `compact`).
-    fn unindex(&mut self, i: u32) {
-        let Subjects {
-            entries,
-            names,
-            by_name,
-            by_tag,
-            hasher,
-        } = self;
-        let name = name_of(entries, names, i);
-        if let Ok(n) = by_name.find_entry(hasher.hash_one(name), |&j| {
-            name_of(entries, names, j) == name
-        }) {
-            n.remove();
-        }
-        let tag = entries[i as usize].tag;
-        if let Ok(t) = by_tag.find_entry(tag_hash(&tag), |&j| entries[j as usize].tag == tag) {
-            t.remove();
-        }
-    }
-
-    /// Drop the entries no index refers to any more (after removals), overwriting their keys,
-    /// tags and names with zeros: the key file no longer has them, and neither should this
-    /// process's memory beyond what the allocator may have copied earlier. O(subjects), like
-    /// the key file rewrite that always follows.
-    fn compact(&mut self) {
-        let n = self.entries.len();
-        let mut keep = vec![false; n];
-        for &i in self.by_name.iter().chain(self.by_tag.iter()) {
-            keep[i as usize] = true;
-        }
-        if keep.iter().all(|&k| k) {
-            return;
-        }
-        let live_bytes: usize = (0..n)
-            .filter(|&i| keep[i])
-            .map(|i| self.name(i as u32).len())
-            .sum();
-        let mut names = String::with_capacity(live_bytes);
-        // Old position -> new position, for the kept entries.
-        let mut moved = vec![u32::MAX; n];
-        let mut w = 0;
-        for r in 0..n {
-            if !keep[r] {
-                continue;
-            }
-            let mut s = self.entries[r];
-            // Fits in u32: the compacted names are no longer than the old ones.
-            s.name_at = names.len() as u32;
-            names.push_str(self.name(r as u32));
-            self.entries[w] = s;
-            moved[r] = w as u32;
-            w += 1;
-        }
-        // Every slot at or past `w` held a dropped entry or an earlier copy of a kept one.
-        for s in &mut self.entries[w..] {
-            s.tag.zeroize();
-            s.key.zeroize();
-        }
-        self.entries.truncate(w);
-        self.names.zeroize();
-        self.names = names;
-        for i in self.by_name.iter_mut().chain(self.by_tag.iter_mut()) {
-            *i = moved[*i as usize];
-        }
-    }
-
-    /// The key file with every named subject but those at positions `drop`, in entry order,
-    /// written to `w` in pieces of ~1 MiB (at a million people the file is ~170 MB: built
-    /// whole, it was a second copy in memory). Each piece is zeroed once written.
-    fn write_records(&self, drop: &HashSet<u32>, w: &mut impl Write) -> std::io::Result<()> {
-        let mut order: Vec<u32> = self
-            .by_name
-            .iter()
-            .copied()
-            .filter(|i| !drop.contains(i))
-            .collect();
-        // In entry order, which is the order the records were appended: the rewrite keeps
-        // the file's order and sorts integers (sorting 2M names took a second at 1M people).
-        order.sort_unstable();
-        let mut out = Vec::with_capacity(1 << 20);
-        out.extend_from_slice(MAGIC);
-        for i in order {
-            let s = &self.entries[i as usize];
-            append_record(&mut out, ADD, &s.tag, &s.key, self.name(i));
-            if out.len() >= 1 << 20 {
-                w.write_all(&out)?;
-                // Zeroes the bytes and empties the buffer, keeping its capacity.
-                out.zeroize();
-            }
-        }
-        w.write_all(&out)?;
-        out.zeroize();
-        Ok(())
-    }
-
-    /// Bytes allocated for the subjects (entries, names and both indexes), for measurements.
-    #[cfg(test)]
-    fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Subject>()
-            + self.names.capacity()
-            + self.by_name.allocation_size()
-            + self.by_tag.allocation_size()
-    }
+    Ok(n)
 }
 
 pub(crate) struct KeyDir {
     path: PathBuf,
+    /// Read (lookups, concurrently through `&self`) and written (appends, erasures) by offset.
     file: File,
-    subjects: Subjects,
+    /// The file's durable length: records from here on are in `unsynced`, at the offsets they
+    /// will have once appended.
+    synced: u64,
     /// Keys created in memory and not yet appended + synced.
     unsynced: Vec<u8>,
+    by_name: HashTable<Slot>,
+    by_tag: HashTable<Slot>,
+    /// Names come from outside (phone numbers, customer ids), so their hashes are keyed per
+    /// process (SipHash with a random key, as `HashMap` does) against collision flooding.
+    hasher: RandomState,
+    /// Bytes of destroyed records and destroy records in the file; once they pass half of it,
+    /// the file is rewritten without them.
+    dead: u64,
 }
 
 fn append_record(out: &mut Vec<u8>, op: u8, tag: &Tag, key: &DataKey, name: &str) {
@@ -324,6 +159,18 @@ fn append_record(out: &mut Vec<u8>, op: u8, tag: &Tag, key: &DataKey, name: &str
     out.extend_from_slice(tag);
     out.extend_from_slice(key);
     out.extend_from_slice(name.as_bytes());
+    let sum = crc32fast::hash(&out[body..]);
+    out.extend_from_slice(&sum.to_be_bytes());
+}
+
+/// A destroy record: `op ++ offset u64 BE` for each ADD record it destroys.
+fn append_destroy(out: &mut Vec<u8>, offsets: &[u64]) {
+    out.extend_from_slice(&((1 + 8 * offsets.len()) as u32).to_be_bytes());
+    let body = out.len();
+    out.push(DESTROY);
+    for at in offsets {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
     let sum = crc32fast::hash(&out[body..]);
     out.extend_from_slice(&sum.to_be_bytes());
 }
@@ -397,6 +244,13 @@ impl Window {
     }
 }
 
+fn corrupt(path: &Path, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        what: format!("key file {}", path.display()),
+        detail,
+    }
+}
+
 impl KeyDir {
     pub fn create(path: &Path) -> Result<KeyDir, StoreError> {
         let mut f = OpenOptions::new()
@@ -417,28 +271,59 @@ impl KeyDir {
         // after it was freed (the allocator keeps freed memory for a second).
         let mut w = Window::open(path)?;
         if w.need(8)?.get(..8) != Some(&MAGIC[..]) {
-            return Err(StoreError::Corrupt {
-                what: format!("key file {}", path.display()),
-                detail: "missing or wrong magic (expected ACKEYS v1)".into(),
-            });
+            return Err(corrupt(
+                path,
+                "missing or wrong magic (expected ACKEYS v1)".into(),
+            ));
         }
         let file_len = w.len;
-        // A first walk over the length prefixes sizes everything once, so a restart does not
-        // grow (and copy) the entries, names and indexes step by step, nor leave them up to
-        // twice the size they need.
-        let (mut records, mut name_bytes, mut pos) = (0, 0, 8u64);
+        // A first walk over the length prefixes sizes the indexes once (a restart does not
+        // grow and copy them step by step) and collects the destroy records, which follow the
+        // records they destroy.
+        let (mut records, mut pos) = (0, 8u64);
+        let mut destroyed: HashSet<u64> = HashSet::new();
         w.seek(pos)?;
-        while let Some(len) = w.need(4)?.get(..4) {
-            let len = u32::from_be_bytes(len.try_into().unwrap()) as u64;
+        while let Some(head) = w.need(5)?.get(..5) {
+            let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as u64;
             if file_len - pos < 8 + len {
                 break;
             }
-            records += 1;
-            name_bytes += (len as usize).saturating_sub(49);
+            if len > 0 && head[4] == DESTROY {
+                let rest = w.need(8 + len as usize)?;
+                let body = &rest[4..4 + len as usize];
+                let sum = u32::from_be_bytes(rest[4 + len as usize..].try_into().unwrap());
+                // A destroy record that fails its checksum is reported by the second walk
+                // (or cut there, as a torn tail): the records it names were never zeroed.
+                if crc32fast::hash(body) == sum && (len - 1).is_multiple_of(8) {
+                    destroyed.extend(
+                        body[1..]
+                            .chunks_exact(8)
+                            .map(|c| u64::from_be_bytes(c.try_into().unwrap())),
+                    );
+                }
+            } else {
+                records += 1;
+            }
             pos += 8 + len;
             w.seek(pos)?;
         }
-        let mut subjects = Subjects::with_capacity(records, name_bytes);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io(path, "open key file", e))?;
+        let mut dir = KeyDir {
+            path: path.to_path_buf(),
+            file,
+            synced: file_len,
+            unsynced: Vec::new(),
+            by_name: HashTable::with_capacity(records),
+            by_tag: HashTable::with_capacity(records),
+            hasher: RandomState::new(),
+            dead: 0,
+        };
+        // Destroyed records whose bytes a crash left (partly) in place: zeroed again below.
+        let mut unfinished: Vec<(u64, usize)> = Vec::new();
         let mut pos = 8u64;
         let mut good_end = 8u64;
         w.seek(pos)?;
@@ -458,98 +343,249 @@ impl KeyDir {
             if rest.len() < 8 + len {
                 break;
             }
+            if destroyed.contains(&pos) {
+                // Its checksum is stale by design (the op byte stays, the rest is zeroed).
+                if rest[5..].iter().any(|&b| b != 0) {
+                    unfinished.push((pos, len));
+                }
+                dir.dead += 8 + len as u64;
+                pos += 8 + len as u64;
+                good_end = pos;
+                w.seek(pos)?;
+                continue;
+            }
             let body = &rest[4..4 + len];
             let sum = u32::from_be_bytes(rest[4 + len..8 + len].try_into().unwrap());
             let last = pos + 8 + len as u64 == file_len;
-            if crc32fast::hash(body) != sum || len < 17 {
+            if crc32fast::hash(body) != sum || len < 1 {
                 if last {
                     // A write cut by a crash: fsync had not returned, so no sled data uses it.
                     good_end = pos;
                     break;
                 }
-                return Err(StoreError::Corrupt {
-                    what: format!("key file {}", path.display()),
-                    detail: format!("record at byte {pos} fails its checksum"),
-                });
+                return Err(corrupt(
+                    path,
+                    format!("record at byte {pos} fails its checksum"),
+                ));
             }
-            let op = body[0];
-            let tag: Tag = body[1..17].try_into().unwrap();
-            match op {
+            match body[0] {
                 ADD if len >= 49 => {
-                    let key: DataKey = body[17..49].try_into().unwrap();
-                    subjects.push(tag, key, &String::from_utf8_lossy(&body[49..]))?;
+                    let at = u32::try_from(pos).map_err(|_| full())?;
+                    let name = name_of(body);
+                    let (tag, name_hash) = (tag_of(body), dir.name_hash(&name));
+                    dir.index(at, name_hash, &name, &tag)?;
                 }
                 // The op is known; the record is too short to hold the key it adds (reported as
                 // an unknown op before, which sent a reader looking for the wrong fault).
                 ADD => {
-                    return Err(StoreError::Corrupt {
-                        what: format!("key file {}", path.display()),
-                        detail: format!(
+                    return Err(corrupt(
+                        path,
+                        format!(
                             "record at byte {pos} is {len} bytes, too short for an added key \
                              (at least 49: op, tag, key)"
                         ),
-                    })
+                    ))
                 }
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        what: format!("key file {}", path.display()),
-                        detail: format!("record at byte {pos} has unknown op {op}"),
-                    })
+                DESTROY if (len - 1).is_multiple_of(8) => dir.dead += 8 + len as u64,
+                DESTROY => {
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "record at byte {pos} is a destroy record of {len} bytes (op, then \
+                             8 bytes for each offset)"
+                        ),
+                    ))
+                }
+                op => {
+                    return Err(corrupt(
+                        path,
+                        format!("record at byte {pos} has unknown op {op}"),
+                    ))
                 }
             }
             pos += 8 + len as u64;
             good_end = pos;
             w.seek(pos)?;
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| io(path, "open key file", e))?;
+        drop(w);
         if good_end < file_len {
-            file.set_len(good_end)
-                .and_then(|_| file.sync_all())
+            dir.file
+                .set_len(good_end)
+                .and_then(|_| dir.file.sync_all())
                 .map_err(|e| io(path, "truncate torn tail of", e))?;
+            dir.synced = good_end;
         }
-        let mut dir = KeyDir {
-            path: path.to_path_buf(),
-            file,
-            subjects,
-            unsynced: Vec::new(),
-        };
-        dir.seek_end()?;
+        if !unfinished.is_empty() {
+            // An erasure cut by a crash after its destroy record was durable: finish it.
+            dir.zero(&unfinished)?;
+        }
         Ok(dir)
     }
 
-    fn seek_end(&mut self) -> Result<(), StoreError> {
-        use std::io::Seek;
-        self.file
-            .seek(std::io::SeekFrom::End(0))
-            .map(|_| ())
-            .map_err(|e| io(&self.path, "seek", e))
+    fn name_hash(&self, name: &str) -> u32 {
+        (self.hasher.hash_one(name) >> 32) as u32
     }
 
-    pub fn get(&self, name: &str) -> Option<(Tag, DataKey)> {
-        self.subjects.get(name)
+    /// Calls `f` with the body (op, tag, key, name) of the record at `at`, its checksum
+    /// checked: the file is read again at every lookup, so damage after the load is caught
+    /// here, as a corrupt store, not used as a key.
+    fn with_record<R>(&self, at: u32, f: impl FnOnce(&[u8]) -> R) -> Result<R, StoreError> {
+        let at = at as u64;
+        if at >= self.synced {
+            // Made by this process and not appended yet: no checksum to check.
+            let i = (at - self.synced) as usize;
+            let len = u32::from_be_bytes(self.unsynced[i..i + 4].try_into().unwrap()) as usize;
+            return Ok(f(&self.unsynced[i + 4..i + 4 + len]));
+        }
+        // Records are ~75 bytes (op, tag, key, a phone number or customer id); longer names
+        // take a second read.
+        let mut small = [0u8; 160];
+        let mut big = Vec::new();
+        let read = |buf: &mut [u8]| {
+            pread(&self.file, buf, at).map_err(|e| io(&self.path, "read key file", e))
+        };
+        let n = read(&mut small)?;
+        let len = match small.get(..4) {
+            Some(l) if n >= 4 => u32::from_be_bytes(l.try_into().unwrap()) as usize,
+            _ => {
+                return Err(corrupt(
+                    &self.path,
+                    format!("record at byte {at} is missing"),
+                ))
+            }
+        };
+        let (buf, got): (&mut [u8], usize) = if 8 + len <= small.len() {
+            (&mut small[..8 + len], n)
+        } else {
+            big.resize(8 + len, 0);
+            let got = read(&mut big)?;
+            (&mut big, got)
+        };
+        let r = if got < 8 + len {
+            Err(corrupt(
+                &self.path,
+                format!("record at byte {at} is cut short"),
+            ))
+        } else {
+            let sum = u32::from_be_bytes(buf[4 + len..].try_into().unwrap());
+            let body = &buf[4..4 + len];
+            if crc32fast::hash(body) != sum || body.first() != Some(&ADD) || len < 49 {
+                Err(corrupt(
+                    &self.path,
+                    format!("record at byte {at} fails its checksum or is not a key"),
+                ))
+            } else {
+                Ok(f(body))
+            }
+        };
+        buf.zeroize();
+        r
     }
 
-    pub fn resolve(&self, tag: &Tag) -> Option<(&str, DataKey)> {
-        self.subjects.resolve(tag)
+    /// The slot of the subject named `name`.
+    fn find_name(&self, name: &str) -> Result<Option<Slot>, StoreError> {
+        let h = self.name_hash(name);
+        for s in self.by_name.iter_hash(widen(h)) {
+            if s.hash == h && self.with_record(s.at, |b| name_of(b) == name)? {
+                return Ok(Some(*s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The slot of the subject tagged `tag`.
+    fn find_tag(&self, tag: &Tag) -> Result<Option<Slot>, StoreError> {
+        let h = tag_hash(tag);
+        for s in self.by_tag.iter_hash(widen(h)) {
+            if s.hash == h && self.with_record(s.at, |b| tag_of(b) == *tag)? {
+                return Ok(Some(*s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Index the record at `at`: the name and the tag now find it, even where they found
+    /// another record before (a name written twice to the key file: the later record wins, as
+    /// the file is read in order; the earlier one stays reachable by its own tag).
+    fn index(&mut self, at: u32, name_hash: u32, name: &str, tag: &Tag) -> Result<(), StoreError> {
+        let widen_slot = |s: &Slot| widen(s.hash);
+        match self.find_name(name)? {
+            Some(old) => {
+                let s = self
+                    .by_name
+                    .find_mut(widen(name_hash), |s| s.at == old.at)
+                    .expect("the slot just found");
+                s.at = at;
+            }
+            None => {
+                let slot = Slot {
+                    hash: name_hash,
+                    at,
+                };
+                self.by_name
+                    .insert_unique(widen(name_hash), slot, widen_slot);
+            }
+        }
+        let h = tag_hash(tag);
+        match self.find_tag(tag)? {
+            Some(old) => {
+                let s = self
+                    .by_tag
+                    .find_mut(widen(h), |s| s.at == old.at)
+                    .expect("the slot just found");
+                s.at = at;
+            }
+            None => {
+                self.by_tag
+                    .insert_unique(widen(h), Slot { hash: h, at }, widen_slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// The subject's tag and key.
+    pub fn get(&self, name: &str) -> Result<Option<(Tag, DataKey)>, StoreError> {
+        match self.find_name(name)? {
+            Some(s) => self.with_record(s.at, |b| Some((tag_of(b), key_of(b)))),
+            None => Ok(None),
+        }
+    }
+
+    /// The subject's name and key, from its tag.
+    pub fn resolve(&self, tag: &Tag) -> Result<Option<(String, DataKey)>, StoreError> {
+        match self.find_tag(tag)? {
+            Some(s) => self.with_record(s.at, |b| Some((name_of(b).into_owned(), key_of(b)))),
+            None => Ok(None),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.subjects.len()
+        self.by_name.len()
     }
 
     /// The subject's key, creating one (in memory; [`KeyDir::sync`] makes it durable) if new.
     pub fn ensure(&mut self, name: &str) -> Result<(Tag, DataKey), StoreError> {
-        if let Some(k) = self.get(name) {
+        if let Some(k) = self.get(name)? {
             return Ok(k);
         }
         let tag: Tag = random()?;
         let key: DataKey = random()?;
-        self.subjects.push(tag, key, name)?;
+        let at = u32::try_from(self.synced + self.unsynced.len() as u64).map_err(|_| full())?;
         append_record(&mut self.unsynced, ADD, &tag, &key, name);
+        let h = self.name_hash(name);
+        self.index(at, h, name, &tag)?;
         Ok((tag, key))
+    }
+
+    /// Append `bytes` at the durable end and fdatasync.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(bytes, self.synced)
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| io(&self.path, "append to key file", e))?;
+        self.synced += bytes.len() as u64;
+        Ok(())
     }
 
     /// Append new key records and fdatasync: called before the sled batch that uses them.
@@ -557,54 +593,149 @@ impl KeyDir {
         if self.unsynced.is_empty() {
             return Ok(());
         }
+        let bytes = std::mem::take(&mut self.unsynced);
+        let r = self.append(&bytes);
+        let mut bytes = bytes;
+        if r.is_err() {
+            // Kept for the next attempt: the keys are in use in memory.
+            self.unsynced = bytes;
+        } else {
+            bytes.zeroize();
+        }
+        r
+    }
+
+    /// Overwrite the records at `(offset, body length)` with zeros after their length prefix
+    /// and op byte (tag, key, name, checksum), then fdatasync.
+    fn zero(&mut self, records: &[(u64, usize)]) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let zeros = vec![0u8; records.iter().map(|r| r.1 + 3).max().unwrap_or(0)];
+        for &(at, len) in records {
+            self.file
+                .write_all_at(&zeros[..len - 1 + 4], at + 5)
+                .map_err(|e| io(&self.path, "erase a key in", e))?;
+        }
         self.file
-            .write_all(&self.unsynced)
-            .and_then(|_| self.file.sync_data())
-            .map_err(|e| io(&self.path, "append to key file", e))?;
-        self.unsynced.clear();
+            .sync_data()
+            .map_err(|e| io(&self.path, "erase a key in", e))
+    }
+
+    /// Destroy keys for good, in place. First a destroy record naming the subjects' records is
+    /// appended and fdatasync'ed; then each record's tag, key and name are overwritten with
+    /// zeros and fdatasync'ed. A crash between the two leaves records that the next load skips
+    /// (the destroy record names them) and zeroes again. Afterwards no byte of those keys or
+    /// of the subject names is in the file, and the rest of the file is untouched: no rewrite
+    /// of every other subject under the store's writer lock (it was a quarter of an erasure at
+    /// a million people). When destroyed bytes pass half the file, it is rewritten without
+    /// them. Returns how many subjects were removed.
+    pub fn destroy(&mut self, names: &[&str], tags: &HashSet<Tag>) -> Result<usize, StoreError> {
+        // Every subject gets a durable offset first (a new key may be destroyed at once).
+        self.sync()?;
+        let mut doomed: Vec<Slot> = Vec::new();
+        for n in names {
+            doomed.extend(self.find_name(n)?);
+        }
+        for t in tags {
+            doomed.extend(self.find_tag(t)?);
+        }
+        doomed.sort_unstable_by_key(|s| s.at);
+        doomed.dedup_by_key(|s| s.at);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut found = Vec::with_capacity(doomed.len());
+        for s in &doomed {
+            let (tag, name, len) =
+                self.with_record(s.at, |b| (tag_of(b), name_of(b).into_owned(), b.len()))?;
+            found.push((s.at, tag, name, len));
+        }
+        // The file first, memory after: if a write fails, this process still holds (and
+        // uses) exactly the keys the file holds, and the caller's erasure marker makes the
+        // next attempt (or the next open) destroy them.
+        let offsets: Vec<u64> = found.iter().map(|f| f.0 as u64).collect();
+        let mut rec = Vec::new();
+        append_destroy(&mut rec, &offsets);
+        self.append(&rec)?;
+        let spans: Vec<(u64, usize)> = found.iter().map(|f| (f.0 as u64, f.3)).collect();
+        self.zero(&spans)?;
+        self.dead += rec.len() as u64 + spans.iter().map(|s| 8 + s.1 as u64).sum::<u64>();
+        let before = self.len();
+        for (at, tag, name, _) in &mut found {
+            let nh = widen(self.name_hash(name));
+            if let Ok(e) = self.by_name.find_entry(nh, |s| s.at == *at) {
+                e.remove();
+            }
+            if let Ok(e) = self
+                .by_tag
+                .find_entry(widen(tag_hash(tag)), |s| s.at == *at)
+            {
+                e.remove();
+            }
+            name.zeroize();
+            tag.zeroize();
+        }
+        let removed = before - self.len();
+        if self.dead > REWRITE_AFTER && self.dead > self.synced / 2 {
+            self.rewrite()?;
+        }
+        Ok(removed)
+    }
+
+    /// Rewrite the file with only the subjects its names find, in file order (temp file,
+    /// fsync, rename, fsync dir), then load it again: destroyed records, destroy records and
+    /// records superseded by a later one for the same name are gone. Streamed through a
+    /// window in pieces of ~1 MiB, each zeroed once written.
+    pub fn rewrite(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        let mut live: Vec<u32> = self.by_name.iter().map(|s| s.at).collect();
+        live.sort_unstable();
+        let tmp = self.path.with_extension("bin.tmp");
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        {
+            let mut f = File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
+            let mut w = Window::open(&self.path)?;
+            let mut out = Vec::with_capacity(1 << 20);
+            out.extend_from_slice(MAGIC);
+            for at in live {
+                w.seek(at as u64)?;
+                let len = match w.need(4)?.get(..4) {
+                    Some(l) => u32::from_be_bytes(l.try_into().unwrap()) as usize,
+                    None => {
+                        return Err(corrupt(
+                            &self.path,
+                            format!("record at byte {at} is missing"),
+                        ))
+                    }
+                };
+                out.extend_from_slice(w.need(8 + len)?);
+                if out.len() >= 1 << 20 {
+                    f.write_all(&out).map_err(|e| io(&tmp, "write", e))?;
+                    // Zeroes the bytes and empties the buffer, keeping its capacity.
+                    out.zeroize();
+                }
+            }
+            f.write_all(&out)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| io(&tmp, "write", e))?;
+            out.zeroize();
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, "rename onto", e))?;
+        sync_dir(&dir)?;
+        *self = KeyDir::load(&self.path)?;
         Ok(())
     }
 
-    /// Destroy keys for good: rewrite the whole file without the subjects named or tagged,
-    /// atomically (temp file, fsync, rename, fsync dir). Afterwards no byte of those keys (or
-    /// of the subject names) exists in the data directory, and their entries in memory are
-    /// zeroed. Returns how many were removed.
-    pub fn destroy(&mut self, names: &[&str], tags: &HashSet<Tag>) -> Result<usize, StoreError> {
-        let before = self.subjects.len();
-        // The file first, memory after: if the rewrite fails, this process still holds (and
-        // uses) exactly the keys the file holds, and the caller's erasure marker makes the
-        // next attempt (or the next open) destroy them.
-        let drop: HashSet<u32> = names
-            .iter()
-            .filter_map(|n| self.subjects.position_of_name(n))
-            .chain(tags.iter().filter_map(|t| self.subjects.position_of_tag(t)))
-            .collect();
-        let tmp = self.path.with_extension("bin.tmp");
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        {
-            let mut f = File::create(&tmp).map_err(|e| io(&tmp, "create", e))?;
-            self.subjects
-                .write_records(&drop, &mut f)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| io(&tmp, "write", e))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, "rename onto", e))?;
-        sync_dir(dir)?;
-        for &i in &drop {
-            self.subjects.unindex(i);
-        }
-        self.subjects.compact();
-        self.file = OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| io(&self.path, "reopen", e))?;
-        self.seek_end()?;
-        // The rewrite holds every named subject, so the records not yet appended are in it;
-        // the buffer may hold keys just destroyed. Kept if the rewrite failed: the next sync
-        // must still make the new keys durable before sled uses them.
-        self.unsynced.zeroize();
-        Ok(before - self.subjects.len())
+    /// Bytes allocated for the two indexes, for measurements.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.by_name.allocation_size() + self.by_tag.allocation_size()
     }
+}
+
+/// Offsets are u32 to keep index slots small: a key file of 4 GiB is ~50M subjects, past what
+/// one process serves.
+fn full() -> StoreError {
+    StoreError::Io("key file full (4 GiB: ~50M subjects)".into())
 }
 
 /// Encrypt `plain` under `key`, bound to `aad` (the sled key it is stored under, so a value
@@ -656,6 +787,17 @@ pub(crate) fn instance_hash(key: &DataKey, instance: &str) -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// Lookups that must not fail in these tests.
+    impl KeyDir {
+        fn g(&self, name: &str) -> Option<(Tag, DataKey)> {
+            self.get(name).unwrap()
+        }
+
+        fn r(&self, tag: &Tag) -> Option<(String, DataKey)> {
+            self.resolve(tag).unwrap()
+        }
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ac-keys-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -671,13 +813,13 @@ mod tests {
         k.ensure("customer:2").unwrap();
         k.sync().unwrap();
         let k2 = KeyDir::load(&p).unwrap();
-        assert_eq!(k2.get("phone:+15550001111"), Some((ta, ka)));
+        assert_eq!(k2.g("phone:+15550001111"), Some((ta, ka)));
         let mut k = k2;
         k.destroy(&["phone:+15550001111"], &HashSet::new()).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert!(!bytes.windows(12).any(|w| w == b"+15550001111"));
         assert!(!bytes.windows(32).any(|w| w == ka));
-        assert!(KeyDir::load(&p).unwrap().get("customer:2").is_some());
+        assert!(KeyDir::load(&p).unwrap().g("customer:2").is_some());
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
@@ -691,7 +833,7 @@ mod tests {
         let full = std::fs::read(&p).unwrap();
         std::fs::write(&p, &full[..full.len() - 3]).unwrap();
         let k = KeyDir::load(&p).unwrap();
-        assert!(k.get("a").is_some() && k.get("b").is_none());
+        assert!(k.g("a").is_some() && k.g("b").is_none());
         let mut bad = full.clone();
         bad[14] ^= 0xff; // inside the first record
         std::fs::write(&p, &bad).unwrap();
@@ -720,7 +862,7 @@ mod tests {
         let k = KeyDir::load(&p).unwrap();
         assert_eq!(k.len(), n);
         for (tag, key, name) in &records {
-            assert_eq!(k.get(name), Some((*tag, *key)), "{name}");
+            assert_eq!(k.g(name), Some((*tag, *key)), "{name}");
         }
         drop(k);
         let full = std::fs::read(&p).unwrap();
@@ -772,8 +914,8 @@ mod tests {
         for d in [&k, &k2] {
             assert_eq!(d.len(), n);
             for (name, tag, key) in &all {
-                assert_eq!(d.get(name), Some((*tag, *key)));
-                assert_eq!(d.resolve(tag), Some((name.as_str(), *key)));
+                assert_eq!(d.g(name), Some((*tag, *key)));
+                assert_eq!(d.r(tag), Some((name.clone(), *key)));
             }
         }
         // Destroy every 4th by name and every 4th + 1 by tag.
@@ -782,7 +924,7 @@ mod tests {
         let by_tag: HashSet<Tag> = all.iter().skip(1).step_by(4).map(|s| s.1).collect();
         assert_eq!(k.destroy(&by_name, &by_tag).unwrap(), n / 2);
         let gone = |i: usize| i % 4 < 2;
-        // New subjects after the compaction land in the remapped structure correctly.
+        // New subjects after the erasure are indexed beside the destroyed records.
         for i in n..n + 1_000 {
             let name = name_for(i);
             let (tag, key) = k.ensure(&name).unwrap();
@@ -796,31 +938,33 @@ mod tests {
             assert_eq!(d.len(), n / 2 + 1_000);
             for (i, (name, tag, key)) in all.iter().enumerate() {
                 if gone(i) && i < n {
-                    assert_eq!(d.get(name), None, "{name}");
-                    assert_eq!(d.resolve(tag), None, "{name}");
+                    assert_eq!(d.g(name), None, "{name}");
+                    assert_eq!(d.r(tag), None, "{name}");
                 } else {
-                    assert_eq!(d.get(name), Some((*tag, *key)), "{name}");
-                    assert_eq!(d.resolve(tag), Some((name.as_str(), *key)), "{name}");
+                    assert_eq!(d.g(name), Some((*tag, *key)), "{name}");
+                    assert_eq!(d.r(tag), Some((name.clone(), *key)), "{name}");
                 }
             }
         }
         for (i, (_, _, key)) in all.iter().enumerate().take(n) {
             assert_eq!(file_keys.contains(&key[..]), !gone(i));
         }
-        // The compaction dropped the destroyed entries and their names.
-        assert_eq!(k.subjects.entries.len(), n / 2 + 1_000);
-        let live: usize = all
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !gone(*i) || *i >= n)
-            .map(|(_, s)| s.0.len())
-            .sum();
-        assert_eq!(k.subjects.names.len(), live);
+        // Destroyed in place: the file kept its records (zeroed), and only the new subjects
+        // and the destroy record were appended.
+        assert!(k.dead > 0);
+        let rewritten = bytes.len();
+        k.rewrite().unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() < rewritten as u64);
+        assert_eq!(k.dead, 0);
+        for (i, (name, tag, key)) in all.iter().enumerate() {
+            let live = !gone(i) || i >= n;
+            assert_eq!(k.g(name), live.then_some((*tag, *key)), "{name}");
+        }
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
     #[test]
-    fn multibyte_names_round_trip_through_compaction() {
+    fn multibyte_names_round_trip_through_erasure_and_rewrite() {
         let p = tmp("utf8");
         let mut k = KeyDir::create(&p).unwrap();
         let names = [
@@ -837,18 +981,20 @@ mod tests {
             keys.push(k.ensure(n).unwrap());
         }
         k.sync().unwrap();
-        // Remove names whose bytes sit between others in the arena, so the rest move.
+        // Remove names between others, then rewrite the file so the rest move.
         k.destroy(&["a", "🙂🙃"], &HashSet::new()).unwrap();
         let k2 = KeyDir::load(&p).unwrap();
-        for d in [&k, &k2] {
+        let mut k3 = KeyDir::load(&p).unwrap();
+        k3.rewrite().unwrap();
+        for d in [&k, &k2, &k3] {
             assert_eq!(d.len(), names.len() - 2);
             for (n, (tag, key)) in names.iter().zip(&keys) {
                 if *n == "a" || *n == "🙂🙃" {
-                    assert_eq!(d.get(n), None);
-                    assert_eq!(d.resolve(tag), None);
+                    assert_eq!(d.g(n), None);
+                    assert_eq!(d.r(tag), None);
                 } else {
-                    assert_eq!(d.get(n), Some((*tag, *key)));
-                    assert_eq!(d.resolve(tag), Some((*n, *key)));
+                    assert_eq!(d.g(n), Some((*tag, *key)));
+                    assert_eq!(d.r(tag), Some((n.to_string(), *key)));
                 }
             }
         }
@@ -861,7 +1007,7 @@ mod tests {
         raw[body + 50..].copy_from_slice(&sum.to_be_bytes());
         std::fs::write(&p, raw).unwrap();
         let k = KeyDir::load(&p).unwrap();
-        assert_eq!(k.resolve(&[1; 16]), Some(("\u{fffd}", [2; 32])));
+        assert_eq!(k.r(&[1; 16]), Some(("\u{fffd}".to_string(), [2; 32])));
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
@@ -887,19 +1033,16 @@ mod tests {
         write_file(&p, &records);
         let mut k = KeyDir::load(&p).unwrap();
         for i in 0..2_000u32 {
-            assert_eq!(
-                k.resolve(&tag(i)),
-                Some((names[i as usize].as_str(), key(i)))
-            );
+            assert_eq!(k.r(&tag(i)), Some((names[i as usize].clone(), key(i))));
         }
         let odd: HashSet<Tag> = (0..2_000u32).filter(|i| i % 2 == 1).map(tag).collect();
         assert_eq!(k.destroy(&[], &odd).unwrap(), 1_000);
         let k2 = KeyDir::load(&p).unwrap();
         for d in [&k, &k2] {
             for i in 0..2_000u32 {
-                let want = (i % 2 == 0).then(|| (names[i as usize].as_str(), key(i)));
-                assert_eq!(d.resolve(&tag(i)), want);
-                assert_eq!(d.get(&names[i as usize]), want.map(|(_, k)| (tag(i), k)));
+                let want = (i % 2 == 0).then(|| (names[i as usize].clone(), key(i)));
+                assert_eq!(d.r(&tag(i)), want);
+                assert_eq!(d.g(&names[i as usize]), want.map(|(_, k)| (tag(i), k)));
             }
         }
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
@@ -909,7 +1052,7 @@ mod tests {
     fn a_name_written_twice_resolves_to_the_later_record() {
         // Not something this code writes (ensure looks first; destroy writes each name once),
         // but a file is read in order and the later record wins, the earlier tag still
-        // resolving until the next rewrite drops it.
+        // resolving until a rewrite drops it.
         let p = tmp("twice");
         write_file(
             &p,
@@ -921,16 +1064,111 @@ mod tests {
         );
         let mut k = KeyDir::load(&p).unwrap();
         assert_eq!(k.len(), 2);
-        assert_eq!(k.get("a"), Some(([2; 16], [2; 32])));
-        assert_eq!(k.resolve(&[1; 16]), Some(("a", [1; 32])));
-        assert_eq!(k.resolve(&[2; 16]), Some(("a", [2; 32])));
+        assert_eq!(k.g("a"), Some(([2; 16], [2; 32])));
+        assert_eq!(k.r(&[1; 16]), Some(("a".to_string(), [1; 32])));
+        assert_eq!(k.r(&[2; 16]), Some(("a".to_string(), [2; 32])));
         assert_eq!(k.destroy(&["b"], &HashSet::new()).unwrap(), 1);
-        assert_eq!(k.resolve(&[1; 16]), Some(("a", [1; 32])));
-        assert_eq!(k.resolve(&[3; 16]), None);
+        assert_eq!(k.r(&[1; 16]), Some(("a".to_string(), [1; 32])));
+        assert_eq!(k.r(&[3; 16]), None);
+        // A reload still finds the earlier tag; a rewrite keeps only what names find.
+        let mut k = KeyDir::load(&p).unwrap();
+        assert_eq!(k.r(&[1; 16]), Some(("a".to_string(), [1; 32])));
+        k.rewrite().unwrap();
         let k = KeyDir::load(&p).unwrap();
         assert_eq!(k.len(), 1);
-        assert_eq!(k.get("a"), Some(([2; 16], [2; 32])));
-        assert_eq!(k.resolve(&[1; 16]), None);
+        assert_eq!(k.g("a"), Some(([2; 16], [2; 32])));
+        assert_eq!(k.r(&[1; 16]), None);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// An erasure is destroyed in place: the other records keep their bytes and offsets, the
+    /// file grows by the destroy record alone, and the subject's key and name are zeros.
+    #[test]
+    fn destroy_zeroes_the_record_in_place_and_appends_one_destroy_record() {
+        let p = tmp("in-place");
+        let mut k = KeyDir::create(&p).unwrap();
+        let (_, ka) = k.ensure("phone:+15550001111").unwrap();
+        k.ensure("customer:2").unwrap();
+        k.sync().unwrap();
+        let before = std::fs::read(&p).unwrap();
+        assert_eq!(
+            k.destroy(&["phone:+15550001111"], &HashSet::new()).unwrap(),
+            1
+        );
+        let after = std::fs::read(&p).unwrap();
+        // One destroy record: 4 length, op, one offset, 4 checksum.
+        assert_eq!(after.len(), before.len() + 4 + 1 + 8 + 4);
+        let first = 8 + 4 + 49 + "phone:+15550001111".len() + 4;
+        // The length prefix and op byte stay; the rest of the record is zeros.
+        assert_eq!(after[8..13], before[8..13]);
+        assert!(after[13..first].iter().all(|&b| b == 0));
+        assert_eq!(after[first..before.len()], before[first..]);
+        assert!(!after.windows(32).any(|w| w == ka));
+        assert_eq!(KeyDir::load(&p).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// A crash after the destroy record was durable and before (or while) the record was
+    /// zeroed: the next load treats the subject as destroyed and finishes the zeroing. A crash
+    /// while the destroy record was being appended (a torn tail) leaves the subject as it was:
+    /// its bytes were never touched, and the caller's erasure marker destroys it again.
+    #[test]
+    fn an_erasure_cut_by_a_crash_is_finished_or_undone_on_load() {
+        let p = tmp("cut-erasure");
+        let mut k = KeyDir::create(&p).unwrap();
+        let (ta, ka) = k.ensure("phone:+15550001111").unwrap();
+        let b = k.ensure("customer:2").unwrap();
+        k.sync().unwrap();
+        drop(k);
+        let base = std::fs::read(&p).unwrap();
+        let first = 8 + 4 + 49 + "phone:+15550001111".len() + 4;
+        let mut destroy = Vec::new();
+        append_destroy(&mut destroy, &[8]);
+        // Destroy record durable; the record untouched, or zeroed half way.
+        for zeroed in [0, 20] {
+            let mut f = base.clone();
+            f[13..13 + zeroed].fill(0);
+            f.extend_from_slice(&destroy);
+            std::fs::write(&p, &f).unwrap();
+            let k = KeyDir::load(&p).unwrap();
+            assert_eq!(k.g("phone:+15550001111"), None);
+            assert_eq!(k.r(&ta), None);
+            assert_eq!(k.g("customer:2"), Some(b));
+            let now = std::fs::read(&p).unwrap();
+            assert!(now[13..first].iter().all(|&b| b == 0), "zeroed {zeroed}");
+            assert!(!now.windows(32).any(|w| w == ka));
+            assert!(!now.windows(11).any(|w| w == b"15550001111"));
+        }
+        // The destroy record torn: cut off, and the subject is still there.
+        let mut f = base.clone();
+        f.extend_from_slice(&destroy[..destroy.len() - 2]);
+        std::fs::write(&p, &f).unwrap();
+        let k = KeyDir::load(&p).unwrap();
+        assert_eq!(k.g("phone:+15550001111"), Some((ta, ka)));
+        assert_eq!(std::fs::read(&p).unwrap(), base);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// Damage to a record after the load is caught when it is read, not used as a key.
+    #[test]
+    fn a_record_damaged_after_the_load_is_reported_when_read() {
+        let p = tmp("damaged-later");
+        let mut k = KeyDir::create(&p).unwrap();
+        k.ensure("customer:1").unwrap();
+        k.sync().unwrap();
+        let mut f = std::fs::read(&p).unwrap();
+        f[8 + 4 + 20] ^= 1; // inside the key
+        std::fs::write(&p, &f).unwrap();
+        match k.get("customer:1") {
+            Err(StoreError::Corrupt { what, detail }) => {
+                assert!(what.contains("damaged-later"), "{what}");
+                assert_eq!(
+                    detail,
+                    "record at byte 8 fails its checksum or is not a key"
+                );
+            }
+            other => panic!("expected a corrupt key file, got {other:?}"),
+        }
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
@@ -939,6 +1177,7 @@ mod tests {
         Ensure(usize),
         Sync,
         Destroy(Vec<usize>, Vec<usize>),
+        Rewrite,
         Reload,
     }
 
@@ -949,6 +1188,7 @@ mod tests {
             1 => Just(Op::Sync),
             1 => (proptest::collection::vec(0..40usize, 0..6), proptest::collection::vec(0..40usize, 0..6))
                 .prop_map(|(n, t)| Op::Destroy(n, t)),
+            1 => Just(Op::Rewrite),
             1 => Just(Op::Reload),
         ]
     }
@@ -992,6 +1232,11 @@ mod tests {
                         proptest::prop_assert_eq!(k.destroy(&refs, &by_tag).unwrap(), before - memory.len());
                         durable = memory.clone();
                     }
+                    Op::Rewrite => {
+                        // Makes what is in memory durable, as a sync does.
+                        k.rewrite().unwrap();
+                        durable = memory.clone();
+                    }
                     Op::Reload => {
                         k = KeyDir::load(&p).unwrap();
                         memory = durable.clone();
@@ -999,11 +1244,11 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(k.len(), memory.len());
                 for i in 0..40 {
-                    proptest::prop_assert_eq!(k.get(&name(i)), memory.get(&name(i)).copied());
+                    proptest::prop_assert_eq!(k.g(&name(i)), memory.get(&name(i)).copied());
                 }
                 for t in &tags {
-                    let want = memory.iter().find(|(_, v)| v.0 == *t).map(|(n, v)| (n.as_str(), v.1));
-                    proptest::prop_assert_eq!(k.resolve(t), want);
+                    let want = memory.iter().find(|(_, v)| v.0 == *t).map(|(n, v)| (n.clone(), v.1));
+                    proptest::prop_assert_eq!(k.r(t), want);
                 }
             }
             let _ = std::fs::remove_dir_all(p.parent().unwrap());
@@ -1059,7 +1304,7 @@ mod tests {
             after,
             delta / (1024.0 * 1024.0),
             delta / n as f64,
-            k.subjects.heap_bytes() as f64 / n as f64
+            k.heap_bytes() as f64 / n as f64
         );
         drop(k);
         let _ = std::fs::remove_dir_all(p.parent().unwrap());

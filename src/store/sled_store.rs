@@ -241,7 +241,7 @@ fn framed_u64(key: &[u8], n: u64) -> Vec<u8> {
 }
 
 /// An outbox record as `SledStore::live_outbox` finds it: sled key, record, person, data key.
-type LiveOutbox<'k> = (Vec<u8>, OutRec, &'k str, keys::DataKey);
+type LiveOutbox = (Vec<u8>, OutRec, String, keys::DataKey);
 
 fn undecryptable(key: &[u8]) -> StoreError {
     StoreError::Corrupt {
@@ -655,7 +655,7 @@ impl SledStore {
                         detail: format!("points to {points:?}"),
                     });
                 }
-                match keys.resolve(&rec.tag) {
+                match keys.resolve(&rec.tag)? {
                     Some((_, key)) => {
                         if keys::open(&key, &k, &rec.sealed).is_none() {
                             return Err(undecryptable(&k));
@@ -695,7 +695,11 @@ impl SledStore {
             .collect();
         {
             let mut keys = self.keys.write().unwrap();
-            if erasing.iter().any(|t| keys.resolve(t).is_some()) {
+            let mut any = false;
+            for t in &erasing {
+                any |= keys.resolve(t)?.is_some();
+            }
+            if any {
                 keys.destroy(&[], &erasing)?;
             }
         }
@@ -770,13 +774,13 @@ impl SledStore {
             person: None,
             payload: None,
         };
-        if let Some((name, key)) = keys.resolve(&rec.tag) {
+        if let Some((name, key)) = keys.resolve(&rec.tag)? {
             let plain = keys::open(&key, k, &rec.sealed).ok_or_else(|| undecryptable(k))?;
             let (id, payload) = split_log_plain(k, &plain)?;
             e.source_id = Some(id);
             e.payload = Some(payload);
-            if !is_event_subject(name) {
-                e.person = Some(name.to_string());
+            if !is_event_subject(&name) {
+                e.person = Some(name);
             }
         }
         Ok(e)
@@ -792,7 +796,7 @@ impl SledStore {
         }
         let tag: Tag = k[9..25].try_into().unwrap();
         // A tag without a key belongs to a person being erased: not a live timer.
-        let Some((person, key)) = keys.resolve(&tag) else {
+        let Some((person, key)) = keys.resolve(&tag)? else {
             return Ok(None);
         };
         let inst = keys::open(&key, k, body).ok_or_else(|| undecryptable(k))?;
@@ -821,18 +825,14 @@ impl SledStore {
     /// An outbox record whose person's key still exists (an erasure a crash cut short, finished
     /// on the next open, leaves records whose key is gone: they are not there), with its sled
     /// key, person and data key; nothing decrypted.
-    fn live_outbox<'k>(
-        &self,
-        keys: &'k KeyDir,
-        message_id: &str,
-    ) -> Result<Option<LiveOutbox<'k>>> {
+    fn live_outbox(&self, keys: &KeyDir, message_id: &str) -> Result<Option<LiveOutbox>> {
         let k = layout::prefixed(layout::OUTBOX, message_id.as_bytes());
         let Some(v) = self.db()?.get(&k)? else {
             return Ok(None);
         };
         let o = decode_out(&k, &v)?;
         Ok(keys
-            .resolve(&o.tag)
+            .resolve(&o.tag)?
             .map(|(person, key)| (k, o, person, key)))
     }
 
@@ -1053,7 +1053,7 @@ impl Store for SledStore {
         let mut b = Counted::default();
         let mut counters: HashMap<String, i64> = HashMap::new();
         for p in &c.people_remove {
-            if let Some((tag, _)) = keys.get(p) {
+            if let Some((tag, _)) = keys.get(p)? {
                 b.remove(&layout::tagged(layout::PEOPLE, &tag)[..]);
             }
         }
@@ -1074,7 +1074,7 @@ impl Store for SledStore {
             b.insert(&k[..], v?);
         }
         for t in &c.timers_remove {
-            if let Some((tag, key)) = keys.get(&t.person) {
+            if let Some((tag, key)) = keys.get(&t.person)? {
                 let tk = layout::timer(
                     millis(t.due),
                     &tag,
@@ -1202,8 +1202,7 @@ impl Store for SledStore {
                 )));
             };
             let mut rec = decode_log(&lk, &v)?;
-            let Some((name, old_key)) = keys.resolve(&rec.tag).map(|(n, k)| (n.to_string(), k))
-            else {
+            let Some((name, old_key)) = keys.resolve(&rec.tag)? else {
                 continue; // erased meanwhile: nothing left to move
             };
             if !is_event_subject(&name) {
@@ -1293,7 +1292,7 @@ impl Store for SledStore {
         // No key, no record, in the database or in flight (a commit makes its keys before it
         // is handed over): answered without waiting for the apply (the runtime asks this for
         // every new phone, order and checkout it meets).
-        let Some((tag, key)) = keys.get(person) else {
+        let Some((tag, key)) = keys.get(person)? else {
             return Ok(None);
         };
         let k = layout::tagged(layout::PEOPLE, &tag);
@@ -1313,8 +1312,11 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for k in self.db()?.scan_prefix([layout::PEOPLE]).keys() {
             let k = k?;
-            if let Some((name, _)) = k[1..].try_into().ok().and_then(|t| keys.resolve(&t)) {
-                out.push(name.to_string());
+            let Ok(tag) = k[1..].try_into() else {
+                continue;
+            };
+            if let Some((name, _)) = keys.resolve(&tag)? {
+                out.push(name);
             }
         }
         Ok(out)
@@ -1365,7 +1367,7 @@ impl Store for SledStore {
 
     fn timers_of(&self, person: &str) -> Result<Vec<Timer>> {
         let keys = self.keys.read().unwrap();
-        let Some((tag, _)) = keys.get(person) else {
+        let Some((tag, _)) = keys.get(person)? else {
             return Ok(vec![]);
         };
         let mut out = Vec::new();
@@ -1409,7 +1411,7 @@ impl Store for SledStore {
         let tag: Tag = r.array()?;
         let sealed = r.bytes()?;
         // A tag without a key: the person was forgotten (the record goes with the erasure).
-        let Some((person, key)) = keys.resolve(&tag) else {
+        let Some((person, key)) = keys.resolve(&tag)? else {
             return Ok(None);
         };
         let plain = keys::open(&key, &k, sealed).ok_or_else(|| undecryptable(&k))?;
@@ -1468,7 +1470,7 @@ impl Store for SledStore {
         let state = self.person(person)?;
         let timers = self.timers_of(person)?;
         let keys = self.keys.read().unwrap();
-        let Some((tag, _)) = keys.get(person) else {
+        let Some((tag, _)) = keys.get(person)? else {
             return Ok(json!({ "person": person, "found": false }));
         };
         let mut events = Vec::new();
@@ -1529,7 +1531,7 @@ impl Store for SledStore {
         let (tag, events, messages) = {
             let _w = self.writer.lock().unwrap();
             let mut keys = self.keys.write().unwrap();
-            let Some((tag, _)) = keys.get(person) else {
+            let Some((tag, _)) = keys.get(person)? else {
                 return Ok(ForgetReport::default());
             };
             // 1. Everything written so far durable (attributions whose retired keys we will
@@ -1586,8 +1588,8 @@ impl Store for SledStore {
                 b.remove(layout::prefixed(layout::DEDUP, &rec.dedup));
                 b.remove(layout::person_event(&rec.tag, seq));
                 if keys
-                    .resolve(&rec.tag)
-                    .is_some_and(|(name, _)| is_event_subject(name))
+                    .resolve(&rec.tag)?
+                    .is_some_and(|(name, _)| is_event_subject(&name))
                 {
                     let zk = layout::tagged(layout::ERASURES, &rec.tag);
                     b.insert(&zk[..], frame(&zk, &[RETIRED]));
