@@ -482,26 +482,47 @@ impl KeyDir {
         r
     }
 
-    /// The slot of the subject named `name`.
-    fn find_name(&self, name: &str) -> Result<Option<Slot>, StoreError> {
+    /// The slot of the subject named `name`, and `f` of its record's body: one read of the
+    /// file for the subject found.
+    fn lookup_name<R>(
+        &self,
+        name: &str,
+        f: impl Fn(&[u8]) -> R,
+    ) -> Result<Option<(Slot, R)>, StoreError> {
         let h = self.name_hash(name);
         for s in self.by_name.iter_hash(widen(h)) {
-            if s.hash == h && self.with_record(s.at, |b| name_of(b) == name)? {
-                return Ok(Some(*s));
+            if s.hash == h {
+                if let Some(r) = self.with_record(s.at, |b| (name_of(b) == name).then(|| f(b)))? {
+                    return Ok(Some((*s, r)));
+                }
             }
         }
         Ok(None)
     }
 
-    /// The slot of the subject tagged `tag`.
-    fn find_tag(&self, tag: &Tag) -> Result<Option<Slot>, StoreError> {
+    /// The slot of the subject tagged `tag`, and `f` of its record's body.
+    fn lookup_tag<R>(
+        &self,
+        tag: &Tag,
+        f: impl Fn(&[u8]) -> R,
+    ) -> Result<Option<(Slot, R)>, StoreError> {
         let h = tag_hash(tag);
         for s in self.by_tag.iter_hash(widen(h)) {
-            if s.hash == h && self.with_record(s.at, |b| tag_of(b) == *tag)? {
-                return Ok(Some(*s));
+            if s.hash == h {
+                if let Some(r) = self.with_record(s.at, |b| (tag_of(b) == *tag).then(|| f(b)))? {
+                    return Ok(Some((*s, r)));
+                }
             }
         }
         Ok(None)
+    }
+
+    fn find_name(&self, name: &str) -> Result<Option<Slot>, StoreError> {
+        Ok(self.lookup_name(name, |_| ())?.map(|(s, ())| s))
+    }
+
+    fn find_tag(&self, tag: &Tag) -> Result<Option<Slot>, StoreError> {
+        Ok(self.lookup_tag(tag, |_| ())?.map(|(s, ())| s))
     }
 
     /// Index the record at `at`: the name and the tag now find it, even where they found
@@ -545,18 +566,16 @@ impl KeyDir {
 
     /// The subject's tag and key.
     pub fn get(&self, name: &str) -> Result<Option<(Tag, DataKey)>, StoreError> {
-        match self.find_name(name)? {
-            Some(s) => self.with_record(s.at, |b| Some((tag_of(b), key_of(b)))),
-            None => Ok(None),
-        }
+        Ok(self
+            .lookup_name(name, |b| (tag_of(b), key_of(b)))?
+            .map(|(_, k)| k))
     }
 
     /// The subject's name and key, from its tag.
     pub fn resolve(&self, tag: &Tag) -> Result<Option<(String, DataKey)>, StoreError> {
-        match self.find_tag(tag)? {
-            Some(s) => self.with_record(s.at, |b| Some((name_of(b).into_owned(), key_of(b)))),
-            None => Ok(None),
-        }
+        Ok(self
+            .lookup_tag(tag, |b| (name_of(b).into_owned(), key_of(b)))?
+            .map(|(_, k)| k))
     }
 
     pub fn len(&self) -> usize {

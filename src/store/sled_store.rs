@@ -240,6 +240,42 @@ fn framed_u64(key: &[u8], n: u64) -> Vec<u8> {
     frame(key, &n.to_be_bytes())
 }
 
+/// A commit's key lookups, kept for the commit: one person appears in it several times (their
+/// record, timers, messages, links), and each lookup in the key directory reads the key file
+/// (`keys.rs`). Lives only while the writer lock is held, so no erasure changes a key under it.
+#[derive(Default)]
+struct KeyMemo<'a>(HashMap<&'a str, (Tag, keys::DataKey)>);
+
+impl<'a> KeyMemo<'a> {
+    fn get(&mut self, keys: &KeyDir, name: &'a str) -> Result<Option<(Tag, keys::DataKey)>> {
+        if let Some(k) = self.0.get(name) {
+            return Ok(Some(*k));
+        }
+        let found = keys.get(name)?;
+        if let Some(k) = found {
+            self.0.insert(name, k);
+        }
+        Ok(found)
+    }
+
+    fn ensure(&mut self, keys: &mut KeyDir, name: &'a str) -> Result<(Tag, keys::DataKey)> {
+        if let Some(k) = self.0.get(name) {
+            return Ok(*k);
+        }
+        let k = keys.ensure(name)?;
+        self.0.insert(name, k);
+        Ok(k)
+    }
+}
+
+impl Drop for KeyMemo<'_> {
+    fn drop(&mut self) {
+        for (_, key) in self.0.values_mut() {
+            zeroize::Zeroize::zeroize(key);
+        }
+    }
+}
+
 /// An outbox record as `SledStore::live_outbox` finds it: sled key, record, person, data key.
 type LiveOutbox = (Vec<u8>, OutRec, String, keys::DataKey);
 
@@ -1050,10 +1086,11 @@ impl Store for SledStore {
         // it builds and seals records without reading the database (the writer lock keeps any
         // other batch from being handed over meanwhile), so that work overlaps its apply.
         let mut keys = self.keys.write().unwrap();
+        let mut memo = KeyMemo::default();
         let mut b = Counted::default();
         let mut counters: HashMap<String, i64> = HashMap::new();
         for p in &c.people_remove {
-            if let Some((tag, _)) = keys.get(p)? {
+            if let Some((tag, _)) = memo.get(&keys, p)? {
                 b.remove(&layout::tagged(layout::PEOPLE, &tag)[..]);
             }
         }
@@ -1063,7 +1100,7 @@ impl Store for SledStore {
             .people_put
             .iter()
             .map(|(p, state)| {
-                let (tag, key) = keys.ensure(p)?;
+                let (tag, key) = memo.ensure(&mut keys, p)?;
                 Ok((layout::tagged(layout::PEOPLE, &tag), key, state))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -1074,7 +1111,7 @@ impl Store for SledStore {
             b.insert(&k[..], v?);
         }
         for t in &c.timers_remove {
-            if let Some((tag, key)) = keys.get(&t.person)? {
+            if let Some((tag, key)) = memo.get(&keys, &t.person)? {
                 let tk = layout::timer(
                     millis(t.due),
                     &tag,
@@ -1085,7 +1122,7 @@ impl Store for SledStore {
             }
         }
         for t in &c.timers_add {
-            let (tag, key) = keys.ensure(&t.person)?;
+            let (tag, key) = memo.ensure(&mut keys, &t.person)?;
             let tk = layout::timer(
                 millis(t.due),
                 &tag,
@@ -1115,7 +1152,7 @@ impl Store for SledStore {
                     .or_default() += 1;
                 continue;
             }
-            let (tag, key) = keys.ensure(&o.person)?;
+            let (tag, key) = memo.ensure(&mut keys, &o.person)?;
             // `pending` counts messages created (docs/server.md, `aftercart_messages_total`),
             // also those put already sent (the runtime's direct send).
             if o.status != OutboxStatus::Pending {
@@ -1184,7 +1221,7 @@ impl Store for SledStore {
             overlay.insert(u.message_id.clone(), rec);
         }
         for l in &c.links_put {
-            let (tag, key) = keys.ensure(&l.person)?;
+            let (tag, key) = memo.ensure(&mut keys, &l.person)?;
             let k = layout::prefixed(layout::LINKS, l.code.as_bytes());
             let mut plain = Writer::default();
             plain.str(&l.message_id).str(&l.url);
@@ -1215,7 +1252,7 @@ impl Store for SledStore {
             }
             let plain = keys::open(&old_key, &lk, &rec.sealed).ok_or_else(|| undecryptable(&lk))?;
             let old_tag = rec.tag;
-            let (tag, key) = keys.ensure(person)?;
+            let (tag, key) = memo.ensure(&mut keys, person)?;
             rec.tag = tag;
             rec.sealed = keys::seal(&key, &lk, &plain)?;
             b.insert(&lk[..], frame(&lk, &encode_log(&rec)));
