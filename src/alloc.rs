@@ -46,6 +46,19 @@ pub fn tune_for_store() {
     }
 }
 
+/// Give memory freed so far back to the OS now (mimalloc's `mi_collect(true)`), rather than
+/// when the allocator next gets to it. Called once a store has opened: the open frees what it
+/// built on the way (sled's decoded snapshot, the key file's read window), and mimalloc returns
+/// freed memory only at a later allocation or free after the purge delay, so a daemon that
+/// opened its store and waits for its first timer kept it. At a million people waiting, four
+/// restarts in twelve held ~145 MiB more than the rest (506-511 against 361-366 MiB); with the
+/// purge delay at 0, six in six held 361-362 (docs/performance.md, "Session 10"). Harmless
+/// where mimalloc is not the global allocator (its heaps are then empty).
+pub fn release_freed() {
+    // SAFETY: `mi_collect` takes no pointers; it walks mimalloc's own heaps and arenas.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// Set mimalloc's `option` to `value`, unless the user set its environment variable `env`
 /// (which then wins, as mimalloc documents). Says whether it set it.
 fn set_option(env: &str, option: i32, value: i64) -> bool {

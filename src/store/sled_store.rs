@@ -406,6 +406,9 @@ impl SledStore {
         let mut s = SledStore::assemble(dir, db, keys, Integrity::default(), &opts);
         s.recover(opts.verify_last)?;
         s.integrity.torn_snapshots_removed = torn;
+        // What the open built on the way is freed by now: back to the OS before the caller
+        // settles in (a daemon may then wait hours for its first timer, holding it).
+        crate::alloc::release_freed();
         Ok(s)
     }
 
