@@ -149,6 +149,10 @@ pub(crate) struct KeyDir {
     /// Bytes of destroyed records and destroy records in the file; once they pass half of it,
     /// the file is rewritten without them.
     dead: u64,
+    /// Set when a rewrite replaced the file and loading it failed: `file` is then the old,
+    /// unlinked file. Reads from it stay right (its bytes are intact); writes would be lost,
+    /// so they fail until the store is opened again.
+    replaced: bool,
 }
 
 fn append_record(out: &mut Vec<u8>, op: u8, tag: &Tag, key: &DataKey, name: &str) {
@@ -321,6 +325,7 @@ impl KeyDir {
             by_tag: HashTable::with_capacity(records),
             hasher: RandomState::new(),
             dead: 0,
+            replaced: false,
         };
         // Destroyed records whose bytes a crash left (partly) in place: zeroed again below.
         let mut unfinished: Vec<(u64, usize)> = Vec::new();
@@ -599,6 +604,7 @@ impl KeyDir {
     /// Append `bytes` at the durable end and fdatasync.
     fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         use std::os::unix::fs::FileExt;
+        self.writable()?;
         self.file
             .write_all_at(bytes, self.synced)
             .and_then(|_| self.file.sync_data())
@@ -628,6 +634,7 @@ impl KeyDir {
     /// and op byte (tag, key, name, checksum), then fdatasync.
     fn zero(&mut self, records: &[(u64, usize)]) -> Result<(), StoreError> {
         use std::os::unix::fs::FileExt;
+        self.writable()?;
         let zeros = vec![0u8; records.iter().map(|r| r.1 + 3).max().unwrap_or(0)];
         for &(at, len) in records {
             self.file
@@ -739,8 +746,25 @@ impl KeyDir {
             out.zeroize();
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, "rename onto", e))?;
-        sync_dir(&dir)?;
-        *self = KeyDir::load(&self.path)?;
+        // From here `file` is the old, unlinked file: a failure leaves this directory
+        // unable to write (reads stay right) rather than appending where nobody will look.
+        match sync_dir(&dir).and_then(|_| KeyDir::load(&self.path)) {
+            Ok(d) => *self = d,
+            Err(e) => {
+                self.replaced = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.replaced {
+            return Err(StoreError::Io(format!(
+                "key file {} was rewritten and could not be loaded again: reopen the store",
+                self.path.display()
+            )));
+        }
         Ok(())
     }
 
@@ -1165,6 +1189,37 @@ mod tests {
         let k = KeyDir::load(&p).unwrap();
         assert_eq!(k.g("phone:+15550001111"), Some((ta, ka)));
         assert_eq!(std::fs::read(&p).unwrap(), base);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// Once destroyed bytes pass 1 MiB and half the file, `destroy` rewrites the file without
+    /// them; the survivors keep their keys across it and across a reload.
+    #[test]
+    fn destroying_most_of_a_large_file_rewrites_it() {
+        let p = tmp("auto-rewrite");
+        let mut k = KeyDir::create(&p).unwrap();
+        let names: Vec<String> = (0..30_000).map(|i| format!("customer:{i}")).collect();
+        let keys: Vec<(Tag, DataKey)> = names.iter().map(|n| k.ensure(n).unwrap()).collect();
+        k.sync().unwrap();
+        let full = std::fs::metadata(&p).unwrap().len();
+        let doomed: Vec<&str> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        assert_eq!(k.destroy(&doomed, &HashSet::new()).unwrap(), 20_000);
+        assert_eq!(k.dead, 0, "rewritten");
+        let now = std::fs::metadata(&p).unwrap().len();
+        assert!(now < full / 2, "{now} of {full}");
+        let k2 = KeyDir::load(&p).unwrap();
+        for d in [&k, &k2] {
+            assert_eq!(d.len(), 10_000);
+            for (i, (n, (tag, key))) in names.iter().zip(&keys).enumerate() {
+                let want = (i % 3 == 0).then_some((*tag, *key));
+                assert_eq!(d.g(n), want, "{n}");
+            }
+        }
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
