@@ -609,8 +609,21 @@ fn a_snapshot_torn_by_a_kill_does_not_stop_the_store_opening() {
     // Newer than any real snapshot, and cut off before its checksum, as a kill leaves it.
     let torn = db.join("snap.7FFFFFFFFFFFFFFF.generating");
     std::fs::write(&torn, &whole[..whole.len() / 2]).unwrap();
-    // The cause, shown on sled alone: it reads the torn file and refuses to open.
-    match sled::Config::new().path(&db).open() {
+    // The cause, shown on sled alone: it reads the torn file and refuses to open. sled
+    // releases its file lock from a background thread after the store above dropped its
+    // handle, so this open may first find the lock still held: retried for ~2 s, as the
+    // store's own open does (it failed one CI run in session 10 without).
+    let mut opened = sled::Config::new().path(&db).open();
+    for _ in 0..100 {
+        match &opened {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                opened = sled::Config::new().path(&db).open();
+            }
+            _ => break,
+        }
+    }
+    match opened {
         Err(sled::Error::Corruption { .. }) => {}
         other => panic!(
             "sled 0.34.7 refuses a torn snapshot: got {:?}",
