@@ -511,8 +511,6 @@ fn timers_child() {
 
 fn main() {
     aftercart::alloc::tune();
-    // As `aftercart run` and every command that opens a store.
-    aftercart::alloc::tune_for_store();
     if std::env::var("AFTERCART_BENCH_CHILD").as_deref() == Ok("timers") {
         timers_child();
         return;

@@ -182,8 +182,6 @@ fn lines(i: usize, base: chrono::DateTime<Utc>, o: &Offer) -> String {
 
 fn main() {
     aftercart::alloc::tune();
-    // As `aftercart run` and every command that opens a store.
-    aftercart::alloc::tune_for_store();
     let a = args();
     let load_before = loadavg();
     let checked =

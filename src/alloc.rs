@@ -17,9 +17,9 @@ const PURGE_DELAY_MS: i64 = 1000;
 /// mimalloc's `mi_option_allow_thp` (index 43 in mimalloc v3's `mi_option_e`).
 const MI_OPTION_ALLOW_THP: i32 = 43;
 
-/// Settings for a process that runs the durable runtime over a store (every command that
-/// opens one, the runtime's benchmarks): no transparent huge pages, unless the user set
-/// mimalloc's own `MIMALLOC_ALLOW_THP`.
+/// Settings for a process that runs the durable runtime over a store (`SledStore::open_with`
+/// applies them, so every command that opens one and the runtime's benchmarks): no
+/// transparent huge pages, unless the user set mimalloc's own `MIMALLOC_ALLOW_THP`.
 ///
 /// Why: mimalloc asks the kernel for huge pages on its arenas (`madvise(MADV_HUGEPAGE)`), so
 /// each first touch of fresh memory faults in and zeroes 2 MiB. The runtime keeps allocating

@@ -793,8 +793,6 @@ fn cmd_test(paths: Vec<PathBuf>, flows: Option<PathBuf>, format: SimFormat) -> i
 // ------------------------------------------------------------------ the durable runtime
 
 fn open_store(data: &std::path::Path) -> Result<std::sync::Arc<dyn crate::store::Store>, i32> {
-    // Every command that opens a store runs the durable runtime's kind of allocation.
-    crate::alloc::tune_for_store();
     let mut opts = crate::store::OpenOptions::default();
     if let Some(v) = std::env::var_os(CHECKPOINT_ENV) {
         match v.to_str().and_then(parse_size) {

@@ -1219,10 +1219,6 @@ fn tag_in_key_file(dir: &std::path::Path, subject: &str) -> [u8; 16] {
     panic!("{subject} is not in the key file");
 }
 
-/// `forget` cut by a crash after step 1 (the `erasing` marker is durable, keys.bin is not yet
-/// rewritten): the next open must destroy the key as well as delete the records, or the key
-/// (which opens the stale copies sled keeps) and the person's id in keys.bin would outlive
-/// the erasure.
 /// `forget` deletes the person's timers in a second batch, after it has released the writer
 /// lock. This checks what that split must keep: while another thread appends and commits
 /// timers for other people, every forget finds and deletes exactly its person's timers,
@@ -1279,8 +1275,12 @@ fn erasures_alongside_writers_delete_only_their_persons_timers() {
     assert_eq!(s.due(t(1_000), usize::MAX).unwrap().len(), 60);
 }
 
+/// `forget` cut by a crash after step 1 (the `erasing` marker is durable, the key is not yet
+/// destroyed in keys.bin): the next open must destroy the key as well as delete the records,
+/// or the key (which opens the stale copies sled keeps) and the person's id in keys.bin would
+/// outlive the erasure.
 #[test]
-fn an_erasure_cut_before_its_key_rewrite_destroys_the_key_on_open() {
+fn an_erasure_cut_before_its_key_is_destroyed_destroys_it_on_open() {
     let dir = tmp("erase-cut");
     let phone = "+15550009999";
     let person = format!("phone:{phone}");

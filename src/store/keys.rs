@@ -78,7 +78,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// tag, key and name stays in the file and is read back with `pread` from the OS's page
 /// cache when looked up. At a million people (two million subjects with their phone index
 /// records) the entries and names in memory were ~175 MiB of the runtime's RSS; the slots
-/// are ~24 B a subject. The 32 bits decide almost every lookup without reading the file: a
+/// take 38 B a subject (tables sized to a power of two, so 48-87% full). The 32 bits decide almost every lookup without reading the file: a
 /// record is read for the subject found, and for a false match about once in 2^32.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -487,22 +487,33 @@ impl KeyDir {
         r
     }
 
-    /// The slot of the subject named `name`, and `f` of its record's body: one read of the
-    /// file for the subject found.
+    /// The slot in `table` under hash `h` whose record `is` the subject sought, and `f` of
+    /// that record's body: one read of the file for the subject found.
+    fn lookup<R>(
+        &self,
+        table: &HashTable<Slot>,
+        h: u32,
+        is: impl Fn(&[u8]) -> bool,
+        f: impl Fn(&[u8]) -> R,
+    ) -> Result<Option<(Slot, R)>, StoreError> {
+        for s in table.iter_hash(widen(h)) {
+            if s.hash == h {
+                if let Some(r) = self.with_record(s.at, |b| is(b).then(|| f(b)))? {
+                    return Ok(Some((*s, r)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The slot of the subject named `name`, and `f` of its record's body.
     fn lookup_name<R>(
         &self,
         name: &str,
         f: impl Fn(&[u8]) -> R,
     ) -> Result<Option<(Slot, R)>, StoreError> {
         let h = self.name_hash(name);
-        for s in self.by_name.iter_hash(widen(h)) {
-            if s.hash == h {
-                if let Some(r) = self.with_record(s.at, |b| (name_of(b) == name).then(|| f(b)))? {
-                    return Ok(Some((*s, r)));
-                }
-            }
-        }
-        Ok(None)
+        self.lookup(&self.by_name, h, |b| name_of(b) == name, f)
     }
 
     /// The slot of the subject tagged `tag`, and `f` of its record's body.
@@ -511,15 +522,7 @@ impl KeyDir {
         tag: &Tag,
         f: impl Fn(&[u8]) -> R,
     ) -> Result<Option<(Slot, R)>, StoreError> {
-        let h = tag_hash(tag);
-        for s in self.by_tag.iter_hash(widen(h)) {
-            if s.hash == h {
-                if let Some(r) = self.with_record(s.at, |b| (tag_of(b) == *tag).then(|| f(b)))? {
-                    return Ok(Some((*s, r)));
-                }
-            }
-        }
-        Ok(None)
+        self.lookup(&self.by_tag, tag_hash(tag), |b| tag_of(b) == *tag, f)
     }
 
     fn find_name(&self, name: &str) -> Result<Option<Slot>, StoreError> {
@@ -534,38 +537,10 @@ impl KeyDir {
     /// another record before (a name written twice to the key file: the later record wins, as
     /// the file is read in order; the earlier one stays reachable by its own tag).
     fn index(&mut self, at: u32, name_hash: u32, name: &str, tag: &Tag) -> Result<(), StoreError> {
-        let widen_slot = |s: &Slot| widen(s.hash);
-        match self.find_name(name)? {
-            Some(old) => {
-                let s = self
-                    .by_name
-                    .find_mut(widen(name_hash), |s| s.at == old.at)
-                    .expect("the slot just found");
-                s.at = at;
-            }
-            None => {
-                let slot = Slot {
-                    hash: name_hash,
-                    at,
-                };
-                self.by_name
-                    .insert_unique(widen(name_hash), slot, widen_slot);
-            }
-        }
-        let h = tag_hash(tag);
-        match self.find_tag(tag)? {
-            Some(old) => {
-                let s = self
-                    .by_tag
-                    .find_mut(widen(h), |s| s.at == old.at)
-                    .expect("the slot just found");
-                s.at = at;
-            }
-            None => {
-                self.by_tag
-                    .insert_unique(widen(h), Slot { hash: h, at }, widen_slot);
-            }
-        }
+        let old = self.find_name(name)?;
+        point(&mut self.by_name, name_hash, old, at);
+        let old = self.find_tag(tag)?;
+        point(&mut self.by_tag, tag_hash(tag), old, at);
         Ok(())
     }
 
@@ -772,6 +747,22 @@ impl KeyDir {
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         self.by_name.allocation_size() + self.by_tag.allocation_size()
+    }
+}
+
+/// Make `table`'s slot under hash `h` point at the record at `at`: the `old` slot found for
+/// the same subject, or a new one.
+fn point(table: &mut HashTable<Slot>, h: u32, old: Option<Slot>, at: u32) {
+    match old {
+        Some(old) => {
+            table
+                .find_mut(widen(h), |s| s.at == old.at)
+                .expect("the slot just found")
+                .at = at;
+        }
+        None => {
+            table.insert_unique(widen(h), Slot { hash: h, at }, |s| widen(s.hash));
+        }
     }
 }
 
@@ -1126,22 +1117,28 @@ mod tests {
 
     /// An erasure is destroyed in place: the other records keep their bytes and offsets, the
     /// file grows by the destroy record alone, and the subject's key and name are zeros.
+    const PHONE: &str = "phone:+15550001111";
+
+    /// A synced key file holding `PHONE` (at byte 8) then `customer:2`; also the keys of both
+    /// and where `PHONE`'s record ends.
+    #[allow(clippy::type_complexity)]
+    fn phone_then_customer(name: &str) -> (PathBuf, KeyDir, (Tag, DataKey), (Tag, DataKey), usize) {
+        let p = tmp(name);
+        let mut k = KeyDir::create(&p).unwrap();
+        let phone = k.ensure(PHONE).unwrap();
+        let other = k.ensure("customer:2").unwrap();
+        k.sync().unwrap();
+        (p, k, phone, other, 8 + 4 + 49 + PHONE.len() + 4)
+    }
+
     #[test]
     fn destroy_zeroes_the_record_in_place_and_appends_one_destroy_record() {
-        let p = tmp("in-place");
-        let mut k = KeyDir::create(&p).unwrap();
-        let (_, ka) = k.ensure("phone:+15550001111").unwrap();
-        k.ensure("customer:2").unwrap();
-        k.sync().unwrap();
+        let (p, mut k, (_, ka), _, first) = phone_then_customer("in-place");
         let before = std::fs::read(&p).unwrap();
-        assert_eq!(
-            k.destroy(&["phone:+15550001111"], &HashSet::new()).unwrap(),
-            1
-        );
+        assert_eq!(k.destroy(&[PHONE], &HashSet::new()).unwrap(), 1);
         let after = std::fs::read(&p).unwrap();
         // One destroy record: 4 length, op, one offset, 4 checksum.
         assert_eq!(after.len(), before.len() + 4 + 1 + 8 + 4);
-        let first = 8 + 4 + 49 + "phone:+15550001111".len() + 4;
         // The length prefix and op byte stay; the rest of the record is zeros.
         assert_eq!(after[8..13], before[8..13]);
         assert!(after[13..first].iter().all(|&b| b == 0));
@@ -1157,14 +1154,9 @@ mod tests {
     /// its bytes were never touched, and the caller's erasure marker destroys it again.
     #[test]
     fn an_erasure_cut_by_a_crash_is_finished_or_undone_on_load() {
-        let p = tmp("cut-erasure");
-        let mut k = KeyDir::create(&p).unwrap();
-        let (ta, ka) = k.ensure("phone:+15550001111").unwrap();
-        let b = k.ensure("customer:2").unwrap();
-        k.sync().unwrap();
+        let (p, k, (ta, ka), b, first) = phone_then_customer("cut-erasure");
         drop(k);
         let base = std::fs::read(&p).unwrap();
-        let first = 8 + 4 + 49 + "phone:+15550001111".len() + 4;
         let mut destroy = Vec::new();
         append_destroy(&mut destroy, &[8]);
         // Destroy record durable; the record untouched, or zeroed half way.
@@ -1174,7 +1166,7 @@ mod tests {
             f.extend_from_slice(&destroy);
             std::fs::write(&p, &f).unwrap();
             let k = KeyDir::load(&p).unwrap();
-            assert_eq!(k.g("phone:+15550001111"), None);
+            assert_eq!(k.g(PHONE), None);
             assert_eq!(k.r(&ta), None);
             assert_eq!(k.g("customer:2"), Some(b));
             let now = std::fs::read(&p).unwrap();
@@ -1187,7 +1179,7 @@ mod tests {
         f.extend_from_slice(&destroy[..destroy.len() - 2]);
         std::fs::write(&p, &f).unwrap();
         let k = KeyDir::load(&p).unwrap();
-        assert_eq!(k.g("phone:+15550001111"), Some((ta, ka)));
+        assert_eq!(k.g(PHONE), Some((ta, ka)));
         assert_eq!(std::fs::read(&p).unwrap(), base);
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }

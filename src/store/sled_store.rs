@@ -19,7 +19,8 @@ const KEY_FILE: &str = "keys.bin";
 /// Erasure marker states (`z ++ tag`).
 const ERASING: u8 = 1;
 const ERASED: u8 = 2;
-/// An event key whose event moved to a person (or was compacted): drop at the next key rewrite.
+/// An event key whose event moved to a person (or was compacted): destroyed at the next key
+/// destruction (`purge_retired`).
 const RETIRED: u8 = 3;
 /// Log record value layout version (first byte of the body).
 const LOG_V1: u8 = 1;
@@ -354,6 +355,9 @@ impl SledStore {
     }
 
     pub fn open_with(dir: &Path, opts: OpenOptions) -> Result<SledStore> {
+        // A process that opens a store runs the durable runtime's kind of allocation (set here,
+        // once for every caller: the commands, the benchmarks, `peer_load`).
+        crate::alloc::tune_for_store();
         let shown = dir.display().to_string();
         let empty = match std::fs::read_dir(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -723,7 +727,7 @@ impl SledStore {
                 ),
             });
         }
-        // An erasure stopped by a crash (or a failed key-file rewrite) after its marker and
+        // An erasure stopped by a crash (or a failed key-file write) after its marker and
         // before its key was destroyed: destroy the key first (step 2 of `forget`), else it
         // would outlive the erasure, able to open the stale copies sled still holds, and the
         // person's id would stay in keys.bin.
@@ -732,16 +736,8 @@ impl SledStore {
             .filter(|(_, s)| **s == ERASING)
             .map(|(t, _)| *t)
             .collect();
-        {
-            let mut keys = self.keys.write().unwrap();
-            let mut any = false;
-            for t in &erasing {
-                any |= keys.resolve(t)?.is_some();
-            }
-            if any {
-                keys.destroy(&[], &erasing)?;
-            }
-        }
+        // Tags whose key is already gone are skipped: nothing is written for them.
+        self.keys.write().unwrap().destroy(&[], &erasing)?;
         let mut finished = 0;
         for tag in &erasing {
             self.finish_erasure(tag)?;
@@ -979,7 +975,7 @@ impl SledStore {
         Ok(ti)
     }
 
-    /// Rewrite keys.bin without retired event keys (after a flush made their retirement
+    /// Destroy retired event keys in keys.bin (after a flush made their retirement
     /// durable), then drop the markers.
     fn purge_retired(&self, keys: &mut KeyDir, also: &[&str]) -> Result<()> {
         let retired: HashSet<Tag> = self
@@ -1262,7 +1258,7 @@ impl Store for SledStore {
             let ek = layout::person_event(&tag, *seq);
             b.insert(ek.clone(), frame(&ek, b""));
             // The event's own key can decrypt the old copy still in sled's segments: retire it
-            // so the next key-file rewrite destroys it.
+            // so the next key destruction (`purge_retired`) takes it.
             let zk = layout::tagged(layout::ERASURES, &old_tag);
             b.insert(&zk[..], frame(&zk, &[RETIRED]));
         }
