@@ -426,12 +426,7 @@ fn forget_leaves_no_identifier_in_any_file() {
 fn export_holds_the_persons_events_state_timers_and_messages() {
     let dir = tmp("export");
     let s = store::open(&dir).unwrap();
-    s.append(&[
-        ev("1", Some("customer:7"), r#"{"order":1}"#),
-        ev("2", Some("customer:8"), r#"{"order":2}"#),
-        ev("3", Some("customer:7"), r#"{"order":3}"#),
-    ])
-    .unwrap();
+    s.append(&three_orders()).unwrap();
     s.commit(CommitBatch {
         people_put: vec![("customer:7".into(), br#"{"consent":"subscribed"}"#.to_vec())],
         timers_add: vec![timer(10, "customer:7", "inst", 2)],
@@ -451,12 +446,7 @@ fn export_holds_the_persons_events_state_timers_and_messages() {
     assert_eq!(x["timers"][0]["instance"], "inst");
     assert_eq!(x["outbox"][0]["message"]["body"], "hello");
     let m = MemStore::new();
-    m.append(&[
-        ev("1", Some("customer:7"), r#"{"order":1}"#),
-        ev("2", Some("customer:8"), r#"{"order":2}"#),
-        ev("3", Some("customer:7"), r#"{"order":3}"#),
-    ])
-    .unwrap();
+    m.append(&three_orders()).unwrap();
     m.commit(CommitBatch {
         people_put: vec![("customer:7".into(), br#"{"consent":"subscribed"}"#.to_vec())],
         timers_add: vec![timer(10, "customer:7", "inst", 2)],
@@ -1322,4 +1312,142 @@ fn an_erasure_cut_before_its_key_is_destroyed_destroys_it_on_open() {
     let s = store::open(&dir).unwrap();
     assert_eq!(s.integrity().erasures_finished, 0);
     assert_eq!(s.read_log(1, 10).unwrap()[0].payload, None);
+}
+
+fn link(code: &str, message_id: &str, person: &str) -> aftercart::store::LinkEntry {
+    aftercart::store::LinkEntry {
+        code: code.into(),
+        url: format!("https://shop.example/r/{code}"),
+        message_id: message_id.into(),
+        person: person.into(),
+    }
+}
+
+/// Orders 1 and 3 of customer:7, order 2 of customer:8.
+fn three_orders() -> Vec<NewEvent> {
+    vec![
+        ev("1", Some("customer:7"), r#"{"order":1}"#),
+        ev("2", Some("customer:8"), r#"{"order":2}"#),
+        ev("3", Some("customer:7"), r#"{"order":3}"#),
+    ]
+}
+
+/// Two people with events, messages and links: customer:7 has events 1 and 3, message m7
+/// and link L7; customer:8 has event 2, message m8 and link L8.
+fn two_people(s: &dyn Store) {
+    s.append(&three_orders()).unwrap();
+    s.commit(CommitBatch {
+        people_put: vec![
+            ("customer:7".into(), b"{}".to_vec()),
+            ("customer:8".into(), b"{}".to_vec()),
+        ],
+        outbox_put: vec![
+            msg("m7", "customer:7", "hi 7"),
+            msg("m8", "customer:8", "hi 8"),
+        ],
+        links_put: vec![
+            link("L7", "m7", "customer:7"),
+            link("L8", "m8", "customer:8"),
+        ],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+}
+
+/// Since session 11 no person -> event, message or link index is written (they were three
+/// of the ten keys an event cost); erasure and export find a person's records by scanning
+/// the log, the outbox and the links, and still find exactly theirs.
+#[test]
+fn no_person_index_is_written_and_erasure_still_finds_exactly_the_persons_records() {
+    let dir = tmp("no-index");
+    let s = store::open(&dir).unwrap();
+    two_people(&s);
+    for prefix in [b"e", b"O", b"N"] {
+        assert_eq!(s.debug_raw_keys(prefix), Vec::<Vec<u8>>::new());
+    }
+    let x = s.export("customer:7").unwrap();
+    assert_eq!(x["events"].as_array().unwrap().len(), 2);
+    assert_eq!(x["outbox"][0]["message_id"], "m7");
+    assert_eq!(x["outbox"].as_array().unwrap().len(), 1);
+    let r = s.forget("customer:7").unwrap();
+    assert_eq!((r.found, r.events, r.messages), (true, 2, 1));
+    assert_eq!(s.outbox("m7").unwrap(), None);
+    assert!(s.debug_raw_get(b"om7").is_none());
+    assert!(s.debug_raw_get(b"LL7").is_none());
+    assert_eq!(s.link("L7").unwrap(), None);
+    // customer:8 keeps everything.
+    assert_eq!(s.outbox("m8").unwrap().unwrap().person, "customer:8");
+    assert_eq!(s.link("L8").unwrap().unwrap().message_id, "m8");
+    assert_eq!(
+        s.export("customer:8").unwrap()["events"][0]["payload"]["order"],
+        2
+    );
+    // The in-memory store counts the same.
+    let m = MemStore::new();
+    two_people(&m);
+    assert_eq!(m.forget("customer:7").unwrap(), r);
+}
+
+/// A store written before session 11 holds `e`, `O` and `N` index entries: erasure still
+/// removes the person's (and only theirs).
+#[test]
+fn erasure_removes_the_person_indexes_older_stores_wrote() {
+    let dir = tmp("old-index");
+    let s = store::open(&dir).unwrap();
+    two_people(&s);
+    let mut old = Vec::new();
+    for (who, seq, mid, code) in [
+        ("customer:7", 1u64, "m7", "L7"),
+        ("customer:8", 2, "m8", "L8"),
+    ] {
+        let tag = tag_in_key_file(&dir, who);
+        let keys = [
+            [&b"e"[..], &tag, &seq.to_be_bytes()].concat(),
+            [&b"O"[..], &tag, mid.as_bytes()].concat(),
+            [&b"N"[..], &tag, code.as_bytes()].concat(),
+        ];
+        for k in keys {
+            s.debug_raw_insert(&k, &crc32fast_free(&k, b""));
+            old.push((who, k));
+        }
+    }
+    s.forget("customer:7").unwrap();
+    for (who, k) in old {
+        assert_eq!(
+            s.debug_raw_get(&k).is_some(),
+            who == "customer:8",
+            "{who} {k:?}"
+        );
+    }
+}
+
+/// A status update (a provider's callback) for a message whose person's key is already
+/// gone, as in the moment between an erasure's key destruction and its scan of the outbox,
+/// or after a crash cut the erasure short: the commit skips it instead of writing the
+/// record back after the scan removed it.
+#[test]
+fn a_status_update_for_a_message_whose_key_is_gone_is_skipped() {
+    let dir = tmp("update-erased");
+    let s = store::open(&dir).unwrap();
+    two_people(&s);
+    let record = s.debug_raw_get(b"om7").unwrap();
+    s.forget("customer:7").unwrap();
+    // The record as the window before the scan has it.
+    s.debug_raw_insert(b"om7", &record);
+    s.commit(CommitBatch {
+        outbox_update: vec![
+            update("m7", OutboxStatus::Failed, 3, Some("SM7")),
+            update("m8", OutboxStatus::Delivered, 1, Some("SM8")),
+        ],
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.debug_raw_get(b"om7").unwrap(), record);
+    assert_eq!(s.outbox("m7").unwrap(), None);
+    assert_eq!(
+        s.outbox("m8").unwrap().unwrap().status,
+        OutboxStatus::Delivered
+    );
 }

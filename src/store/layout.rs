@@ -14,6 +14,8 @@ pub(crate) const FIRST: &[u8] = b"f";
 pub(crate) const DEPLOYED: &[u8] = b"V";
 pub(crate) const LOG: u8 = b'l';
 pub(crate) const DEDUP: u8 = b'd';
+/// No longer written (session 11): a person -> event index kept by earlier stores (`e ++ tag ++
+/// seq`); compaction and erasure still remove old entries. Export and erasure scan the log.
 pub(crate) const PERSON_EVENTS: u8 = b'e';
 pub(crate) const PEOPLE: u8 = b'p';
 pub(crate) const TIMERS: u8 = b't';
@@ -22,11 +24,14 @@ pub(crate) const TIMERS: u8 = b't';
 pub(crate) const PERSON_TIMERS: u8 = b'T';
 pub(crate) const OUTBOX: u8 = b'o';
 pub(crate) const PENDING: u8 = b'q';
+/// No longer written (session 11): a person -> message index kept by earlier stores (`O ++ tag
+/// ++ message id`); erasure still removes old entries. Export and erasure scan the outbox.
 pub(crate) const PERSON_OUTBOX: u8 = b'O';
 pub(crate) const PROGRAMS: u8 = b'v';
 pub(crate) const COUNTERS: u8 = b'k';
 pub(crate) const ERASURES: u8 = b'z';
-/// `L ++ code`: a tracked link; `N ++ tag ++ code`: a person's links (erasure).
+/// `L ++ code`: a tracked link; `N ++ tag ++ code`: a person's links, no longer written
+/// (session 11; erasure scans the links and still removes old entries).
 pub(crate) const LINKS: u8 = b'L';
 pub(crate) const PERSON_LINKS: u8 = b'N';
 
@@ -95,18 +100,6 @@ pub(crate) fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
     k.extend_from_slice(rest);
-    k
-}
-
-pub(crate) fn person_outbox(tag: &Tag, message_id: &str) -> Vec<u8> {
-    let mut k = tagged(PERSON_OUTBOX, tag).to_vec();
-    k.extend_from_slice(message_id.as_bytes());
-    k
-}
-
-pub(crate) fn person_link(tag: &Tag, code: &str) -> Vec<u8> {
-    let mut k = tagged(PERSON_LINKS, tag).to_vec();
-    k.extend_from_slice(code.as_bytes());
     k
 }
 

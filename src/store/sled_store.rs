@@ -151,6 +151,21 @@ fn encode_log(r: &LogRec) -> Vec<u8> {
     w.buf
 }
 
+/// The tag of a log record, checksum checked, without copying its sealed part: erasure and
+/// export scan the whole log for one person's entries.
+fn log_tag(key: &[u8], v: &[u8]) -> Result<Tag> {
+    let body = unframe(key, v)?;
+    // version(1) ++ received_at(8) ++ source(u32 len ++ UTF-8) ++ dedup(16) ++ tag(16)
+    let at = body
+        .get(9..13)
+        .map(|n| 13 + u32::from_be_bytes(n.try_into().unwrap()) as usize + 16);
+    match (body.first(), at.and_then(|at| body.get(at..at + 16))) {
+        (Some(&LOG_V1), Some(t)) => Ok(t.try_into().unwrap()),
+        // The full decode says what is wrong.
+        _ => decode_log(key, v).map(|r| r.tag),
+    }
+}
+
 fn decode_log(key: &[u8], v: &[u8]) -> Result<LogRec> {
     let what = layout::describe(key);
     let body = unframe(key, v)?;
@@ -890,89 +905,73 @@ impl SledStore {
     }
 
     /// Delete every live record of an erased tag (its key is already destroyed) and mark the
-    /// erasure done: events, timers and messages deleted.
+    /// erasure done: events counted, timers and messages deleted.
     fn finish_erasure(&self, tag: &Tag) -> Result<(u64, u64, u64)> {
-        let (ev, ms) = self.erase_records(tag)?;
-        let ti = self.erase_timers(tag)?;
-        Ok((ev, ti, ms))
+        self.erase_state(tag)?;
+        self.erase_scanned(tag)
     }
 
-    /// The first part of [`Self::finish_erasure`]: the person's record, event index, outbox
-    /// messages and links (found through their person indexes: a few reads), in one batch.
-    fn erase_records(&self, tag: &Tag) -> Result<(u64, u64)> {
-        let mut b = Batch::default();
-        b.remove(&layout::tagged(layout::PEOPLE, tag)[..]);
-        let (mut ev, mut ms) = (0, 0);
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_EVENTS, tag))
-            .keys()
-        {
-            b.remove(k?);
-            ev += 1;
-        }
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_OUTBOX, tag))
-            .keys()
-        {
-            let k = k?;
-            let mid = &k[17..];
-            let ok = layout::prefixed(layout::OUTBOX, mid);
-            // Only if the message is still this person's (the index is derived; trust the record).
-            if let Some(v) = self.db()?.get(&ok)? {
-                if decode_out(&ok, &v)?.tag == *tag {
-                    b.remove(ok);
-                    b.remove(layout::prefixed(layout::PENDING, mid));
-                    ms += 1;
-                }
-            }
-            b.remove(k);
-        }
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_LINKS, tag))
-            .keys()
-        {
-            let k = k?;
-            let lk = layout::prefixed(layout::LINKS, &k[17..]);
-            // Only if the link is still this person's (as for the outbox above).
-            if let Some(v) = self.db()?.get(&lk)? {
-                if unframe(&lk, &v)?.get(..16) == Some(&tag[..]) {
-                    b.remove(lk);
-                }
-            }
-            b.remove(k);
-        }
-        self.db()?.apply_batch(b)?;
+    /// The first part of [`Self::finish_erasure`], under the writer lock in `forget`: the
+    /// person's record.
+    fn erase_state(&self, tag: &Tag) -> Result<()> {
+        self.db()?
+            .remove(&layout::tagged(layout::PEOPLE, tag)[..])?;
         self.written.fetch_add(1, Ordering::SeqCst);
-        Ok((ev, ms))
+        Ok(())
     }
 
-    /// The second part of [`Self::finish_erasure`]: the person's timers, found by a scan of
-    /// the whole due index (no index by person: see `timer_keys_of`), deleted with the marker
-    /// that says the erasure is done, in one batch.
-    fn erase_timers(&self, tag: &Tag) -> Result<u64> {
+    /// The second part of [`Self::finish_erasure`], with the writer lock released: the
+    /// person's timers, outbox messages and links, found by scans of the whole due index,
+    /// outbox and link table (no index by person is written: each cost a key per event,
+    /// message or link on the hot path, docs/storage.md "Erasure"), deleted with the marker
+    /// that says the erasure is done, in one batch. The person's log entries stay, unreadable,
+    /// and are counted by a scan of the log. Stores written before session 11 also kept
+    /// person -> event, message, link and timer indexes (`e`, `O`, `N`, `T ++ tag ++ ...`);
+    /// their entries hold no personal data, but they go with the person.
+    fn erase_scanned(&self, tag: &Tag) -> Result<(u64, u64, u64)> {
+        let db = self.db()?;
         let mut b = Batch::default();
-        let mut ti = 0;
-        for k in self.timer_keys_of(tag)? {
-            b.remove(k);
-            ti += 1;
+        let (mut ev, mut ms) = (0, 0);
+        for kv in db.scan_prefix([layout::LOG]) {
+            let (k, v) = kv?;
+            if log_tag(&k, &v)? == *tag {
+                ev += 1;
+            }
         }
-        // Earlier stores also kept a person -> timer index
-        // (`T ++ tag ++ ...`); its entries hold no personal data, but they go with the person.
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_TIMERS, tag))
-            .keys()
-        {
-            b.remove(k?);
+        for kv in db.scan_prefix([layout::OUTBOX]) {
+            let (k, v) = kv?;
+            if unframe(&k, &v)?.get(..16) == Some(&tag[..]) {
+                b.remove(layout::prefixed(layout::PENDING, &k[1..]));
+                b.remove(k);
+                ms += 1;
+            }
+        }
+        for kv in db.scan_prefix([layout::LINKS]) {
+            let (k, v) = kv?;
+            if unframe(&k, &v)?.get(..16) == Some(&tag[..]) {
+                b.remove(k);
+            }
+        }
+        let timers = self.timer_keys_of(tag)?;
+        let ti = timers.len() as u64;
+        for k in timers {
+            b.remove(k);
+        }
+        for old in [
+            layout::PERSON_EVENTS,
+            layout::PERSON_OUTBOX,
+            layout::PERSON_LINKS,
+            layout::PERSON_TIMERS,
+        ] {
+            for k in db.scan_prefix(layout::tagged(old, tag)).keys() {
+                b.remove(k?);
+            }
         }
         let zk = layout::tagged(layout::ERASURES, tag);
         b.insert(&zk[..], frame(&zk, &[ERASED]));
-        self.db()?.apply_batch(b)?;
+        db.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
-        Ok(ti)
+        Ok((ev, ti, ms))
     }
 
     /// Destroy retired event keys in keys.bin (after a flush made their retirement
@@ -1009,6 +1008,16 @@ impl SledStore {
         let db = self.db().expect("settle");
         db.insert(key, value).expect("raw insert");
         db.flush().expect("raw flush");
+    }
+
+    /// Every raw key that starts with `prefix`, in order.
+    #[doc(hidden)]
+    pub fn debug_raw_keys(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let db = self.db().expect("settle");
+        db.scan_prefix(prefix)
+            .keys()
+            .map(|k| k.expect("raw scan").to_vec())
+            .collect()
     }
 
     #[doc(hidden)]
@@ -1061,11 +1070,10 @@ impl Store for SledStore {
                 sealed,
             };
             b.insert(&lk[..], frame(&lk, &encode_log(&rec)));
+            // No person -> event index (`e`, written by stores before session 11): erasure
+            // leaves the log entry as ciphertext and export scans the log (docs/storage.md,
+            // "Erasure"), so the hot path writes two keys per event, not three.
             b.insert(&dk[..], framed_u64(&dk, next));
-            if ev.person.is_some() {
-                let ek = layout::person_event(&tag, next);
-                b.insert(ek.clone(), frame(&ek, b""));
-            }
             seen.insert(dk, next);
             *counters
                 .entry(format!("events.accepted.{}", ev.source))
@@ -1183,8 +1191,6 @@ impl Store for SledStore {
             } else {
                 b.remove(qk);
             }
-            let ok = layout::person_outbox(&tag, &o.message_id);
-            b.insert(ok.clone(), frame(&ok, b""));
             overlay.insert(o.message_id.clone(), rec);
         }
         for u in &c.outbox_update {
@@ -1192,7 +1198,13 @@ impl Store for SledStore {
             let mut rec = match overlay.remove(&u.message_id) {
                 Some(r) => r,
                 None => match self.db()?.get(&k)? {
-                    Some(v) => decode_out(&k, &v)?,
+                    // A message whose person an erasure is deleting (its key is gone; its
+                    // records are removed after the writer lock is released): rewriting it
+                    // would bring back a record the erasure's scan already removed.
+                    Some(v) => match decode_out(&k, &v)? {
+                        r if keys.resolve(&r.tag)?.is_none() => continue,
+                        r => r,
+                    },
                     None => {
                         return Err(StoreError::Invalid(format!(
                             "outbox update for unknown message {}",
@@ -1227,8 +1239,6 @@ impl Store for SledStore {
             let mut w = Writer::default();
             w.raw(&tag).bytes(&keys::seal(&key, &k, &plain.buf)?);
             b.insert(k.clone(), frame(&k, &w.buf));
-            let pk = layout::person_link(&tag, &l.code);
-            b.insert(pk.clone(), frame(&pk, b""));
         }
         for (seq, person) in &c.attribute {
             let lk = layout::log(*seq);
@@ -1255,8 +1265,6 @@ impl Store for SledStore {
             rec.tag = tag;
             rec.sealed = keys::seal(&key, &lk, &plain)?;
             b.insert(&lk[..], frame(&lk, &encode_log(&rec)));
-            let ek = layout::person_event(&tag, *seq);
-            b.insert(ek.clone(), frame(&ek, b""));
             // The event's own key can decrypt the old copy still in sled's segments: retire it
             // so the next key destruction (`purge_retired`) takes it.
             let zk = layout::tagged(layout::ERASURES, &old_tag);
@@ -1509,18 +1517,13 @@ impl Store for SledStore {
         let Some((tag, _)) = keys.get(person)? else {
             return Ok(json!({ "person": person, "found": false }));
         };
+        // A scan of the log and the outbox for the person's tag (no index by person is
+        // written, docs/storage.md "Erasure"): export is rare, the hot path is not.
         let mut events = Vec::new();
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_EVENTS, &tag))
-            .keys()
-        {
-            let k = k?;
-            let seq = u64::from_be_bytes(k[17..25].try_into().unwrap());
-            let lk = layout::log(seq);
-            // Compacted entries are gone from the log; the index entry went with them.
-            if let Some(v) = self.db()?.get(lk)? {
-                let e = self.read_entry(&keys, &lk, &v)?;
+        for kv in self.db()?.scan_prefix([layout::LOG]) {
+            let (k, v) = kv?;
+            if log_tag(&k, &v)? == tag {
+                let e = self.read_entry(&keys, &k, &v)?;
                 events.push(json!({
                     "seq": e.seq,
                     "received_at": e.received_at.to_rfc3339(),
@@ -1531,13 +1534,12 @@ impl Store for SledStore {
             }
         }
         let mut outbox = Vec::new();
-        for k in self
-            .db()?
-            .scan_prefix(layout::tagged(layout::PERSON_OUTBOX, &tag))
-            .keys()
-        {
-            let k = k?;
-            let mid = String::from_utf8_lossy(&k[17..]).into_owned();
+        for kv in self.db()?.scan_prefix([layout::OUTBOX]) {
+            let (k, v) = kv?;
+            if unframe(&k, &v)?.get(..16) != Some(&tag[..]) {
+                continue;
+            }
+            let mid = String::from_utf8_lossy(&k[1..]).into_owned();
             if let Some(o) = self.read_outbox(&keys, &mid)? {
                 outbox.push(json!({
                     "message_id": o.message_id,
@@ -1564,7 +1566,7 @@ impl Store for SledStore {
     }
 
     fn forget(&self, person: &str) -> Result<ForgetReport> {
-        let (tag, events, messages) = {
+        let tag = {
             let _w = self.writer.lock().unwrap();
             let mut keys = self.keys.write().unwrap();
             let Some((tag, _)) = keys.get(person)? else {
@@ -1579,18 +1581,20 @@ impl Store for SledStore {
             self.flush()?;
             // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
             self.purge_retired(&mut keys, &[person])?;
-            // 3. Delete the live records found through the person's indexes.
-            let (events, messages) = self.erase_records(&tag)?;
-            (tag, events, messages)
+            // 3. Delete the person's record.
+            self.erase_state(&tag)?;
+            tag
         };
-        // 4. The timers, then the marker that says the erasure is done, after the writer lock
-        //    is released. Their scan of the whole due index was about half of an erasure with
-        //    a million people waiting (docs/performance.md), and commits and webhook appends
-        //    waited for it. Nothing needs the lock here: with the key gone the timers are
-        //    already unreadable and no longer live (`read_timer`), a new subject of the same
-        //    name gets a new tag, and a crash before the marker leaves it at ERASING, so the
-        //    next open finishes the deletion.
-        let timers = self.erase_timers(&tag)?;
+        // 4. Their timers, messages and links, found by scans (their log entries counted),
+        //    then the marker that says the erasure is done, after the writer lock is released:
+        //    the scans read the whole due index, outbox, link table and log (seconds with a
+        //    million people, docs/performance.md), and commits and webhook appends need not
+        //    wait for them. Nothing needs the lock here: with the key gone these records are
+        //    already unreadable and no longer live (`read_timer`, `live_outbox`), a new subject
+        //    of the same name gets a new tag, a commit skips a status update of a message
+        //    whose key is gone (so it cannot bring one back), and a crash before the marker
+        //    leaves it at ERASING, so the next open finishes the deletion.
+        let (events, timers, messages) = self.erase_scanned(&tag)?;
         self.flush()?;
         Ok(ForgetReport {
             found: true,
