@@ -1333,13 +1333,15 @@ fn links_of(outbox: &[(OutboxEntry, Message)]) -> Vec<crate::store::LinkEntry> {
 
 // ----------------------------------------------------------------- privacy: forget, export
 
-/// Erase a person (Shopify `customers/redact`): first the runtime's index records that point
-/// to them (order ids, phones: keyed hashes whose value is their person id), then everything
-/// the store holds on them. Durable on return. The edges issue's HTTP handler calls this.
+/// Erase a person (Shopify `customers/redact`): the runtime's index records that point to
+/// them (order ids, phones: keyed hashes whose value is their person id) and everything the
+/// store holds on them, in one erasure (one scan of the store for all of them). Durable on
+/// return. The edges issue's HTTP handler calls this.
 pub fn forget(store: &Arc<dyn Store>, person: &str) -> Result<crate::store::ForgetReport> {
     if state::is_index(person) {
         return Err(Error::Other(format!("`{person}` is not a person")));
     }
+    let mut doomed = Vec::new();
     if let Some(b) = store.person(person)? {
         let rec = state::decode_record(person, &b)?;
         let mut st = StoreState::new(store.clone());
@@ -1357,11 +1359,16 @@ pub fn forget(store: &Arc<dyn Store>, person: &str) -> Result<crate::store::Forg
             // Only an index that still points to this person (a recycled phone number may
             // belong to someone else by now).
             if store.person(&s)?.as_deref() == Some(person.as_bytes()) {
-                store.forget(&s)?;
+                doomed.push(s);
             }
         }
     }
-    Ok(store.forget(person)?)
+    let mut names: Vec<&str> = doomed.iter().map(String::as_str).collect();
+    names.push(person);
+    Ok(store
+        .forget_many(&names)?
+        .pop()
+        .expect("one report per name"))
 }
 
 /// Everything held on a person, decrypted (Shopify `customers/data_request`).

@@ -348,6 +348,11 @@ pub trait Store: Send + Sync {
     /// timers, outbox entries and index entries. Durable on return. Their log records stay as
     /// unreadable ciphertext so seqs stay contiguous and nobody else's history moves.
     fn forget(&self, person: &str) -> Result<ForgetReport>;
+    /// [`Store::forget`] for several subjects at once, one report each in order: the sled
+    /// store finds their records with one scan of each family for all of them.
+    fn forget_many(&self, people: &[&str]) -> Result<Vec<ForgetReport>> {
+        people.iter().map(|p| self.forget(p)).collect()
+    }
     /// Drop processed log entries received before `before` (a prefix of the log: it stops at the
     /// first entry that is unprocessed or newer). People's state and timers are untouched.
     /// Their dedup entries go too: a re-delivery older than the retention is accepted again.

@@ -1451,3 +1451,32 @@ fn a_status_update_for_a_message_whose_key_is_gone_is_skipped() {
         OutboxStatus::Delivered
     );
 }
+
+/// `forget_many` (one scan of the store for several subjects: `runtime::forget` erases a
+/// person with the index records that point to them) reports each as `forget` alone would,
+/// and leaves nothing of either.
+#[test]
+fn forgetting_several_at_once_reports_each_as_forgetting_it_alone_would() {
+    let dir = tmp("forget-many");
+    let s = store::open(&dir).unwrap();
+    two_people(&s);
+    let m = MemStore::new();
+    two_people(&m);
+    let alone: Vec<_> = ["customer:8", "nobody", "customer:7"]
+        .iter()
+        .map(|p| m.forget(p).unwrap())
+        .collect();
+    let together = s
+        .forget_many(&["customer:8", "nobody", "customer:7"])
+        .unwrap();
+    assert_eq!(together, alone);
+    assert_eq!((together[2].events, together[2].messages), (2, 1));
+    for id in ["m7", "m8"] {
+        assert_eq!(s.outbox(id).unwrap(), None);
+    }
+    drop(s);
+    let s = store::open(&dir).unwrap();
+    assert_eq!(s.integrity().erasures_finished, 0);
+    assert!(s.export("customer:7").unwrap()["found"] == false);
+    assert!(s.debug_raw_keys(b"L").is_empty());
+}

@@ -166,6 +166,19 @@ fn log_tag(key: &[u8], v: &[u8]) -> Result<Tag> {
     }
 }
 
+/// The 16 bytes at `at`, as a tag.
+fn tag_at(bytes: &[u8], at: usize) -> Option<Tag> {
+    bytes.get(at..at + 16).map(|t| t.try_into().unwrap())
+}
+
+/// What an erasure found of one person (`ForgetReport`'s counts).
+#[derive(Clone, Copy, Debug, Default)]
+struct ErasedCounts {
+    events: u64,
+    timers: u64,
+    messages: u64,
+}
+
 fn decode_log(key: &[u8], v: &[u8]) -> Result<LogRec> {
     let what = layout::describe(key);
     let body = unframe(key, v)?;
@@ -753,12 +766,10 @@ impl SledStore {
             .collect();
         // Tags whose key is already gone are skipped: nothing is written for them.
         self.keys.write().unwrap().destroy(&[], &erasing)?;
-        let mut finished = 0;
-        for tag in &erasing {
-            self.finish_erasure(tag)?;
-            finished += 1;
-        }
+        let erasing: Vec<Tag> = erasing.into_iter().collect();
+        let finished = erasing.len();
         if finished > 0 {
+            self.finish_erasure(&erasing)?;
             self.db()?.flush()?;
         }
         *self.writer.lock().unwrap() = last;
@@ -904,74 +915,83 @@ impl SledStore {
         }))
     }
 
-    /// Delete every live record of an erased tag (its key is already destroyed) and mark the
-    /// erasure done: events counted, timers and messages deleted.
-    fn finish_erasure(&self, tag: &Tag) -> Result<(u64, u64, u64)> {
-        self.erase_state(tag)?;
-        self.erase_scanned(tag)
+    /// Delete every live record of erased tags (their keys are already destroyed) and mark
+    /// the erasures done: events counted, timers and messages deleted.
+    fn finish_erasure(&self, tags: &[Tag]) -> Result<HashMap<Tag, ErasedCounts>> {
+        self.erase_state(tags)?;
+        self.erase_scanned(tags)
     }
 
-    /// The first part of [`Self::finish_erasure`], under the writer lock in `forget`: the
-    /// person's record.
-    fn erase_state(&self, tag: &Tag) -> Result<()> {
-        self.db()?
-            .remove(&layout::tagged(layout::PEOPLE, tag)[..])?;
+    /// The first part of [`Self::finish_erasure`], under the writer lock in `forget_many`: the
+    /// people's records.
+    fn erase_state(&self, tags: &[Tag]) -> Result<()> {
+        let mut b = Batch::default();
+        for tag in tags {
+            b.remove(&layout::tagged(layout::PEOPLE, tag)[..]);
+        }
+        self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// The second part of [`Self::finish_erasure`], with the writer lock released: the
-    /// person's timers, outbox messages and links, found by scans of the whole due index,
-    /// outbox and link table (no index by person is written: each cost a key per event,
-    /// message or link on the hot path, docs/storage.md "Erasure"), deleted with the marker
-    /// that says the erasure is done, in one batch. The person's log entries stay, unreadable,
-    /// and are counted by a scan of the log. Stores written before session 11 also kept
-    /// person -> event, message, link and timer indexes (`e`, `O`, `N`, `T ++ tag ++ ...`);
-    /// their entries hold no personal data, but they go with the person.
-    fn erase_scanned(&self, tag: &Tag) -> Result<(u64, u64, u64)> {
+    /// people's timers, outbox messages and links, found by ONE scan each of the whole due
+    /// index, outbox and link table for all the tags (no index by person is written: each
+    /// cost a key per event, message or link on the hot path, docs/storage.md "Erasure"),
+    /// deleted with the markers that say the erasures are done, in one batch. The people's
+    /// log entries stay, unreadable, and are counted by a scan of the log. Stores written
+    /// before session 11 also kept person -> event, message, link and timer indexes (`e`,
+    /// `O`, `N`, `T ++ tag ++ ...`); their entries hold no personal data, but they go too.
+    fn erase_scanned(&self, tags: &[Tag]) -> Result<HashMap<Tag, ErasedCounts>> {
         let db = self.db()?;
+        let mut counts: HashMap<Tag, ErasedCounts> =
+            tags.iter().map(|t| (*t, ErasedCounts::default())).collect();
         let mut b = Batch::default();
-        let (mut ev, mut ms) = (0, 0);
         for kv in db.scan_prefix([layout::LOG]) {
             let (k, v) = kv?;
-            if log_tag(&k, &v)? == *tag {
-                ev += 1;
+            if let Some(c) = counts.get_mut(&log_tag(&k, &v)?) {
+                c.events += 1;
             }
         }
         for kv in db.scan_prefix([layout::OUTBOX]) {
             let (k, v) = kv?;
-            if unframe(&k, &v)?.get(..16) == Some(&tag[..]) {
+            if let Some(c) = tag_at(unframe(&k, &v)?, 0).and_then(|t| counts.get_mut(&t)) {
                 b.remove(layout::prefixed(layout::PENDING, &k[1..]));
                 b.remove(k);
-                ms += 1;
+                c.messages += 1;
             }
         }
         for kv in db.scan_prefix([layout::LINKS]) {
             let (k, v) = kv?;
-            if unframe(&k, &v)?.get(..16) == Some(&tag[..]) {
+            if tag_at(unframe(&k, &v)?, 0).is_some_and(|t| counts.contains_key(&t)) {
                 b.remove(k);
             }
         }
-        let timers = self.timer_keys_of(tag)?;
-        let ti = timers.len() as u64;
-        for k in timers {
-            b.remove(k);
-        }
-        for old in [
-            layout::PERSON_EVENTS,
-            layout::PERSON_OUTBOX,
-            layout::PERSON_LINKS,
-            layout::PERSON_TIMERS,
-        ] {
-            for k in db.scan_prefix(layout::tagged(old, tag)).keys() {
-                b.remove(k?);
+        // `t ++ due(8) ++ tag ++ ...`: the tag is in the key.
+        for k in db.scan_prefix([layout::TIMERS]).keys() {
+            let k = k?;
+            if let Some(c) = tag_at(&k, 9).and_then(|t| counts.get_mut(&t)) {
+                b.remove(k);
+                c.timers += 1;
             }
         }
-        let zk = layout::tagged(layout::ERASURES, tag);
-        b.insert(&zk[..], frame(&zk, &[ERASED]));
+        for tag in tags {
+            for old in [
+                layout::PERSON_EVENTS,
+                layout::PERSON_OUTBOX,
+                layout::PERSON_LINKS,
+                layout::PERSON_TIMERS,
+            ] {
+                for k in db.scan_prefix(layout::tagged(old, tag)).keys() {
+                    b.remove(k?);
+                }
+            }
+            let zk = layout::tagged(layout::ERASURES, tag);
+            b.insert(&zk[..], frame(&zk, &[ERASED]));
+        }
         db.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
-        Ok((ev, ti, ms))
+        Ok(counts)
     }
 
     /// Destroy retired event keys in keys.bin (after a flush made their retirement
@@ -1566,42 +1586,71 @@ impl Store for SledStore {
     }
 
     fn forget(&self, person: &str) -> Result<ForgetReport> {
-        let tag = {
+        Ok(self.forget_many(&[person])?.remove(0))
+    }
+
+    fn forget_many(&self, people: &[&str]) -> Result<Vec<ForgetReport>> {
+        let found: Vec<Option<Tag>> = {
             let _w = self.writer.lock().unwrap();
             let mut keys = self.keys.write().unwrap();
-            let Some((tag, _)) = keys.get(person)? else {
-                return Ok(ForgetReport::default());
-            };
+            let mut found = Vec::with_capacity(people.len());
+            for p in people {
+                found.push(keys.get(p)?.map(|(tag, _)| tag));
+            }
+            let named: Vec<&str> = people
+                .iter()
+                .zip(&found)
+                .filter(|(_, t)| t.is_some())
+                .map(|(p, _)| *p)
+                .collect();
+            if named.is_empty() {
+                return Ok(vec![ForgetReport::default(); people.len()]);
+            }
+            let tags: Vec<Tag> = found.iter().flatten().copied().collect();
             // 1. Everything written so far durable (attributions whose retired keys we will
-            //    drop), plus a marker so a crash after the key is gone still finishes the
-            //    deletion.
-            let zk = layout::tagged(layout::ERASURES, &tag);
-            self.db()?.insert(&zk[..], frame(&zk, &[ERASING]))?;
+            //    drop), plus a marker per person so a crash after the keys are gone still
+            //    finishes the deletion.
+            let mut b = Batch::default();
+            for tag in &tags {
+                let zk = layout::tagged(layout::ERASURES, tag);
+                b.insert(&zk[..], frame(&zk, &[ERASING]));
+            }
+            self.db()?.apply_batch(b)?;
             self.written.fetch_add(1, Ordering::SeqCst);
             self.flush()?;
-            // 2. Destroy the key (and retired event keys): every sealed copy is now unreadable.
-            self.purge_retired(&mut keys, &[person])?;
-            // 3. Delete the person's record.
-            self.erase_state(&tag)?;
-            tag
+            // 2. Destroy the keys (and retired event keys): every sealed copy is now
+            //    unreadable.
+            self.purge_retired(&mut keys, &named)?;
+            // 3. Delete the people's records.
+            self.erase_state(&tags)?;
+            found
         };
         // 4. Their timers, messages and links, found by scans (their log entries counted),
-        //    then the marker that says the erasure is done, after the writer lock is released:
-        //    the scans read the whole due index, outbox, link table and log (seconds with a
-        //    million people, docs/performance.md), and commits and webhook appends need not
-        //    wait for them. Nothing needs the lock here: with the key gone these records are
-        //    already unreadable and no longer live (`read_timer`, `live_outbox`), a new subject
-        //    of the same name gets a new tag, a commit skips a status update of a message
-        //    whose key is gone (so it cannot bring one back), and a crash before the marker
-        //    leaves it at ERASING, so the next open finishes the deletion.
-        let (events, timers, messages) = self.erase_scanned(&tag)?;
+        //    then the markers that say the erasures are done, after the writer lock is
+        //    released: the scans read the whole due index, outbox, link table and log (seconds
+        //    with a million people, docs/performance.md), and commits and webhook appends need
+        //    not wait for them; one scan serves every person erased together (a person and
+        //    the runtime's index records that point to them, `runtime::forget`). Nothing needs
+        //    the lock here: with the keys gone these records are already unreadable and no
+        //    longer live (`read_timer`, `live_outbox`), a new subject of the same name gets a
+        //    new tag, a commit skips a status update of a message whose key is gone (so it
+        //    cannot bring one back), and a crash before the markers leaves them at ERASING, so
+        //    the next open finishes the deletion.
+        let tags: Vec<Tag> = found.iter().flatten().copied().collect();
+        let counts = self.erase_scanned(&tags)?;
         self.flush()?;
-        Ok(ForgetReport {
-            found: true,
-            events,
-            timers,
-            messages,
-        })
+        Ok(found
+            .iter()
+            .map(|t| match t.and_then(|t| counts.get(&t)) {
+                None => ForgetReport::default(),
+                Some(c) => ForgetReport {
+                    found: true,
+                    events: c.events,
+                    timers: c.timers,
+                    messages: c.messages,
+                },
+            })
+            .collect())
     }
 
     fn compact(&self, before: DateTime<Utc>) -> Result<CompactReport> {
