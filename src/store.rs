@@ -15,6 +15,7 @@ mod keys;
 mod layout;
 mod mem;
 mod sled_store;
+mod slots;
 
 pub use mem::MemStore;
 pub use sled_store::{CheckpointStats, Integrity, OpenOptions, SledStore};

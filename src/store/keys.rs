@@ -17,10 +17,10 @@
 //! therefore safe to cut off on load. Only the indexes are in memory (see [`Slot`]).
 
 use super::layout::Tag;
+use super::slots::{Slot, Slots, GONE};
 use super::StoreError;
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hashbrown::hash_table::HashTable;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
@@ -73,26 +73,6 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io(dir, "fsync directory", e))
 }
 
-/// Where a subject's record is in the key file, with 32 bits of the hash it is indexed by.
-/// The key directory in memory is two tables of these 8-byte slots (by name, by tag): every
-/// tag, key and name stays in the file and is read back with `pread` from the OS's page
-/// cache when looked up. At a million people (two million subjects with their phone index
-/// records) the entries and names in memory were ~175 MiB of the runtime's RSS; the slots
-/// take 38 B a subject (tables sized to a power of two, so 48-87% full). The 32 bits decide almost every lookup without reading the file: a
-/// record is read for the subject found, and for a false match about once in 2^32.
-#[derive(Clone, Copy)]
-struct Slot {
-    hash: u32,
-    at: u32,
-}
-
-/// hashbrown takes a bucket from a hash's low bits and a control byte from its top 7 bits; a
-/// 32-bit hash widened by an odd multiplier gives both from all 32 bits (and the low bits
-/// stay a bijection of the hash's low bits, so buckets spread as the hash does).
-fn widen(h: u32) -> u64 {
-    (h as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 /// A tag's hash: its four 32-bit words folded. Tags are drawn from the OS's CSPRNG (never from
 /// input), so they are already uniformly distributed and hashing them again would only cost
 /// time on every `resolve`.
@@ -141,8 +121,11 @@ pub(crate) struct KeyDir {
     synced: u64,
     /// Keys created in memory and not yet appended + synced.
     unsynced: Vec<u8>,
-    by_name: HashTable<Slot>,
-    by_tag: HashTable<Slot>,
+    /// The in-memory index: 8-byte slots (32 bits of a hash, a record's offset), by name and by
+    /// tag; every tag, key and name stays in the file and is read back with `pread` from the
+    /// OS's page cache when looked up (`src/store/slots.rs` says why a sorted array).
+    by_name: Slots,
+    by_tag: Slots,
     /// Names come from outside (phone numbers, customer ids), so their hashes are keyed per
     /// process (SipHash with a random key, as `HashMap` does) against collision flooding.
     hasher: RandomState,
@@ -321,12 +304,14 @@ impl KeyDir {
             file,
             synced: file_len,
             unsynced: Vec::new(),
-            by_name: HashTable::with_capacity(records),
-            by_tag: HashTable::with_capacity(records),
+            by_name: Slots::default(),
+            by_tag: Slots::default(),
             hasher: RandomState::new(),
             dead: 0,
             replaced: false,
         };
+        // The slots, sorted once after the walk (`settle`).
+        let (mut names, mut tags) = (Vec::with_capacity(records), Vec::with_capacity(records));
         // Destroyed records whose bytes a crash left (partly) in place: zeroed again below.
         let mut unfinished: Vec<(u64, usize)> = Vec::new();
         let mut pos = 8u64;
@@ -375,10 +360,15 @@ impl KeyDir {
             }
             match body[0] {
                 ADD if len >= 49 => {
-                    let at = u32::try_from(pos).map_err(|_| full())?;
-                    let name = name_of(body);
-                    let (tag, name_hash) = (tag_of(body), dir.name_hash(&name));
-                    dir.index(at, name_hash, &name, &tag)?;
+                    let at = offset(pos)?;
+                    names.push(Slot {
+                        hash: dir.name_hash(&name_of(body)),
+                        at,
+                    });
+                    tags.push(Slot {
+                        hash: tag_hash(&tag_of(body)),
+                        at,
+                    });
                 }
                 // The op is known; the record is too short to hold the key it adds (reported as
                 // an unknown op before, which sent a reader looking for the wrong fault).
@@ -420,11 +410,45 @@ impl KeyDir {
                 .map_err(|e| io(path, "truncate torn tail of", e))?;
             dir.synced = good_end;
         }
+        dir.by_name = Slots::from_unsorted(dir.latest(names, |a, b| name_of(a) == name_of(b))?);
+        dir.by_tag = Slots::from_unsorted(dir.latest(tags, |a, b| tag_of(a) == tag_of(b))?);
         if !unfinished.is_empty() {
             // An erasure cut by a crash after its destroy record was durable: finish it.
             dir.zero(&unfinished)?;
         }
         Ok(dir)
+    }
+
+    /// `slots` without those a later record of the same subject (`same`) supersedes: a name
+    /// written twice to the key file finds the later record, as the file is read in order
+    /// (the earlier one stays reachable by its own tag). Only slots whose 32-bit hashes
+    /// collide can be the same subject, so records are read for those alone.
+    fn latest(
+        &self,
+        mut slots: Vec<Slot>,
+        same: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<Vec<Slot>, StoreError> {
+        slots.sort_unstable_by_key(|s| (s.hash, s.at));
+        let mut superseded = Vec::new();
+        let mut i = 0;
+        while i < slots.len() {
+            let run = slots[i..].partition_point(|s| s.hash == slots[i].hash);
+            for a in i..i + run {
+                for b in a + 1..i + run {
+                    let (x, y) = (slots[a].at, slots[b].at);
+                    if self.with_record(x, |p| self.with_record(y, |q| same(p, q)))?? {
+                        superseded.push(a);
+                        break;
+                    }
+                }
+            }
+            i += run;
+        }
+        for a in superseded {
+            slots[a].at = GONE;
+        }
+        slots.retain(|s| s.at != GONE);
+        Ok(slots)
     }
 
     fn name_hash(&self, name: &str) -> u32 {
@@ -491,16 +515,14 @@ impl KeyDir {
     /// that record's body: one read of the file for the subject found.
     fn lookup<R>(
         &self,
-        table: &HashTable<Slot>,
+        table: &Slots,
         h: u32,
         is: impl Fn(&[u8]) -> bool,
         f: impl Fn(&[u8]) -> R,
     ) -> Result<Option<(Slot, R)>, StoreError> {
-        for s in table.iter_hash(widen(h)) {
-            if s.hash == h {
-                if let Some(r) = self.with_record(s.at, |b| is(b).then(|| f(b)))? {
-                    return Ok(Some((*s, r)));
-                }
+        for s in table.find(h) {
+            if let Some(r) = self.with_record(s.at, |b| is(b).then(|| f(b)))? {
+                return Ok(Some((s, r)));
             }
         }
         Ok(None)
@@ -569,7 +591,7 @@ impl KeyDir {
         }
         let tag: Tag = random()?;
         let key: DataKey = random()?;
-        let at = u32::try_from(self.synced + self.unsynced.len() as u64).map_err(|_| full())?;
+        let at = offset(self.synced + self.unsynced.len() as u64)?;
         append_record(&mut self.unsynced, ADD, &tag, &key, name);
         let h = self.name_hash(name);
         self.index(at, h, name, &tag)?;
@@ -662,16 +684,8 @@ impl KeyDir {
         self.dead += rec.len() as u64 + spans.iter().map(|s| 8 + s.1 as u64).sum::<u64>();
         let before = self.len();
         for (at, tag, name, _) in &mut found {
-            let nh = widen(self.name_hash(name));
-            if let Ok(e) = self.by_name.find_entry(nh, |s| s.at == *at) {
-                e.remove();
-            }
-            if let Ok(e) = self
-                .by_tag
-                .find_entry(widen(tag_hash(tag)), |s| s.at == *at)
-            {
-                e.remove();
-            }
+            self.by_name.remove(self.name_hash(name), *at);
+            self.by_tag.remove(tag_hash(tag), *at);
             name.zeroize();
             tag.zeroize();
         }
@@ -752,18 +766,19 @@ impl KeyDir {
 
 /// Make `table`'s slot under hash `h` point at the record at `at`: the `old` slot found for
 /// the same subject, or a new one.
-fn point(table: &mut HashTable<Slot>, h: u32, old: Option<Slot>, at: u32) {
+fn point(table: &mut Slots, h: u32, old: Option<Slot>, at: u32) {
     match old {
-        Some(old) => {
-            table
-                .find_mut(widen(h), |s| s.at == old.at)
-                .expect("the slot just found")
-                .at = at;
-        }
-        None => {
-            table.insert_unique(widen(h), Slot { hash: h, at }, |s| widen(s.hash));
-        }
+        Some(old) => assert!(table.repoint(h, old.at, at), "the slot just found"),
+        None => table.insert(Slot { hash: h, at }),
     }
+}
+
+/// A record's offset as a slot holds it.
+fn offset(pos: u64) -> Result<u32, StoreError> {
+    u32::try_from(pos)
+        .ok()
+        .filter(|at| *at != GONE)
+        .ok_or_else(full)
 }
 
 /// Offsets are u32 to keep index slots small: a key file of 4 GiB is ~50M subjects, past what
@@ -1079,6 +1094,41 @@ mod tests {
                 assert_eq!(d.g(&names[i as usize]), want.map(|(_, k)| (tag(i), k)));
             }
         }
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// Slots whose 32-bit hashes collide are told apart by their records at load: a later
+    /// record of the same subject supersedes an earlier one, different subjects both stay.
+    /// (Real collisions are too rare to meet in a test: the hashes are forced here.)
+    #[test]
+    fn colliding_hashes_at_load_keep_every_subject_and_the_latest_of_each() {
+        let p = tmp("collide");
+        write_file(
+            &p,
+            &[
+                ([1; 16], [1; 32], "a"),
+                ([2; 16], [2; 32], "b"),
+                ([3; 16], [3; 32], "a"),
+            ],
+        );
+        let k = KeyDir::load(&p).unwrap();
+        let at: Vec<u32> = {
+            let mut v: Vec<u32> = k.by_tag.iter().map(|s| s.at).collect();
+            v.sort_unstable();
+            v
+        };
+        let forced = |ats: &[u32]| ats.iter().map(|&at| Slot { hash: 7, at }).collect();
+        let kept = k
+            .latest(forced(&at), |a, b| name_of(a) == name_of(b))
+            .unwrap();
+        assert_eq!(
+            kept.iter().map(|s| s.at).collect::<Vec<_>>(),
+            [at[1], at[2]]
+        );
+        let kept = k
+            .latest(forced(&at), |a, b| tag_of(a) == tag_of(b))
+            .unwrap();
+        assert_eq!(kept.len(), 3);
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
