@@ -427,7 +427,12 @@ impl Runtime {
     /// indexes) are dropped too, so nothing erased is written back by a later commit.
     /// Call between steps (everything is committed then).
     pub fn forget(&mut self, person: &str) -> Result<crate::store::ForgetReport> {
-        let r = forget(&self.store, person)?;
+        Ok(self.forget_many(&[person])?.remove(0))
+    }
+
+    /// [`forget_many`], with the runtime's caches dropped afterwards.
+    pub fn forget_many(&mut self, people: &[&str]) -> Result<Vec<crate::store::ForgetReport>> {
+        let r = forget_many(&self.store, people)?;
         // Entries read ahead may hold the erased person's payloads, decrypted.
         self.prefetched.clear();
         self.host.people.clear();
@@ -1338,11 +1343,24 @@ fn links_of(outbox: &[(OutboxEntry, Message)]) -> Vec<crate::store::LinkEntry> {
 /// store holds on them, in one erasure (one scan of the store for all of them). Durable on
 /// return. The edges issue's HTTP handler calls this.
 pub fn forget(store: &Arc<dyn Store>, person: &str) -> Result<crate::store::ForgetReport> {
-    if state::is_index(person) {
-        return Err(Error::Other(format!("`{person}` is not a person")));
-    }
+    Ok(forget_many(store, &[person])?.remove(0))
+}
+
+/// [`forget`] for several people in one erasure (one scan of each of the store's families for
+/// all of them: the store keeps no index by person), one report each in order. Shopify's
+/// `shop/redact` erases everyone.
+pub fn forget_many(
+    store: &Arc<dyn Store>,
+    people: &[&str],
+) -> Result<Vec<crate::store::ForgetReport>> {
     let mut doomed = Vec::new();
-    if let Some(b) = store.person(person)? {
+    for &person in people {
+        if state::is_index(person) {
+            return Err(Error::Other(format!("`{person}` is not a person")));
+        }
+        let Some(b) = store.person(person)? else {
+            continue;
+        };
         let rec = state::decode_record(person, &b)?;
         let mut st = StoreState::new(store.clone());
         let mut subjects = Vec::new();
@@ -1363,12 +1381,11 @@ pub fn forget(store: &Arc<dyn Store>, person: &str) -> Result<crate::store::Forg
             }
         }
     }
-    let mut names: Vec<&str> = doomed.iter().map(String::as_str).collect();
-    names.push(person);
-    Ok(store
-        .forget_many(&names)?
-        .pop()
-        .expect("one report per name"))
+    let mut names: Vec<&str> = people.to_vec();
+    names.extend(doomed.iter().map(String::as_str));
+    let mut reports = store.forget_many(&names)?;
+    reports.truncate(people.len());
+    Ok(reports)
 }
 
 /// Everything held on a person, decrypted (Shopify `customers/data_request`).

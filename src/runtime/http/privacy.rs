@@ -13,6 +13,10 @@ use serde_json::{json, Value as Json};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+/// People erased together by `shop/redact`: one scan of the store per group, and the group's
+/// names and tags in memory meanwhile.
+const SHOP_REDACT_GROUP: usize = 50_000;
+
 /// Who a privacy request is about, as the payload names them.
 #[derive(Clone, Debug, Default)]
 pub struct Subject {
@@ -236,13 +240,14 @@ pub fn execute(rt: &mut Runtime, data_dir: &Path, req: Request) -> Result<Json, 
         }
         Request::Redact { subject } => {
             let people = resolve(rt, &subject)?;
-            let mut erased = Vec::new();
-            for p in &people {
-                let r = rt.forget(p).map_err(|e| e.to_string())?;
-                if r.found {
-                    erased.push(p.clone());
-                }
-            }
+            let names: Vec<&str> = people.iter().map(String::as_str).collect();
+            let reports = rt.forget_many(&names).map_err(|e| e.to_string())?;
+            let erased: Vec<&str> = names
+                .iter()
+                .zip(&reports)
+                .filter(|(_, r)| r.found)
+                .map(|(p, _)| *p)
+                .collect();
             let exports = drop_exports(data_dir, &people, false)?;
             Ok(json!({ "erased": erased.len(), "exports_deleted": exports }))
         }
@@ -255,11 +260,13 @@ pub fn execute(rt: &mut Runtime, data_dir: &Path, req: Request) -> Result<Json, 
                 .into_iter()
                 .filter(|p| !is_index(p))
                 .collect();
+            // In groups: each erasure scans the whole store once (no index by person,
+            // docs/storage.md "Erasure"), so one per person would be quadratic.
+            let names: Vec<&str> = people.iter().map(String::as_str).collect();
             let mut erased = 0;
-            for p in &people {
-                if rt.forget(p).map_err(|e| e.to_string())?.found {
-                    erased += 1;
-                }
+            for group in names.chunks(SHOP_REDACT_GROUP) {
+                let reports = rt.forget_many(group).map_err(|e| e.to_string())?;
+                erased += reports.iter().filter(|r| r.found).count();
             }
             let exports = drop_exports(data_dir, &people, true)?;
             Ok(json!({
