@@ -1480,3 +1480,30 @@ fn forgetting_several_at_once_reports_each_as_forgetting_it_alone_would() {
     assert!(s.export("customer:7").unwrap()["found"] == false);
     assert!(s.debug_raw_keys(b"L").is_empty());
 }
+
+/// Compaction of a store written before session 11 removes the person -> event index entries
+/// of the log records it drops (and only those).
+#[test]
+fn compaction_removes_the_event_index_entries_older_stores_wrote() {
+    let dir = tmp("compact-old-index");
+    let s = store::open(&dir).unwrap();
+    two_people(&s);
+    let e =
+        |who: &str, seq: u64| [&b"e"[..], &tag_in_key_file(&dir, who), &seq.to_be_bytes()].concat();
+    let entries = [e("customer:7", 1), e("customer:8", 2), e("customer:7", 3)];
+    for k in &entries {
+        s.debug_raw_insert(k, &crc32fast_free(k, b""));
+    }
+    s.commit(CommitBatch {
+        cursor: Some(2),
+        ..CommitBatch::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.compact(t(1)).unwrap().dropped, 2);
+    let left: Vec<bool> = entries
+        .iter()
+        .map(|k| s.debug_raw_get(k).is_some())
+        .collect();
+    assert_eq!(left, [false, false, true]);
+}

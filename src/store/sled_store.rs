@@ -1660,6 +1660,13 @@ impl Store for SledStore {
         let mut first = self.get_u64(layout::FIRST)?.unwrap_or(1);
         let limit = millis(before);
         let mut dropped = 0;
+        // Stores written before session 11 kept a person -> event index; removing an entry
+        // per log record is a tree walk each, worth it only where there are some.
+        let old_index = self
+            .db()?
+            .scan_prefix([layout::PERSON_EVENTS])
+            .next()
+            .is_some();
         loop {
             // Chunks bound the batch size; each chunk is atomic and leaves a contiguous log.
             let mut b = Batch::default();
@@ -1675,7 +1682,9 @@ impl Store for SledStore {
                 }
                 b.remove(k);
                 b.remove(layout::prefixed(layout::DEDUP, &rec.dedup));
-                b.remove(layout::person_event(&rec.tag, seq));
+                if old_index {
+                    b.remove(layout::person_event(&rec.tag, seq));
+                }
                 if keys
                     .resolve(&rec.tag)?
                     .is_some_and(|(name, _)| is_event_subject(&name))
