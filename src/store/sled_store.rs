@@ -943,17 +943,18 @@ impl SledStore {
     /// before session 11 also kept person -> event, message, link and timer indexes (`e`,
     /// `O`, `N`, `T ++ tag ++ ...`); their entries hold no personal data, but they go too.
     fn erase_scanned(&self, tags: &[Tag]) -> Result<HashMap<Tag, ErasedCounts>> {
-        let db = self.db()?;
+        // A database guard per scan, not one for all: a checkpoint (which reopens sled) waits
+        // for every guard to drop, and a commit that is due one waits with it.
         let mut counts: HashMap<Tag, ErasedCounts> =
             tags.iter().map(|t| (*t, ErasedCounts::default())).collect();
         let mut b = Batch::default();
-        for kv in db.scan_prefix([layout::LOG]) {
+        for kv in self.db()?.scan_prefix([layout::LOG]) {
             let (k, v) = kv?;
             if let Some(c) = counts.get_mut(&log_tag(&k, &v)?) {
                 c.events += 1;
             }
         }
-        for kv in db.scan_prefix([layout::OUTBOX]) {
+        for kv in self.db()?.scan_prefix([layout::OUTBOX]) {
             let (k, v) = kv?;
             if let Some(c) = tag_at(unframe(&k, &v)?, 0).and_then(|t| counts.get_mut(&t)) {
                 b.remove(layout::prefixed(layout::PENDING, &k[1..]));
@@ -961,14 +962,14 @@ impl SledStore {
                 c.messages += 1;
             }
         }
-        for kv in db.scan_prefix([layout::LINKS]) {
+        for kv in self.db()?.scan_prefix([layout::LINKS]) {
             let (k, v) = kv?;
             if tag_at(unframe(&k, &v)?, 0).is_some_and(|t| counts.contains_key(&t)) {
                 b.remove(k);
             }
         }
         // `t ++ due(8) ++ tag ++ ...`: the tag is in the key.
-        for k in db.scan_prefix([layout::TIMERS]).keys() {
+        for k in self.db()?.scan_prefix([layout::TIMERS]).keys() {
             let k = k?;
             if let Some(c) = tag_at(&k, 9).and_then(|t| counts.get_mut(&t)) {
                 b.remove(k);
@@ -982,14 +983,14 @@ impl SledStore {
                 layout::PERSON_LINKS,
                 layout::PERSON_TIMERS,
             ] {
-                for k in db.scan_prefix(layout::tagged(old, tag)).keys() {
+                for k in self.db()?.scan_prefix(layout::tagged(old, tag)).keys() {
                     b.remove(k?);
                 }
             }
             let zk = layout::tagged(layout::ERASURES, tag);
             b.insert(&zk[..], frame(&zk, &[ERASED]));
         }
-        db.apply_batch(b)?;
+        self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(counts)
     }
