@@ -1354,6 +1354,8 @@ pub fn forget_many(
     people: &[&str],
 ) -> Result<Vec<crate::store::ForgetReport>> {
     let mut doomed = Vec::new();
+    // One state for all: it reads the index key once.
+    let mut st = StoreState::new(store.clone());
     for &person in people {
         if state::is_index(person) {
             return Err(Error::Other(format!("`{person}` is not a person")));
@@ -1362,7 +1364,6 @@ pub fn forget_many(
             continue;
         };
         let rec = state::decode_record(person, &b)?;
-        let mut st = StoreState::new(store.clone());
         let mut subjects = Vec::new();
         for o in rec.joins.orders.keys() {
             subjects.extend(st.index_subject("o", o));

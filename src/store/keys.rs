@@ -2,8 +2,9 @@
 //! sealing of personal values with ChaCha20-Poly1305.
 //!
 //! Why outside sled: sled keeps superseded values in its segment files until it happens to
-//! rewrite them, so deleting a record there does not remove its bytes. A key file we rewrite
-//! ourselves (temp file, fsync, rename, fsync dir) does: once a person's key is gone from it,
+//! rewrite them, so deleting a record there does not remove its bytes. A key file we write
+//! ourselves does: a destroyed key is overwritten with zeros in place (and the file is
+//! rewritten without dead records once they are half of it), and once a person's key is gone,
 //! every copy of their ciphertext anywhere in sled is unreadable. Each subject (a person id, or
 //! `#seq` for an event whose person was unknown at ingest) gets a random 256-bit key and a random
 //! 16-byte tag; sled sees only the tag, so no person id (which may be `phone:+1...`) is ever
@@ -310,7 +311,7 @@ impl KeyDir {
             dead: 0,
             replaced: false,
         };
-        // The slots, sorted once after the walk (`settle`).
+        // The slots, sorted once after the walk (`latest`).
         let (mut names, mut tags) = (Vec::with_capacity(records), Vec::with_capacity(records));
         // Destroyed records whose bytes a crash left (partly) in place: zeroed again below.
         let mut unfinished: Vec<(u64, usize)> = Vec::new();
@@ -410,8 +411,8 @@ impl KeyDir {
                 .map_err(|e| io(path, "truncate torn tail of", e))?;
             dir.synced = good_end;
         }
-        dir.by_name = Slots::from_unsorted(dir.latest(names, |a, b| name_of(a) == name_of(b))?);
-        dir.by_tag = Slots::from_unsorted(dir.latest(tags, |a, b| tag_of(a) == tag_of(b))?);
+        dir.by_name = Slots::from_sorted(dir.latest(names, |a, b| name_of(a) == name_of(b))?);
+        dir.by_tag = Slots::from_sorted(dir.latest(tags, |a, b| tag_of(a) == tag_of(b))?);
         if !unfinished.is_empty() {
             // An erasure cut by a crash after its destroy record was durable: finish it.
             dir.zero(&unfinished)?;
@@ -422,7 +423,8 @@ impl KeyDir {
     /// `slots` without those a later record of the same subject (`same`) supersedes: a name
     /// written twice to the key file finds the later record, as the file is read in order
     /// (the earlier one stays reachable by its own tag). Only slots whose 32-bit hashes
-    /// collide can be the same subject, so records are read for those alone.
+    /// collide can be the same subject, so records are read for those alone. Returned sorted
+    /// by hash, as [`Slots::from_sorted`] takes them.
     fn latest(
         &self,
         mut slots: Vec<Slot>,
@@ -1165,8 +1167,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
-    /// An erasure is destroyed in place: the other records keep their bytes and offsets, the
-    /// file grows by the destroy record alone, and the subject's key and name are zeros.
     const PHONE: &str = "phone:+15550001111";
 
     /// A synced key file holding `PHONE` (at byte 8) then `customer:2`; also the keys of both
@@ -1181,6 +1181,8 @@ mod tests {
         (p, k, phone, other, 8 + 4 + 49 + PHONE.len() + 4)
     }
 
+    /// An erasure is destroyed in place: the other records keep their bytes and offsets, the
+    /// file grows by the destroy record alone, and the subject's key and name are zeros.
     #[test]
     fn destroy_zeroes_the_record_in_place_and_appends_one_destroy_record() {
         let (p, mut k, (_, ka), _, first) = phone_then_customer("in-place");

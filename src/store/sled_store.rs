@@ -954,19 +954,13 @@ impl SledStore {
                 c.events += 1;
             }
         }
-        for kv in self.db()?.scan_prefix([layout::OUTBOX]) {
-            let (k, v) = kv?;
-            if let Some(c) = tag_at(unframe(&k, &v)?, 0).and_then(|t| counts.get_mut(&t)) {
-                b.remove(layout::prefixed(layout::PENDING, &k[1..]));
-                b.remove(k);
-                c.messages += 1;
-            }
+        for (k, tag) in self.owned_by(layout::OUTBOX, |t| counts.contains_key(t))? {
+            b.remove(layout::prefixed(layout::PENDING, &k[1..]));
+            b.remove(k);
+            counts.get_mut(&tag).expect("a tag sought").messages += 1;
         }
-        for kv in self.db()?.scan_prefix([layout::LINKS]) {
-            let (k, v) = kv?;
-            if tag_at(unframe(&k, &v)?, 0).is_some_and(|t| counts.contains_key(&t)) {
-                b.remove(k);
-            }
+        for (k, _) in self.owned_by(layout::LINKS, |t| counts.contains_key(t))? {
+            b.remove(k);
         }
         // `t ++ due(8) ++ tag ++ ...`: the tag is in the key.
         for k in self.db()?.scan_prefix([layout::TIMERS]).keys() {
@@ -993,6 +987,20 @@ impl SledStore {
         self.db()?.apply_batch(b)?;
         self.written.fetch_add(1, Ordering::SeqCst);
         Ok(counts)
+    }
+
+    /// The keys (and owners) of the records of `family` whose owner `owns`: outbox messages
+    /// and links, whose value (inside its frame) starts with the owner's tag. One scan of the
+    /// whole family: there is no index by person (docs/storage.md, "Erasure").
+    fn owned_by(&self, family: u8, owns: impl Fn(&Tag) -> bool) -> Result<Vec<(sled::IVec, Tag)>> {
+        let mut out = Vec::new();
+        for kv in self.db()?.scan_prefix([family]) {
+            let (k, v) = kv?;
+            if let Some(t) = tag_at(unframe(&k, &v)?, 0).filter(|t| owns(t)) {
+                out.push((k, t));
+            }
+        }
+        Ok(out)
     }
 
     /// Destroy retired event keys in keys.bin (after a flush made their retirement
@@ -1555,11 +1563,7 @@ impl Store for SledStore {
             }
         }
         let mut outbox = Vec::new();
-        for kv in self.db()?.scan_prefix([layout::OUTBOX]) {
-            let (k, v) = kv?;
-            if unframe(&k, &v)?.get(..16) != Some(&tag[..]) {
-                continue;
-            }
+        for (k, _) in self.owned_by(layout::OUTBOX, |t| *t == tag)? {
             let mid = String::from_utf8_lossy(&k[1..]).into_owned();
             if let Some(o) = self.read_outbox(&keys, &mid)? {
                 outbox.push(json!({
@@ -1591,7 +1595,7 @@ impl Store for SledStore {
     }
 
     fn forget_many(&self, people: &[&str]) -> Result<Vec<ForgetReport>> {
-        let found: Vec<Option<Tag>> = {
+        let (found, tags) = {
             let _w = self.writer.lock().unwrap();
             let mut keys = self.keys.write().unwrap();
             let mut found = Vec::with_capacity(people.len());
@@ -1624,7 +1628,7 @@ impl Store for SledStore {
             self.purge_retired(&mut keys, &named)?;
             // 3. Delete the people's records.
             self.erase_state(&tags)?;
-            found
+            (found, tags)
         };
         // 4. Their timers, messages and links, found by scans (their log entries counted),
         //    then the markers that say the erasures are done, after the writer lock is
@@ -1637,7 +1641,6 @@ impl Store for SledStore {
         //    new tag, a commit skips a status update of a message whose key is gone (so it
         //    cannot bring one back), and a crash before the markers leaves them at ERASING, so
         //    the next open finishes the deletion.
-        let tags: Vec<Tag> = found.iter().flatten().copied().collect();
         let counts = self.erase_scanned(&tags)?;
         self.flush()?;
         Ok(found

@@ -45,9 +45,9 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    /// From slots in any order (a key file's load): sorted once.
-    pub fn from_unsorted(mut slots: Vec<Slot>) -> Slots {
-        slots.sort_unstable_by_key(|s| s.hash);
+    /// From slots sorted by hash (a key file's load sorts them once, `KeyDir::latest`).
+    pub fn from_sorted(mut slots: Vec<Slot>) -> Slots {
+        debug_assert!(slots.is_sorted_by_key(|s| s.hash));
         slots.shrink_to_fit();
         Slots {
             base: slots,
@@ -222,13 +222,11 @@ mod tests {
             ops in proptest::collection::vec(op(), 0..3000),
         ) {
             let mut model: BTreeSet<(u32, u32)> = BTreeSet::new();
-            let mut unique = Vec::new();
-            for (h, a) in loaded {
-                if model.insert((h, a)) {
-                    unique.push(Slot { hash: h, at: a });
-                }
+            for pair in loaded {
+                model.insert(pair);
             }
-            let mut s = Slots::from_unsorted(unique);
+            // The set iterates in (hash, offset) order: sorted by hash.
+            let mut s = Slots::from_sorted(model.iter().map(|&(hash, at)| Slot { hash, at }).collect());
             for op in ops {
                 match op {
                     Op::Insert(h, a) if model.insert((h, a)) => s.insert(Slot { hash: h, at: a }),
@@ -279,7 +277,9 @@ mod tests {
                 at: 200_000 + i as u32,
             });
         }
-        let s = Slots::from_unsorted(slots.clone());
+        let mut sorted = slots.clone();
+        sorted.sort_unstable_by_key(|x| x.hash);
+        let s = Slots::from_sorted(sorted);
         let mut count: std::collections::HashMap<u32, usize> = Default::default();
         for x in &slots {
             *count.entry(x.hash).or_default() += 1;

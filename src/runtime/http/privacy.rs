@@ -13,9 +13,22 @@ use serde_json::{json, Value as Json};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// People erased together by `shop/redact`: one scan of the store per group, and the group's
-/// names and tags in memory meanwhile.
-const SHOP_REDACT_GROUP: usize = 50_000;
+/// People erased together: one scan of the store per group (`shop/redact` erases everyone),
+/// and the group's names and tags in memory meanwhile.
+const ERASE_GROUP: usize = 50_000;
+
+/// Erase `people` in groups of [`ERASE_GROUP`]: each erasure scans the whole store once (there
+/// is no index by person, docs/storage.md "Erasure"), so one per person would be quadratic.
+/// How many were found.
+fn erase<'a>(rt: &mut Runtime, people: impl Iterator<Item = &'a String>) -> Result<usize, String> {
+    let names: Vec<&str> = people.map(String::as_str).collect();
+    let mut erased = 0;
+    for group in names.chunks(ERASE_GROUP) {
+        let reports = rt.forget_many(group).map_err(|e| e.to_string())?;
+        erased += reports.iter().filter(|r| r.found).count();
+    }
+    Ok(erased)
+}
 
 /// Who a privacy request is about, as the payload names them.
 #[derive(Clone, Debug, Default)]
@@ -240,16 +253,9 @@ pub fn execute(rt: &mut Runtime, data_dir: &Path, req: Request) -> Result<Json, 
         }
         Request::Redact { subject } => {
             let people = resolve(rt, &subject)?;
-            let names: Vec<&str> = people.iter().map(String::as_str).collect();
-            let reports = rt.forget_many(&names).map_err(|e| e.to_string())?;
-            let erased: Vec<&str> = names
-                .iter()
-                .zip(&reports)
-                .filter(|(_, r)| r.found)
-                .map(|(p, _)| *p)
-                .collect();
+            let erased = erase(rt, people.iter())?;
             let exports = drop_exports(data_dir, &people, false)?;
-            Ok(json!({ "erased": erased.len(), "exports_deleted": exports }))
+            Ok(json!({ "erased": erased, "exports_deleted": exports }))
         }
         Request::ShopRedact { shop_domain } => {
             // One data directory serves one shop: every person goes.
@@ -260,14 +266,7 @@ pub fn execute(rt: &mut Runtime, data_dir: &Path, req: Request) -> Result<Json, 
                 .into_iter()
                 .filter(|p| !is_index(p))
                 .collect();
-            // In groups: each erasure scans the whole store once (no index by person,
-            // docs/storage.md "Erasure"), so one per person would be quadratic.
-            let names: Vec<&str> = people.iter().map(String::as_str).collect();
-            let mut erased = 0;
-            for group in names.chunks(SHOP_REDACT_GROUP) {
-                let reports = rt.forget_many(group).map_err(|e| e.to_string())?;
-                erased += reports.iter().filter(|r| r.found).count();
-            }
+            let erased = erase(rt, people.iter())?;
             let exports = drop_exports(data_dir, &people, true)?;
             Ok(json!({
                 "shop_domain": shop_domain,
