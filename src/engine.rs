@@ -17,7 +17,7 @@ pub use eval::{link_code, money, truncate};
 pub use keywords::{classify as classify_keyword, normalize as normalize_reply, Keyword};
 pub use model::{
     Consent, Effect, EntryHistory, Input, Instance, LastMessage, Link, Message, PersonState,
-    PluginFailure, Profile, SeenEvent, Waiting,
+    PluginFailure, Profile, SeenEvent, SharedJson, Waiting,
 };
 pub use profile::person_key;
 pub use small::{SortedMap, SortedSet};

@@ -11,36 +11,101 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Event payloads held by instances are shared, not copied: one event is kept by every live
-/// instance that may `wait for` it and by each instance it starts. Deep-cloning the payload for
-/// each of them was most of the simulator's allocations and memory growth (docs/performance.md).
-/// Serialised as the plain JSON value, so the stored state has the same shape as before (a
-/// helper instead of serde's `rc` feature, which would rebuild every serde dependent).
-pub type SharedJson = Arc<serde_json::Value>;
+/// An event payload held by instances: shared, not copied, and parsed only when read.
+///
+/// Shared: one event is kept by every live instance that may `wait for` it and by each
+/// instance it starts. Deep-cloning the payload for each of them was most of the simulator's
+/// allocations and memory growth (docs/performance.md).
+///
+/// Parsed when read: a payload decoded from a stored person record is kept as its JSON text
+/// and parsed on first use. Why: the durable runtime decodes a person's whole record at each
+/// timer firing and event for them, but a firing reads at most its own instance's payloads;
+/// building every instance's payload tree was ~28% of the record's decoding, itself ~24% of
+/// the 200k timers benchmark's runtime thread. An unparsed payload is written back as the same
+/// text (serde_json's `RawValue`), which is what serialising the parsed value would write, so
+/// records and every JSON output keep their bytes. Serialised as the plain JSON value, the
+/// shape the state always had.
+#[derive(Clone)]
+pub struct SharedJson(Arc<Held>);
 
-mod shared_json {
-    use super::SharedJson;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+struct Held {
+    /// The payload's JSON text as read from a record, while it may still be unparsed.
+    text: Option<Box<serde_json::value::RawValue>>,
+    value: std::sync::OnceLock<serde_json::Value>,
+}
 
-    pub fn serialize<S: Serializer>(v: &SharedJson, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().serialize(s)
+impl SharedJson {
+    pub fn new(value: serde_json::Value) -> SharedJson {
+        SharedJson(Arc::new(Held {
+            text: None,
+            value: std::sync::OnceLock::from(value),
+        }))
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SharedJson, D::Error> {
-        serde_json::Value::deserialize(d).map(SharedJson::new)
+
+    /// Identity of the shared payload (instances of one event hold the same one).
+    pub fn as_ptr(this: &SharedJson) -> *const () {
+        Arc::as_ptr(&this.0).cast()
     }
 
-    pub mod opt {
-        use super::SharedJson;
-        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    /// The payload's text while it has not been parsed: comparing it as text spares a parse.
+    pub fn unparsed_text(&self) -> Option<&str> {
+        match self.0.value.get() {
+            Some(_) => None,
+            None => self.0.text.as_deref().map(serde_json::value::RawValue::get),
+        }
+    }
+}
 
-        pub fn serialize<S: Serializer>(v: &Option<SharedJson>, s: S) -> Result<S::Ok, S::Error> {
-            v.as_deref().serialize(s)
+impl std::ops::Deref for SharedJson {
+    type Target = serde_json::Value;
+
+    fn deref(&self) -> &serde_json::Value {
+        self.0.value.get_or_init(|| {
+            let text = self
+                .0
+                .text
+                .as_deref()
+                .expect("a payload is either parsed or text");
+            // The text came from a `RawValue`, which serde_json checked while decoding the
+            // record, so it parses.
+            serde_json::from_str(text.get()).expect("a stored payload is JSON")
+        })
+    }
+}
+
+impl PartialEq for SharedJson {
+    fn eq(&self, other: &SharedJson) -> bool {
+        match (self.unparsed_text(), other.unparsed_text()) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => **self == **other,
         }
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<SharedJson>, D::Error> {
-            Option::<serde_json::Value>::deserialize(d).map(|o| o.map(SharedJson::new))
+    }
+}
+
+impl std::fmt::Debug for SharedJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for SharedJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.0.value.get(), &self.0.text) {
+            (None, Some(text)) => text.serialize(s),
+            _ => (**self).serialize(s),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedJson {
+    /// Kept as text (see the type's doc). Only serde_json's own deserialisers can hand a
+    /// payload's text over; person states are only ever read from JSON.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SharedJson, D::Error> {
+        let text = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(SharedJson(Arc::new(Held {
+            text: Some(text),
+            value: std::sync::OnceLock::new(),
+        })))
     }
 }
 
@@ -285,7 +350,6 @@ impl Waiting {
 pub struct SeenEvent {
     pub name: String,
     pub at: DateTime<Utc>,
-    #[serde(with = "shared_json")]
     pub data: SharedJson,
 }
 
@@ -298,13 +362,12 @@ pub struct Instance {
     pub kind: FlowKind,
     pub entry_key: String,
     pub entry_event: String,
-    #[serde(with = "shared_json")]
     pub entry: SharedJson,
     pub entered_at: DateTime<Utc>,
     pub step: StepId,
     pub waiting: Option<Waiting>,
     /// The event that resumed the latest `wait for` (what `event` means in later steps).
-    #[serde(default, with = "shared_json::opt")]
+    #[serde(default)]
     pub last_event: Option<SharedJson>,
     pub seen: Vec<SeenEvent>,
     pub replies: Vec<String>,
@@ -329,7 +392,6 @@ pub struct LastMessage {
     pub step: StepId,
     pub variant: Option<String>,
     pub at: DateTime<Utc>,
-    #[serde(with = "shared_json")]
     pub entry: SharedJson,
 }
 

@@ -264,14 +264,24 @@ fn share(slot: &mut Shared, state: &PersonState, data: &Json) -> SharedJson {
 /// A payload equal to `data` among those the person's instances and last message hold.
 fn held_equal(state: &PersonState, data: &Json) -> Option<SharedJson> {
     // Instances of one event share one payload: compare each distinct one once.
-    let mut last: *const Json = std::ptr::null();
+    let mut last: *const () = std::ptr::null();
+    // A payload still unparsed (read from a stored record) is compared as text with `data`'s
+    // compact JSON, which is what that text is when they are equal: no parse for it.
+    let mut text: Option<String> = None;
     let mut equal = |j: &SharedJson| {
         let p = SharedJson::as_ptr(j);
         if p == last {
             return false;
         }
         last = p;
-        **j == *data
+        match j.unparsed_text() {
+            Some(held) => {
+                held == text.get_or_insert_with(|| {
+                    serde_json::to_string(data).expect("a JSON value serialises")
+                })
+            }
+            None => **j == *data,
+        }
     };
     for inst in state.instances.values() {
         let held = std::iter::once(&inst.entry)
