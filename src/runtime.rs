@@ -297,6 +297,9 @@ pub struct Runtime {
     /// The next batch's log entries, read before the last commit was handed to the store:
     /// the engine steps through them while the store applies that commit on its own thread.
     prefetched: Vec<crate::store::LogEntry>,
+    /// The `until` of the latest timer batch: a timer batch's read-ahead warms the people of
+    /// the timers due by then.
+    fire_until: Option<DateTime<Utc>>,
     /// No message in the outbox waits for dispatch except what this runtime committed since
     /// (false at start: an earlier run may have left some). Lets `dispatch` skip its scan of
     /// the pending queue, a store read that would wait for the commit's apply.
@@ -391,6 +394,7 @@ impl Runtime {
             direct: Progress::default(),
             cursor: None,
             prefetched: Vec::new(),
+            fire_until: None,
             dispatch_clear: false,
             horizon_at: None,
         })
@@ -686,6 +690,7 @@ impl Runtime {
             Clock::Virtual => None,
             Clock::Wall => Some(Utc::now()),
         };
+        self.fire_until = Some(until);
         let mut n = 0;
         while n < limit {
             let Some(records) = self.host.fire_next(until, now) else {
@@ -754,7 +759,8 @@ impl Runtime {
             self.warm_uncached(named);
             self.prefetched = entries;
         } else {
-            let upcoming = self.host.state.upcoming_people(self.opts.batch);
+            let until = self.fire_until.unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let upcoming = self.host.state.upcoming_people(self.opts.batch, until);
             self.warm_uncached(upcoming);
         }
         Ok(())
@@ -779,6 +785,9 @@ impl Runtime {
             self.send_direct(p)?;
         }
         let st = &mut self.host.state;
+        if let Some(until) = self.fire_until.filter(|_| cursor.is_none()) {
+            st.top_up_due(self.opts.batch, until);
+        }
         let (added, removed) = st.take_timer_changes();
         let links_put = links_of(&self.outbox);
         let batch = CommitBatch {
@@ -831,12 +840,9 @@ impl Runtime {
     /// Read `people`'s records into the cache now, before a commit is handed over (a read while
     /// it is applied would wait for it); people the host holds are skipped: their state in
     /// memory is newer than their record until the commit is applied.
-    fn warm_uncached(&mut self, people: Vec<String>) {
-        for p in people {
-            if self.host.people.get(&p).is_none() {
-                self.host.state.warm(&p);
-            }
-        }
+    fn warm_uncached(&mut self, mut people: Vec<String>) {
+        people.retain(|p| self.host.people.get(p).is_none());
+        self.host.state.warm_many(&people);
     }
 
     /// A commit failed: memory is ahead of the store, so every cache of it goes (the next

@@ -475,18 +475,72 @@ impl StoreState {
         self.joins.get_mut(person)
     }
 
-    /// Read `person`'s record into the cache now (see `Runtime::commit`: a read while a commit
-    /// is being applied waits for it). Only for people not in the host's cache: for those,
-    /// the store's record may be older than their state in memory.
-    pub(crate) fn warm(&mut self, person: &str) {
-        let _ = self.joins_of(person);
+    /// Read `people`'s records into the cache now (see `Runtime::commit`: a read while a commit
+    /// is being applied waits for it). Only for people not in the host's cache: for those, the
+    /// store's record may be older than their state in memory. Repeats and people already
+    /// read are skipped; the records are read and decoded on two threads ([`crate::par`]). Why: reading
+    /// ahead was the firing's largest cost on the runtime's thread (sled's `get` ~30%, the
+    /// records' decoding ~24% of the 200k timers benchmark, docs/performance.md) while the
+    /// second core sat mostly idle. The results are taken in order, so the first failure is
+    /// the one kept, as when read one by one.
+    pub(crate) fn warm_many(&mut self, people: &[String]) {
+        let mut wanted: Vec<&String> = Vec::with_capacity(people.len());
+        let mut seen = std::collections::HashSet::with_capacity(people.len());
+        for p in people {
+            if !self.joins.contains_key(p) && seen.insert(p) {
+                wanted.push(p);
+            }
+        }
+        let store = &self.store;
+        let read = crate::par::map_halves(&wanted, 64, |p| {
+            store
+                .person(p)
+                .and_then(|b| b.map(|b| decode_record(p, &b)).transpose())
+        });
+        for (p, r) in wanted.into_iter().zip(read) {
+            match r {
+                Ok(Some(r)) => {
+                    self.loaded.insert(p.clone(), r.state);
+                    self.joins.insert(p.clone(), r.joins);
+                }
+                Ok(None) => {
+                    self.joins.insert(p.clone(), Joins::default());
+                }
+                Err(e) => {
+                    let _: Option<()> = self.fail(e);
+                }
+            }
+        }
     }
 
-    /// The people of the next `n` timers read ahead (in due order, repeats included): the
-    /// next batch's firings, to [`StoreState::warm`] before the commit is handed over.
-    pub(crate) fn upcoming_people(&self, n: usize) -> Vec<String> {
+    /// Top the timer read-ahead up to the next `n` timers due by `until`: the next batch's
+    /// firings. Called by a timer batch's commit BEFORE [`StoreState::take_timer_changes`],
+    /// so that the batch's own changes, not yet in the store, are merged into what the read
+    /// covers (its removals are skipped by the read, its additions join at the take).
+    ///
+    /// Why at the commit: a read of the due index waits for the commit being applied, as the
+    /// warming of the next batch's people there does anyway. Read early in the next batch
+    /// instead, it waited for this batch's commit, which then no longer overlapped the next
+    /// batch's engine work (such waits were ~10% of the 200k timers benchmark), and the
+    /// people past the read-ahead were read one by one on the runtime's thread.
+    pub(crate) fn top_up_due(&mut self, n: usize, until: DateTime<Utc>) {
+        let until = ms(until);
+        let due_by =
+            |buf: &BTreeSet<TimerKey>| buf.iter().take_while(|t| t.due <= until).take(n).count();
+        while due_by(&self.due_buf) < n
+            && self.due_complete.is_none_or(|c| c < until)
+            && self.fill_due()
+        {}
+    }
+
+    /// The people of the next `n` timers read ahead that are due by `until` (in due order,
+    /// repeats included): the next batch's firings, to [`StoreState::warm_many`] before the
+    /// commit is handed over.
+    pub(crate) fn upcoming_people(&self, n: usize, until: DateTime<Utc>) -> Vec<String> {
+        let until = ms(until);
         self.due_buf
             .iter()
+            .take_while(|t| t.due <= until)
             .take(n)
             .map(|t| t.person.clone())
             .collect()
@@ -759,12 +813,29 @@ impl HostState for StoreState {
 
 #[cfg(test)]
 mod tests {
+    /// A memory store and a sled store in `dir` (made afresh), each holding `timers`.
+    fn stores_with_timers(dir: &std::path::Path, timers: &[Timer]) -> Vec<Arc<dyn Store>> {
+        let _ = std::fs::remove_dir_all(dir);
+        let stores: Vec<Arc<dyn Store>> = vec![
+            Arc::new(crate::store::MemStore::new()),
+            Arc::new(crate::store::open(dir).unwrap()),
+        ];
+        for store in &stores {
+            let batch = crate::store::CommitBatch {
+                timers_add: timers.to_vec(),
+                ..crate::store::CommitBatch::default()
+            };
+            store.commit(batch).unwrap();
+        }
+        stores
+    }
+
     /// An instant holding more timers than one read of the due index (`DUE_READ_AHEAD`), between
     /// smaller ones: every timer comes out once, in due order, up to the bound, from the
     /// memory store and from sled (whose order within an instant is a random per-person tag).
     #[test]
     fn an_instant_larger_than_one_read_pops_every_timer_once() {
-        use crate::store::{CommitBatch, MemStore, Timer};
+        use crate::store::Timer;
         let t = |s: i64| DateTime::<Utc>::from_timestamp(1_780_000_000 + s, 0).unwrap();
         let mut timers = Vec::new();
         for (at, n) in [(0, 3), (60, DUE_READ_AHEAD * 3 + 7), (120, 5), (180, 2)] {
@@ -778,18 +849,7 @@ mod tests {
             }
         }
         let dir = std::env::temp_dir().join(format!("ac-big-instant-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let stores: Vec<Arc<dyn Store>> = vec![
-            Arc::new(MemStore::new()),
-            Arc::new(crate::store::open(&dir).unwrap()),
-        ];
-        for store in stores {
-            store
-                .commit(CommitBatch {
-                    timers_add: timers.clone(),
-                    ..CommitBatch::default()
-                })
-                .unwrap();
+        for store in stores_with_timers(&dir, &timers) {
             let mut st = StoreState::new(store.clone());
             let mut got = Vec::new();
             while let Some(k) = st.pop_due(t(120)) {
@@ -802,6 +862,69 @@ mod tests {
             let distinct: BTreeSet<_> = got.iter().map(|k| (&k.person, &k.instance)).collect();
             assert_eq!(distinct.len(), want);
             assert_eq!(st.pop_due(t(180)).map(|k| k.due), Some(t(180)));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Batches that fire timers and set later ones, committed as the runtime commits a timer
+    /// batch (the read-ahead topped up before the batch's changes are taken, then the next
+    /// batch's people): every timer, first and follow-up, fires once, in due order. The
+    /// follow-ups land past what the read-ahead covered when their batch was taken but within
+    /// what the top-up then reads; topping up after the take instead lost such timers (and
+    /// read the batch's fired ones back), which this catches.
+    #[test]
+    fn timer_batches_topped_up_at_commit_fire_every_timer_once() {
+        use crate::store::CommitBatch;
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_780_000_000 + s, 0).unwrap();
+        let n = DUE_READ_AHEAD * 3;
+        let first: Vec<Timer> = (0..n)
+            .map(|i| Timer {
+                due: t(10 * i as i64),
+                person: format!("customer:{i}"),
+                instance: "i".into(),
+                step: 1,
+            })
+            .collect();
+        let until = t(1_000_000);
+        let dir = std::env::temp_dir().join(format!("ac-top-up-{}", std::process::id()));
+        for store in stores_with_timers(&dir, &first) {
+            let mut st = StoreState::new(store.clone());
+            let mut got = Vec::new();
+            loop {
+                let mut fired = 0;
+                while fired < 100 {
+                    let Some(k) = st.pop_due(until) else { break };
+                    if k.step == 1 {
+                        // ~600 timers later: past the read-ahead's coverage at this take.
+                        st.schedule(TimerKey {
+                            due: k.due + chrono::Duration::seconds(6_005),
+                            step: 2,
+                            ..k.clone()
+                        });
+                    }
+                    got.push(k);
+                    fired += 1;
+                }
+                if fired == 0 {
+                    break;
+                }
+                st.top_up_due(100, until);
+                let (added, removed) = st.take_timer_changes();
+                store
+                    .commit(CommitBatch {
+                        timers_add: added.iter().map(timer_of).collect(),
+                        timers_remove: removed.iter().map(timer_of).collect(),
+                        ..CommitBatch::default()
+                    })
+                    .unwrap();
+                assert!(st.upcoming_people(100, until).len() <= 100);
+            }
+            assert!(st.take_error().is_none());
+            assert_eq!(got.len(), 2 * n);
+            assert!(got.windows(2).all(|w| w[0].due <= w[1].due));
+            let distinct: BTreeSet<_> = got.iter().map(|k| (&k.person, k.step)).collect();
+            assert_eq!(distinct.len(), 2 * n);
+            assert_eq!(store.next_due().unwrap(), None);
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -850,6 +973,50 @@ mod tests {
         let one_by_one: Vec<Vec<u8>> = refs.iter().map(|(s, j)| encode_record(s, j)).collect();
         assert_eq!(encode_records(&refs), one_by_one);
         assert_eq!(encode_records(&refs[..3]), one_by_one[..3].to_vec());
+    }
+
+    /// Event payloads decoded from a record stay text until read (`engine::model::SharedJson`):
+    /// the record encodes back to the same bytes without parsing them, a payload reads as the
+    /// value it was, and a state read back equals the one written, read or not.
+    #[test]
+    fn payloads_decoded_from_a_record_stay_text_and_encode_to_the_same_bytes() {
+        use crate::engine::{Instance, SharedJson};
+        let (mut state, joins) = sample();
+        let entry = serde_json::json!({
+            "id": 1001, "total_price": 24.5, "note": "gift \"wrap\" é",
+            "line_items": [{"sku": "SKIN-SERUM", "price": "24.00", "quantity": 1}],
+        });
+        let shared = SharedJson::new(entry.clone());
+        let inst = Instance {
+            id: "post_purchase:1001".into(),
+            flow: "post_purchase".into(),
+            flow_version: "v1".into(),
+            kind: crate::ir::FlowKind::Transactional,
+            entry_key: "1001".into(),
+            entry_event: "order.created".into(),
+            entry: shared.clone(),
+            entered_at: "2026-03-01T10:00:00Z".parse().unwrap(),
+            step: 1,
+            waiting: None,
+            last_event: Some(shared),
+            seen: Vec::new(),
+            replies: Vec::new(),
+            variants: BTreeMap::new(),
+        };
+        state.instances.insert(inst.id.clone(), Box::new(inst));
+        let bytes = encode_record(&state, &joins);
+        let rec = decode_record("customer:1", &bytes).unwrap();
+        let read = &rec.state.instances.get("post_purchase:1001").unwrap();
+        assert_eq!(
+            read.entry.unparsed_text(),
+            Some(serde_json::to_string(&entry).unwrap().as_str())
+        );
+        assert_eq!(encode_record(&rec.state, &rec.joins), bytes);
+        assert!(read.entry.unparsed_text().is_some(), "encoding parsed it");
+        assert_eq!(rec.state, state);
+        assert_eq!(*read.entry, entry);
+        assert_eq!(read.entry.unparsed_text(), None);
+        assert_eq!(encode_record(&rec.state, &rec.joins), bytes);
     }
 
     #[test]
