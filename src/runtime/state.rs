@@ -353,9 +353,21 @@ impl StoreState {
     /// it all. The timer read-ahead stays: it mirrors the store's due index, which a commit
     /// keeps in step (see `StoreState::take_timer_changes`).
     pub fn evict(&mut self) {
+        self.evict_keeping(&[]);
+    }
+
+    /// [`StoreState::evict`], except what was read of `keep` (people whose records the
+    /// pending commits do not change).
+    pub fn evict_keeping(&mut self, keep: &[String]) {
         debug_assert!(self.dirty.is_empty() && self.added.is_empty());
-        self.joins.clear();
-        self.loaded.clear();
+        if keep.is_empty() {
+            self.joins.clear();
+            self.loaded.clear();
+        } else {
+            let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
+            self.joins.retain(|p, _| keep.contains(p.as_str()));
+            self.loaded.retain(|p, _| keep.contains(p.as_str()));
+        }
         self.index.clear();
     }
 
