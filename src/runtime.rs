@@ -297,9 +297,6 @@ pub struct Runtime {
     /// The next batch's log entries, read before the last commit was handed to the store:
     /// the engine steps through them while the store applies that commit on its own thread.
     prefetched: Vec<crate::store::LogEntry>,
-    /// The `until` of the latest timer batch: a timer batch's read-ahead warms the people of
-    /// the timers due by then.
-    fire_until: Option<DateTime<Utc>>,
     /// The people the latest read-ahead read (kept when the caches are dropped after it).
     warmed: Vec<String>,
     /// No message in the outbox waits for dispatch except what this runtime committed since
@@ -396,7 +393,6 @@ impl Runtime {
             direct: Progress::default(),
             cursor: None,
             prefetched: Vec::new(),
-            fire_until: None,
             warmed: Vec::new(),
             dispatch_clear: false,
             horizon_at: None,
@@ -693,7 +689,6 @@ impl Runtime {
             Clock::Virtual => None,
             Clock::Wall => Some(Utc::now()),
         };
-        self.fire_until = Some(until);
         let mut n = 0;
         while n < limit {
             let Some(records) = self.host.fire_next(until, now) else {
@@ -749,22 +744,24 @@ impl Runtime {
         people_put
     }
 
-    /// Read the next batch's work while this one's commit is applied: after log entries
-    /// (`cursor`), the next entries and the people they name (the store settles this read
-    /// with the previous commit, and the engine can then step through them meanwhile); after
-    /// a batch of timers (no cursor: the log is drained), the people of the timers read
-    /// ahead, which the next timer batch fires.
-    fn read_ahead(&mut self, cursor: Option<Seq>) -> std::result::Result<(), StoreError> {
+    /// Read the next batch's work while this one's commit is applied: after log entries, the
+    /// next entries and the people they name (the store settles this read with the previous
+    /// commit, and the engine can then step through them meanwhile); after a batch of timers
+    /// (the log is drained), the people of the next timers due by its `until`, which the
+    /// commit topped the timer read-ahead up to.
+    fn read_ahead(&mut self, covers: Covers) -> std::result::Result<(), StoreError> {
         self.prefetched.clear();
-        if let Some(c) = cursor {
-            let entries = self.store.read_log(c + 1, self.opts.batch)?;
-            let named: Vec<String> = entries.iter().filter_map(|e| e.person.clone()).collect();
-            self.warm_uncached(named);
-            self.prefetched = entries;
-        } else {
-            let until = self.fire_until.unwrap_or(DateTime::<Utc>::MIN_UTC);
-            let upcoming = self.host.state.upcoming_people(self.opts.batch, until);
-            self.warm_uncached(upcoming);
+        match covers {
+            Covers::Log(c) => {
+                let entries = self.store.read_log(c + 1, self.opts.batch)?;
+                let named: Vec<String> = entries.iter().filter_map(|e| e.person.clone()).collect();
+                self.warm_uncached(named);
+                self.prefetched = entries;
+            }
+            Covers::Timers(until) => {
+                let upcoming = self.host.state.upcoming_people(self.opts.batch, until);
+                self.warm_uncached(upcoming);
+            }
         }
         Ok(())
     }
@@ -774,7 +771,8 @@ impl Runtime {
     /// flush covers it (`flush`, which `dispatch` calls before sending). With
     /// [`Sending::Direct`], the batch's new messages are sent first and committed with their
     /// outcome (`send_direct`).
-    fn commit(&mut self, cursor: Option<Seq>, sending: Sending) -> Result<()> {
+    fn commit(&mut self, covers: Covers, sending: Sending) -> Result<()> {
+        let cursor = covers.cursor();
         // Nothing here reads the store, so this batch's engine work, encoding and sends
         // overlap the previous commit's apply; the store's `commit` waits for it only after
         // sealing. (A message id is not checked against the outbox here: the engine never
@@ -788,7 +786,7 @@ impl Runtime {
             self.send_direct(p)?;
         }
         let st = &mut self.host.state;
-        if let Some(until) = self.fire_until.filter(|_| cursor.is_none()) {
+        if let Covers::Timers(until) = covers {
             st.top_up_due(self.opts.batch, until);
         }
         let (added, removed) = st.take_timer_changes();
@@ -818,7 +816,7 @@ impl Runtime {
         {
             self.dispatch_clear = false;
         }
-        if let Err(e) = self.read_ahead(cursor) {
+        if let Err(e) = self.read_ahead(covers) {
             return Err(self.abandon_batch(e));
         }
         // Not waited for here: the store's apply thread applies and flushes the batch while the
@@ -950,7 +948,7 @@ impl Runtime {
                 }
             }
         }
-        self.commit(Some(last), sending)?;
+        self.commit(Covers::Log(last), sending)?;
         Ok((entries.len(), fired))
     }
 
@@ -964,7 +962,7 @@ impl Runtime {
     pub fn process_timers_with(&mut self, until: DateTime<Utc>, sending: Sending) -> Result<usize> {
         let n = self.fire(until, self.opts.batch)?;
         if n > 0 {
-            self.commit(None, sending)?;
+            self.commit(Covers::Timers(until), sending)?;
         }
         Ok(n)
     }
@@ -1332,6 +1330,24 @@ fn event_currency(env: &Envelope) -> Option<String> {
         .find_map(|k| body.get(*k).and_then(|v| v.as_str()))
         .filter(|c| c.len() == 3 && c.chars().all(|ch| ch.is_ascii_alphabetic()))
         .map(|c| c.to_ascii_uppercase())
+}
+
+/// What a batch processed, as its commit needs it: log entries up to a seq (the cursor it
+/// moves to, and the next entries to read ahead), or the timers due by an instant (the next
+/// batch's timers to read ahead).
+#[derive(Clone, Copy)]
+enum Covers {
+    Log(Seq),
+    Timers(DateTime<Utc>),
+}
+
+impl Covers {
+    fn cursor(self) -> Option<Seq> {
+        match self {
+            Covers::Log(c) => Some(c),
+            Covers::Timers(_) => None,
+        }
+    }
 }
 
 /// The tracked links of the messages about to be committed, for the store's link family

@@ -1212,10 +1212,10 @@ fn tag_in_key_file(dir: &std::path::Path, subject: &str) -> [u8; 16] {
 /// `forget` deletes the person's timers (with their messages and links) in a second batch,
 /// after it has released the writer lock. This checks what that split must keep: while
 /// another thread appends and commits timers for other people, every forget finds and
-/// deletes exactly its person's timers,
-/// nobody else's is touched, nothing deadlocks, and each erasure's marker ends at done. (That
-/// writers no longer wait for the scan is a matter of timing, shown by the profile in
-/// docs/performance.md, "Erasure at 1M people", not by this test.)
+/// deletes exactly its person's timers, nobody else's is touched, nothing deadlocks, and each
+/// erasure's marker ends at done. (That writers no longer wait for the scan is a matter of
+/// timing, shown by the profile in docs/performance.md, "Erasure at 1M people", not by this
+/// test.)
 #[test]
 fn erasures_alongside_writers_delete_only_their_persons_timers() {
     let dir = tmp("erase-concurrent");

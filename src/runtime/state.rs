@@ -162,6 +162,14 @@ pub fn decode_record(person: &str, bytes: &[u8]) -> Result<PersonRecord, StoreEr
     from_json_maybe_lz4(&format!("person record {person}"), bytes)
 }
 
+/// `person`'s record read from `store` and decoded (`None`: they have none).
+fn read_record(store: &dyn Store, person: &str) -> Result<Option<PersonRecord>, StoreError> {
+    store
+        .person(person)?
+        .map(|b| decode_record(person, &b))
+        .transpose()
+}
+
 thread_local! {
     /// Per-thread scratch for [`lz4_json`] and [`from_json_maybe_lz4`]: the JSON text and the
     /// compressed block. Why: `to_vec` grew a fresh buffer by doubling for every record and
@@ -470,21 +478,30 @@ impl StoreState {
     /// A person's join data, reading their record once per process.
     fn joins_of(&mut self, person: &str) -> Option<&mut Joins> {
         if !self.joins.contains_key(person) {
-            match self.store.person(person) {
-                Ok(Some(b)) => match decode_record(person, &b) {
-                    Ok(r) => {
-                        self.loaded.insert(person.to_string(), r.state);
-                        self.joins.insert(person.to_string(), r.joins);
-                    }
-                    Err(e) => return self.fail(e),
-                },
-                Ok(None) => {
-                    self.joins.insert(person.to_string(), Joins::default());
-                }
-                Err(e) => return self.fail(e),
-            }
+            let read = read_record(&*self.store, person);
+            self.cache_read(person, read)?;
         }
         self.joins.get_mut(person)
+    }
+
+    /// Cache what [`read_record`] gave for `person` (no record: empty join data); a failure
+    /// is kept for the runtime to check (`None`).
+    fn cache_read(
+        &mut self,
+        person: &str,
+        read: Result<Option<PersonRecord>, StoreError>,
+    ) -> Option<()> {
+        match read {
+            Ok(Some(r)) => {
+                self.loaded.insert(person.to_string(), r.state);
+                self.joins.insert(person.to_string(), r.joins);
+            }
+            Ok(None) => {
+                self.joins.insert(person.to_string(), Joins::default());
+            }
+            Err(e) => return self.fail(e),
+        }
+        Some(())
     }
 
     /// Read `people`'s records into the cache now (see `Runtime::commit`: a read while a commit
@@ -503,25 +520,10 @@ impl StoreState {
                 wanted.push(p);
             }
         }
-        let store = &self.store;
-        let read = crate::par::map_halves(&wanted, 64, |p| {
-            store
-                .person(p)
-                .and_then(|b| b.map(|b| decode_record(p, &b)).transpose())
-        });
+        let store = &*self.store;
+        let read = crate::par::map_halves(&wanted, 64, |p| read_record(store, p));
         for (p, r) in wanted.into_iter().zip(read) {
-            match r {
-                Ok(Some(r)) => {
-                    self.loaded.insert(p.clone(), r.state);
-                    self.joins.insert(p.clone(), r.joins);
-                }
-                Ok(None) => {
-                    self.joins.insert(p.clone(), Joins::default());
-                }
-                Err(e) => {
-                    let _: Option<()> = self.fail(e);
-                }
-            }
+            let _ = self.cache_read(p, r);
         }
     }
 
@@ -883,7 +885,9 @@ mod tests {
     /// batch's people): every timer, first and follow-up, fires once, in due order. The
     /// follow-ups land past what the read-ahead covered when their batch was taken but within
     /// what the top-up then reads; topping up after the take instead lost such timers (and
-    /// read the batch's fired ones back), which this catches.
+    /// read the batch's fired ones back), which this catches. And the people read ahead at
+    /// each commit are exactly the next batch's (without the top-up, only those of the
+    /// timers left in the read-ahead).
     #[test]
     fn timer_batches_topped_up_at_commit_fire_every_timer_once() {
         use crate::store::CommitBatch;
@@ -901,8 +905,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ac-top-up-{}", std::process::id()));
         for store in stores_with_timers(&dir, &first) {
             let mut st = StoreState::new(store.clone());
-            let mut got = Vec::new();
+            let mut got: Vec<TimerKey> = Vec::new();
+            let mut upcoming: Option<Vec<String>> = None;
             loop {
+                let start = got.len();
                 let mut fired = 0;
                 while fired < 100 {
                     let Some(k) = st.pop_due(until) else { break };
@@ -917,6 +923,12 @@ mod tests {
                     got.push(k);
                     fired += 1;
                 }
+                // The people read ahead at the last commit are exactly whom this batch fired.
+                if let Some(up) = upcoming.take() {
+                    let fired_people: Vec<&String> =
+                        got[start..].iter().map(|k| &k.person).collect();
+                    assert_eq!(fired_people, up.iter().collect::<Vec<_>>());
+                }
                 if fired == 0 {
                     break;
                 }
@@ -929,7 +941,7 @@ mod tests {
                         ..CommitBatch::default()
                     })
                     .unwrap();
-                assert!(st.upcoming_people(100, until).len() <= 100);
+                upcoming = Some(st.upcoming_people(100, until));
             }
             assert!(st.take_error().is_none());
             assert_eq!(got.len(), 2 * n);

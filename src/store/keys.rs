@@ -311,7 +311,7 @@ impl KeyDir {
             dead: 0,
             replaced: false,
         };
-        // The slots, sorted once after the walk (`latest`).
+        // The slots, sorted once after the walk (`latest_names`, and the tags below).
         let (mut names, mut tags) = (Vec::with_capacity(records), Vec::with_capacity(records));
         // Destroyed records whose bytes a crash left (partly) in place: zeroed again below.
         let mut unfinished: Vec<(u64, usize)> = Vec::new();
@@ -411,8 +411,10 @@ impl KeyDir {
                 .map_err(|e| io(path, "truncate torn tail of", e))?;
             dir.synced = good_end;
         }
-        dir.by_name = Slots::from_sorted(dir.latest(names, |a, b| name_of(a) == name_of(b))?);
-        dir.by_tag = Slots::from_sorted(dir.latest(tags, |a, b| tag_of(a) == tag_of(b))?);
+        dir.by_name = Slots::from_sorted(dir.latest_names(names)?);
+        // Every record has its own random tag, so no tag slot supersedes another.
+        tags.sort_unstable_by_key(|s| s.hash);
+        dir.by_tag = Slots::from_sorted(tags);
         if !unfinished.is_empty() {
             // An erasure cut by a crash after its destroy record was durable: finish it.
             dir.zero(&unfinished)?;
@@ -420,16 +422,12 @@ impl KeyDir {
         Ok(dir)
     }
 
-    /// `slots` without those a later record of the same subject (`same`) supersedes: a name
-    /// written twice to the key file finds the later record, as the file is read in order
-    /// (the earlier one stays reachable by its own tag). Only slots whose 32-bit hashes
-    /// collide can be the same subject, so records are read for those alone. Returned sorted
-    /// by hash, as [`Slots::from_sorted`] takes them.
-    fn latest(
-        &self,
-        mut slots: Vec<Slot>,
-        same: impl Fn(&[u8], &[u8]) -> bool,
-    ) -> Result<Vec<Slot>, StoreError> {
+    /// Name slots without those a later record of the same name supersedes: a name written
+    /// twice to the key file finds the later record, as the file is read in order (the
+    /// earlier one stays reachable by its own tag). Only slots whose 32-bit hashes collide
+    /// can be the same name, so records are read for those alone. Returned sorted by hash, as
+    /// [`Slots::from_sorted`] takes them.
+    fn latest_names(&self, mut slots: Vec<Slot>) -> Result<Vec<Slot>, StoreError> {
         slots.sort_unstable_by_key(|s| (s.hash, s.at));
         let mut superseded = Vec::new();
         let mut i = 0;
@@ -438,7 +436,8 @@ impl KeyDir {
             for a in i..i + run {
                 for b in a + 1..i + run {
                     let (x, y) = (slots[a].at, slots[b].at);
-                    if self.with_record(x, |p| self.with_record(y, |q| same(p, q)))?? {
+                    let same = |p: &[u8]| self.with_record(y, |q| name_of(p) == name_of(q));
+                    if self.with_record(x, same)?? {
                         superseded.push(a);
                         break;
                     }
@@ -1099,9 +1098,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
-    /// Slots whose 32-bit hashes collide are told apart by their records at load: a later
-    /// record of the same subject supersedes an earlier one, different subjects both stay.
-    /// (Real collisions are too rare to meet in a test: the hashes are forced here.)
+    /// Name slots whose 32-bit hashes collide are told apart by their records at load: a later
+    /// record of the same name supersedes an earlier one, different names both stay. (Real
+    /// collisions are too rare to meet in a test: the hashes are forced here.)
     #[test]
     fn colliding_hashes_at_load_keep_every_subject_and_the_latest_of_each() {
         let p = tmp("collide");
@@ -1120,17 +1119,13 @@ mod tests {
             v
         };
         let forced = |ats: &[u32]| ats.iter().map(|&at| Slot { hash: 7, at }).collect();
-        let kept = k
-            .latest(forced(&at), |a, b| name_of(a) == name_of(b))
-            .unwrap();
+        let kept = k.latest_names(forced(&at)).unwrap();
         assert_eq!(
             kept.iter().map(|s| s.at).collect::<Vec<_>>(),
             [at[1], at[2]]
         );
-        let kept = k
-            .latest(forced(&at), |a, b| tag_of(a) == tag_of(b))
-            .unwrap();
-        assert_eq!(kept.len(), 3);
+        // Each record stays reachable by its own tag.
+        assert_eq!(k.by_tag.len(), 3);
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
